@@ -1,0 +1,44 @@
+# Two commands set everything up: `make test` and `make demo` (see README).
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+ARTIFACTS ?= artifacts
+WEIGHTS ?= auto
+IMAGE_SIZE ?= 64
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: venv test test-fast lint format demo demo-cli notebooks bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e ".[dev,notebooks]"
+	touch $@
+
+venv: $(BIN)/.installed
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: venv
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+test: venv lint
+	$(BIN)/python -m pytest
+
+test-fast: venv
+	$(BIN)/python -m pytest -m "not slow and not browser and not notebooks"
+
+# The CLI path: index the default gallery, then search it with one of its own images.
+demo-cli: venv
+	$(BIN)/simlib index --out $(ARTIFACTS)/index --weights $(WEIGHTS) --image-size $(IMAGE_SIZE)
+	$(BIN)/simlib search "$$($(BIN)/python -c 'import json;print(json.loads(open("$(ARTIFACTS)/index/records.jsonl").readline())["path"])')" \
+		--index $(ARTIFACTS)/index -k 5
+
+demo: demo-cli
+
+clean:
+	rm -rf $(ARTIFACTS) .pytest_cache .ruff_cache test-artifacts

@@ -1,0 +1,222 @@
+"""The ``simlib`` command line: index, search, eval.
+
+Exit codes: 0 success, 1 a user error (one line on stderr saying what to do), 2 bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+from simlib.errors import SimlibError
+
+
+# ----------------------------------------------------------------------------- shared options
+def _add_model_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", metavar="DIR", help="a model folder saved by simlib (carries its own image size)")
+    g.add_argument(
+        "--weights",
+        default="auto",
+        metavar="auto|imagenet|none|PATH",
+        help="backbone weights when no --model is given (default: auto = ImageNet if it can be had, else untrained)",
+    )
+    g.add_argument("--image-size", type=int, metavar="N", help="input side in pixels (default 64)")
+    g.add_argument("--embedding-dim", type=int, default=128, metavar="D", help="embedding size (default 128)")
+
+
+def _add_data_options(p: argparse.ArgumentParser, required: bool = False) -> None:
+    p.add_argument(
+        "--data",
+        required=required,
+        metavar="DIR",
+        help="image folder (product layout, class sub-folders or flat) or 'fashion-mnist'; "
+        "default: $SIMLIB_DATA, ./data or ../shared/data",
+    )
+    p.add_argument("--label-column", default="articleType", help="product layout: styles.csv label column")
+
+
+def _parse_filters(items: Sequence[str] | None) -> dict[str, list[str]]:
+    filters: dict[str, list[str]] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise SimlibError(f"--filter takes KEY=VALUE (e.g. baseColour=Blue), not {item!r}")
+        filters.setdefault(key, []).append(value)
+    return filters
+
+
+def get_model(args: argparse.Namespace):
+    """The model named by ``--model``, or a fresh one from ``--weights`` / ``--image-size``."""
+    from simlib.config import DEFAULT_IMAGE_SIZE, ModelConfig
+    from simlib.model import build_embedding_model, load_model, model_config, resolve_weights
+
+    if args.model:
+        model = load_model(args.model)
+        if args.image_size and args.image_size != model_config(model).image_size:
+            raise SimlibError(
+                f"--image-size {args.image_size} conflicts with the model's own "
+                f"{model_config(model).image_size}: drop --image-size when using --model"
+            )
+        return model
+    config = ModelConfig(
+        image_size=args.image_size or DEFAULT_IMAGE_SIZE,
+        embedding_dim=args.embedding_dim,
+        weights=resolve_weights(args.weights),
+    )
+    return build_embedding_model(config)
+
+
+def get_table(args: argparse.Namespace, materialize: bool = False):
+    """Load ``--data`` (or the default data); Fashion-MNIST is written out as PNGs when files are needed."""
+    from simlib.data import cache_dir, default_data_spec, load_dataset
+    from simlib.data import materialize as write_pngs
+
+    spec = args.data or default_data_spec()
+    table = load_dataset(spec, label_column=args.label_column)
+    if materialize and table.paths is None:
+        name = spec.replace(":", "-")
+        table = write_pngs(table, cache_dir() / name)
+    return table
+
+
+# ----------------------------------------------------------------------------- commands
+def cmd_index(args: argparse.Namespace) -> int:
+    from simlib.config import IndexConfig
+    from simlib.search import Searcher
+
+    table = get_table(args, materialize=True)
+    model = get_model(args)
+    t0 = time.perf_counter()
+    searcher, result = Searcher.from_table(
+        model, table, IndexConfig(kind=args.kind), progress=not args.quiet, batch_size=args.batch_size
+    )
+    elapsed = time.perf_counter() - t0
+    out = searcher.save(args.out)
+    for row, reason in result.skipped.items():
+        print(f"skipped {table.source(row)}: {reason}", file=sys.stderr)
+    info = searcher.describe()
+    print(
+        f"indexed {len(searcher.index)} images from {table.name} in {elapsed:.1f} s "
+        f"({len(searcher.index) / max(elapsed, 1e-9):.0f} img/s), skipped {len(result.skipped)}; "
+        f"{info['index_kind']} index, {info['image_size']} px, weights {info['weights']} -> {out}"
+    )
+    return 0
+
+
+def _format_hits(hits) -> str:
+    lines = [f"{'rank':>4}  {'score':>6}  {'label':<20}  path"]
+    for h in hits:
+        lines.append(f"{h.rank:>4}  {h.score:6.3f}  {str(h.label or '-')[:20]:<20}  {h.path}")
+    return "\n".join(lines)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from simlib.search import Searcher
+
+    searcher = Searcher.load(args.index, model_dir=args.model)
+    hits = searcher.query(args.image, k=args.k, filters=_parse_filters(args.filter), exclude_self=args.exclude_self)
+    if args.json:
+        print(json.dumps({"query": str(args.image), "hits": [h.to_dict() for h in hits]}, ensure_ascii=False))
+    else:
+        print(_format_hits(hits) if hits else "no results (filters matched nothing?)")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from simlib.data import split_table
+    from simlib.embed import embed_table
+    from simlib.metrics import evaluate
+
+    table = get_table(args)
+    if not table.has_labels:
+        raise SimlibError(f"{table.name} has no labels: evaluation needs class sub-folders or a label column")
+    if args.split == "test":
+        table = split_table(table, seed=args.seed, by=args.by)["test"]
+    model = get_model(args)
+    result = embed_table(model, table, progress=not args.quiet)
+    for row, reason in result.skipped.items():
+        print(f"skipped {table.source(row)}: {reason}", file=sys.stderr)
+    labels = table.labels[result.rows]
+    scores = evaluate(result.embeddings, labels, result.embeddings, labels, ref_includes_query=True)
+    scores.update(split=args.split, by=args.by, seed=args.seed, data=table.name)
+    if args.json:
+        print(json.dumps(scores))
+    else:
+        print(f"{table.name}, split {args.split} ({args.by}-disjoint, seed {args.seed}), {scores['n_queries']} queries")
+        for key in ("recall@1", "recall@5", "recall@10", "map@r"):
+            print(f"  {key:<10} {scores[key]:.4f}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    from simlib import __version__
+
+    parser = argparse.ArgumentParser(prog="simlib", description="Visual similarity search without tags or labels.")
+    parser.add_argument("--version", action="version", version=f"simlib {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("index", help="embed every image under a folder and write a persisted index")
+    _add_data_options(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="index folder to write (e.g. artifacts/index)")
+    p.add_argument("--kind", default="auto", choices=["auto", "flat", "hnsw", "ivfpq"], help="FAISS index kind")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_model_options(p)
+    p.set_defaults(func=cmd_index)
+
+    p = sub.add_parser("search", help="top-K most similar gallery images to one image")
+    p.add_argument("image", help="query image file")
+    p.add_argument("--index", required=True, metavar="DIR", help="index folder written by `simlib index`")
+    p.add_argument("-k", type=int, default=5, help="number of results (default 5)")
+    p.add_argument("--filter", action="append", metavar="KEY=VALUE", help="only results with this attribute")
+    p.add_argument("--exclude-self", action="store_true", help="leave the query out when it is in the gallery")
+    p.add_argument("--model", metavar="DIR", help="use this model instead of the index's own (must be the same)")
+    p.add_argument("--json", action="store_true", help='print {"hits": [...]} as JSON')
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("eval", help="Recall@1/5/10 and mAP@R on a labelled dataset")
+    _add_data_options(p)
+    p.add_argument("--split", default="test", choices=["test", "all"], help="test split, or leave-one-out over all")
+    p.add_argument("--by", default="image", choices=["image", "class"], help="image- or class-disjoint split")
+    p.add_argument("--seed", type=int, default=0, help="split seed")
+    p.add_argument("--json", action="store_true", help="print the scores as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_model_options(p)
+    p.set_defaults(func=cmd_eval)
+    return parser
+
+
+def _quiet_tensorflow() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _quiet_tensorflow()
+    try:
+        return int(args.func(args) or 0)
+    except SimlibError as e:
+        print(f"simlib: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("simlib: interrupted", file=sys.stderr)
+        return 130
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    run()

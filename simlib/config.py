@@ -1,0 +1,90 @@
+"""Frozen configuration dataclasses, saved as JSON next to every model and index."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, TypeVar
+
+from simlib.errors import SimlibError
+
+DEFAULT_IMAGE_SIZE = 64
+DEFAULT_EMBEDDING_DIM = 128
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """How an embedding model is built and how images are prepared for it.
+
+    Attributes:
+        image_size: side of the square input in pixels.
+        embedding_dim: size of the L2-normalised output vector.
+        weights: backbone weights as resolved at build time: "imagenet", "none" or a file path.
+        pooling: "avg" or "max" global pooling of the last feature map.
+        resize: "pad" keeps the whole image and pads with white; "crop" centre-crops.
+        backbone: backbone architecture; only "resnet50" is provided.
+        seed: seed for the randomly initialised layers.
+        trained: True once simlib's triplet training has updated the weights.
+    """
+
+    image_size: int = DEFAULT_IMAGE_SIZE
+    embedding_dim: int = DEFAULT_EMBEDDING_DIM
+    weights: str = "none"
+    pooling: str = "avg"
+    resize: str = "pad"
+    backbone: str = "resnet50"
+    seed: int = 0
+    trained: bool = False
+
+    def __post_init__(self) -> None:
+        if not 32 <= self.image_size <= 1024:
+            raise SimlibError(f"image size {self.image_size} is out of range: use 32 to 1024 pixels")
+        if self.embedding_dim < 2:
+            raise SimlibError(f"embedding dimension {self.embedding_dim} must be at least 2")
+        if self.pooling not in ("avg", "max"):
+            raise SimlibError(f"pooling must be 'avg' or 'max', not {self.pooling!r}")
+        if self.resize not in ("pad", "crop"):
+            raise SimlibError(f"resize must be 'pad' or 'crop', not {self.resize!r}")
+        if self.backbone != "resnet50":
+            raise SimlibError(f"backbone must be 'resnet50', not {self.backbone!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class IndexConfig:
+    """How the FAISS index is built and searched.
+
+    Attributes:
+        kind: "flat" (exact), "hnsw", "ivfpq" (with exact re-ranking) or "auto" (by size).
+        hnsw_m: HNSW graph degree.
+        hnsw_ef_search: HNSW search breadth (recall/speed trade-off).
+        hnsw_ef_construction: HNSW build breadth.
+        ivf_nlist: IVF cells; 0 picks about 4*sqrt(n).
+        ivf_nprobe: IVF cells visited per query.
+        pq_m: PQ sub-quantisers (must divide the dimension).
+        rerank_factor: IVF-PQ candidates re-ranked exactly per result.
+    """
+
+    kind: str = "auto"
+    hnsw_m: int = 32
+    hnsw_ef_search: int = 128
+    hnsw_ef_construction: int = 80
+    ivf_nlist: int = 0
+    ivf_nprobe: int = 16
+    pq_m: int = 16
+    rerank_factor: int = 8
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("auto", "flat", "hnsw", "ivfpq"):
+            raise SimlibError(f"index kind must be auto, flat, hnsw or ivfpq, not {self.kind!r}")
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """Return a dataclass as a plain JSON-ready dict."""
+    return dataclasses.asdict(config)
+
+
+def from_dict(cls: type[T], data: dict[str, Any]) -> T:
+    """Build a config from a dict, ignoring keys this version does not know."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    return cls(**{k: v for k, v in data.items() if k in names})

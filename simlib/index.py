@@ -1,0 +1,389 @@
+"""A FAISS vector index that also keeps each vector's id, path, label and attributes.
+
+Cosine similarity is the inner product of unit vectors. FAISS stores vectors at positions
+0..n-1; this class maps positions to the caller's ids and metadata. Removal marks a
+tombstone (HNSW cannot delete) that searches skip through an ``IDSelectorBitmap``; the
+same bitmap applies attribute filters *inside* the search, so a filtered top-K is a true
+top-K among matching items. :meth:`VectorIndex.compact` rebuilds without the tombstones
+(automatic on save for exact indexes, and whenever a quarter of the rows are dead).
+
+On disk an index is a folder: ``index.faiss``, ``records.jsonl``, ``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from simlib import __version__
+from simlib.config import IndexConfig, from_dict, to_dict
+from simlib.errors import SimlibError
+from simlib.storage import atomic_dir, load_json, recover_dir, save_json
+
+INDEX_FILE = "index.faiss"
+RECORDS_FILE = "records.jsonl"
+MANIFEST_FILE = "manifest.json"
+FORMAT = "simlib-index"
+FORMAT_VERSION = 1
+# Below this many vectors exact search is fast enough (~2 ms per query at 100k x 128 here).
+AUTO_FLAT_MAX = 100_000
+IVFPQ_MIN = 1_000
+COMPACT_FRACTION = 0.25
+
+Filters = Mapping[str, str | Sequence[str]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Record:
+    """What the index knows about one image besides its vector."""
+
+    id: int
+    path: str | None = None
+    label: str | None = None
+    attributes: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+def resolve_kind(kind: str, n: int) -> str:
+    """The concrete index kind for ``kind`` ("auto" picks exact below 100k vectors, else HNSW)."""
+    if kind != "auto":
+        return kind
+    return "flat" if n <= AUTO_FLAT_MAX else "hnsw"
+
+
+def _normalized(vectors: np.ndarray, dim: int | None = None) -> np.ndarray:
+    x = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32))
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.ndim != 2 or (dim is not None and x.shape[1] != dim):
+        want = f"(n, {dim})" if dim is not None else "(n, d)"
+        raise SimlibError(f"vectors of shape {x.shape} do not fit this index: expected {want}")
+    if not np.isfinite(x).all():
+        raise SimlibError("vectors contain NaN or infinite values")
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return np.ascontiguousarray(x / np.maximum(norms, 1e-12), dtype=np.float32)
+
+
+class VectorIndex:
+    """Cosine top-K search over unit vectors with ids and metadata, backed by FAISS.
+
+    Build with :meth:`build`, reopen with :meth:`load`.
+    """
+
+    def __init__(self, dim: int, config: IndexConfig, kind: str, faiss_index: Any) -> None:
+        self.dim = dim
+        self.config = config
+        self.kind = kind
+        self._index = faiss_index
+        self._ids = np.zeros((0,), np.int64)
+        self._alive = np.zeros((0,), bool)
+        self._paths: list[str | None] = []
+        self._labels: list[str | None] = []
+        self._attrs: list[dict[str, str]] = []
+        self._pos: dict[int, int] = {}
+        self.manifest: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def build(
+        cls,
+        vectors: np.ndarray,
+        records: Sequence[Record],
+        config: IndexConfig | None = None,
+    ) -> VectorIndex:
+        """Build an index from vectors (normalised here) and one :class:`Record` per vector."""
+        config = config or IndexConfig()
+        x = _normalized(vectors)
+        kind = resolve_kind(config.kind, len(x))
+        index = cls(x.shape[1], config, kind, _new_faiss_index(x.shape[1], kind, config, x))
+        index.add(x, records)
+        return index
+
+    def add(self, vectors: np.ndarray, records: Sequence[Record]) -> None:
+        """Add vectors with their records; ids must be new to the index."""
+        x = _normalized(vectors, self.dim)
+        if len(x) != len(records):
+            raise SimlibError(f"{len(x)} vectors but {len(records)} records")
+        new_ids = [int(r.id) for r in records]
+        clash = [i for i in new_ids if i in self._pos]
+        if clash or len(set(new_ids)) != len(new_ids):
+            raise SimlibError(f"ids already in the index or repeated: {sorted(set(clash))[:5] or new_ids[:5]}")
+        start = len(self._ids)
+        self._index.add(x)
+        self._ids = np.concatenate([self._ids, np.asarray(new_ids, np.int64)])
+        self._alive = np.concatenate([self._alive, np.ones(len(x), bool)])
+        for offset, r in enumerate(records):
+            self._paths.append(r.path)
+            self._labels.append(r.label)
+            self._attrs.append(dict(r.attributes))
+            self._pos[int(r.id)] = start + offset
+
+    def remove(self, ids: Sequence[int]) -> int:
+        """Remove ids (unknown ones are ignored); returns how many were removed."""
+        removed = 0
+        for i in ids:
+            pos = self._pos.pop(int(i), None)
+            if pos is not None:
+                self._alive[pos] = False
+                removed += 1
+        if removed and (len(self._alive) - self._alive.sum()) > COMPACT_FRACTION * len(self._alive):
+            self.compact()
+        return removed
+
+    def compact(self) -> None:
+        """Rebuild the FAISS index without removed rows (positions change, ids do not)."""
+        keep = np.flatnonzero(self._alive)
+        if len(keep) == len(self._alive):
+            return
+        vectors = self.vectors(keep)
+        records = [self._record_at(p) for p in keep]
+        fresh = VectorIndex(self.dim, self.config, self.kind, None)
+        if len(keep):
+            fresh._index = _new_faiss_index(self.dim, self.kind, self.config, vectors)
+            fresh.add(vectors, records)
+        else:
+            fresh._index = _new_faiss_index(self.dim, self.kind, self.config, None)
+        self._index, self._ids, self._alive = fresh._index, fresh._ids, fresh._alive
+        self._paths, self._labels, self._attrs, self._pos = fresh._paths, fresh._labels, fresh._attrs, fresh._pos
+
+    # ------------------------------------------------------------------ reading
+    def __len__(self) -> int:
+        return len(self._pos)
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Ids of the live vectors, in insertion order."""
+        return self._ids[self._alive]
+
+    def __contains__(self, id_: int) -> bool:
+        return int(id_) in self._pos
+
+    def record(self, id_: int) -> Record:
+        """The record stored for ``id_``."""
+        pos = self._pos.get(int(id_))
+        if pos is None:
+            raise SimlibError(f"id {id_} is not in the index")
+        return self._record_at(pos)
+
+    def _record_at(self, pos: int) -> Record:
+        return Record(int(self._ids[pos]), self._paths[pos], self._labels[pos], dict(self._attrs[pos]))
+
+    def records(self) -> list[Record]:
+        """Records of the live vectors, in insertion order."""
+        return [self._record_at(p) for p in np.flatnonzero(self._alive)]
+
+    def vectors(self, positions: np.ndarray | None = None) -> np.ndarray:
+        """Stored vectors (exact for flat/HNSW, from the re-ranking store for IVF-PQ)."""
+        positions = np.flatnonzero(self._alive) if positions is None else np.asarray(positions)
+        store = self._index.refine_index if self.kind == "ivfpq" else self._index
+        if len(positions) == 0:
+            return np.zeros((0, self.dim), np.float32)
+        all_vectors = store.reconstruct_n(0, store.ntotal)
+        return np.ascontiguousarray(all_vectors[positions])
+
+    def attribute_values(self, max_values: int = 200) -> dict[str, list[str]]:
+        """Distinct values of each attribute (and "label"), for filter menus; high-cardinality ones dropped."""
+        values: dict[str, set[str]] = {}
+        for p in np.flatnonzero(self._alive):
+            items = dict(self._attrs[p])
+            if self._labels[p] is not None:
+                items["label"] = self._labels[p]
+            for k, v in items.items():
+                values.setdefault(k, set()).add(v)
+        return {k: sorted(v) for k, v in sorted(values.items()) if 1 < len(v) <= max_values}
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        filters: Filters | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` by cosine similarity among live (and, with ``filters``, matching) vectors.
+
+        Args:
+            queries: (q, d) or (d,) vectors; normalised here.
+            k: results per query.
+            filters: attribute (or "label") -> allowed value or list of values; all must match.
+
+        Returns:
+            ``(scores, ids)``, both (q, k), best first; missing results are padded with
+            score ``-inf`` and id ``-1``.
+        """
+        import faiss
+
+        x = _normalized(queries, self.dim)
+        if k < 1:
+            raise SimlibError(f"k must be at least 1, not {k}")
+        allowed = self._alive & self._filter_mask(filters)
+        n_allowed = int(allowed.sum())
+        kk = min(k, n_allowed)
+        scores = np.full((len(x), k), -np.inf, np.float32)
+        ids = np.full((len(x), k), -1, np.int64)
+        if kk == 0:
+            return scores, ids
+        params = None
+        if n_allowed < len(allowed):
+            bits = np.packbits(allowed, bitorder="little")
+            sel = faiss.IDSelectorBitmap(len(allowed), faiss.swig_ptr(bits))
+            params = self._search_params(sel)
+        elif self.kind != "flat":
+            params = self._search_params(None)
+        d, i = self._index.search(x, kk, params=params)
+        valid = i >= 0
+        scores[:, :kk] = np.where(valid, d, -np.inf)
+        ids[:, :kk] = np.where(valid, self._ids[np.maximum(i, 0)], -1)
+        return scores, ids
+
+    def _search_params(self, sel):
+        import faiss
+
+        c = self.config
+        if self.kind == "hnsw":
+            return faiss.SearchParametersHNSW(sel=sel, efSearch=max(c.hnsw_ef_search, 1))
+        if self.kind == "ivfpq":
+            base = faiss.SearchParametersIVF(sel=sel, nprobe=c.ivf_nprobe)
+            return faiss.IndexRefineSearchParameters(k_factor=float(c.rerank_factor), base_index_params=base)
+        return faiss.SearchParameters(sel=sel)
+
+    def _filter_mask(self, filters: Filters | None) -> np.ndarray:
+        mask = np.ones(len(self._ids), bool)
+        for key, want in (filters or {}).items():
+            allowed = {want} if isinstance(want, str) else set(want)
+            if not allowed:
+                continue
+            if key == "label":
+                col = self._labels
+            else:
+                col = [a.get(key) for a in self._attrs]
+            mask &= np.fromiter((v in allowed for v in col), bool, len(col))
+        return mask
+
+    # ------------------------------------------------------------------ persistence
+    def save(
+        self,
+        directory: str | os.PathLike,
+        extra: dict[str, Any] | None = None,
+        write_extra: Callable[[Path], None] | None = None,
+    ) -> Path:
+        """Write the index folder atomically.
+
+        Args:
+            directory: the folder; an existing one is replaced only once the new one is complete.
+            extra: more manifest entries (e.g. the model fingerprint).
+            write_extra: called with the temporary folder to add files (e.g. the model) to the same
+                atomic write.
+        """
+        import faiss
+
+        self.compact()  # tombstones are not persisted
+        directory = Path(directory)
+        manifest = {
+            **self.manifest,
+            **(extra or {}),
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "simlib_version": __version__,
+            "faiss_version": faiss.__version__,
+            "dimension": self.dim,
+            "metric": "cosine (inner product of unit vectors)",
+            "kind": self.kind,
+            "count": len(self),
+            "index_config": to_dict(self.config),
+            "saved_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        }
+        with atomic_dir(directory) as tmp:
+            faiss.write_index(self._index, str(tmp / INDEX_FILE))
+            with open(tmp / RECORDS_FILE, "w", encoding="utf-8") as f:
+                for r in self.records():
+                    f.write(json.dumps(dataclasses.asdict(r), ensure_ascii=False) + "\n")
+            save_json(tmp / MANIFEST_FILE, manifest)
+            if write_extra is not None:
+                write_extra(tmp)
+        self.manifest = manifest
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike) -> VectorIndex:
+        """Open an index folder written by :meth:`save`, checking it is whole and consistent."""
+        import faiss
+
+        directory = Path(directory)
+        recover_dir(directory)
+        if not directory.is_dir():
+            raise SimlibError(f"index folder {directory} does not exist: build one with `simlib index`")
+        manifest = load_json(directory / MANIFEST_FILE)
+        if manifest.get("format") != FORMAT:
+            raise SimlibError(f"{directory} is not a simlib index (manifest format {manifest.get('format')!r})")
+        if manifest.get("format_version", 0) > FORMAT_VERSION:
+            raise SimlibError(f"{directory} was written by a newer simlib ({manifest.get('simlib_version')}); upgrade")
+        try:
+            faiss_index = faiss.read_index(str(directory / INDEX_FILE))
+        except RuntimeError as e:
+            raise SimlibError(
+                f"{directory / INDEX_FILE} is missing or corrupt ({str(e).splitlines()[0][:120]}); rebuild the index"
+            ) from None
+        records = []
+        try:
+            with open(directory / RECORDS_FILE, encoding="utf-8") as f:
+                for line in f:
+                    if line.strip():
+                        r = json.loads(line)
+                        records.append(Record(int(r["id"]), r.get("path"), r.get("label"), r.get("attributes") or {}))
+        except FileNotFoundError:
+            raise SimlibError(f"{directory / RECORDS_FILE} is missing; rebuild the index") from None
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise SimlibError(f"{directory / RECORDS_FILE} is corrupt ({e}); rebuild the index") from None
+        dim = int(manifest["dimension"])
+        if faiss_index.d != dim or faiss_index.ntotal != len(records) or manifest.get("count") != len(records):
+            raise SimlibError(
+                f"{directory} is inconsistent: manifest says {manifest.get('count')} x {dim}, the FAISS file holds "
+                f"{faiss_index.ntotal} x {faiss_index.d} and there are {len(records)} records; rebuild the index"
+            )
+        index = cls(dim, from_dict(IndexConfig, manifest.get("index_config", {})), manifest["kind"], faiss_index)
+        index._ids = np.asarray([r.id for r in records], np.int64)
+        index._alive = np.ones(len(records), bool)
+        index._paths = [r.path for r in records]
+        index._labels = [r.label for r in records]
+        index._attrs = [dict(r.attributes) for r in records]
+        index._pos = {r.id: p for p, r in enumerate(records)}
+        index.manifest = manifest
+        return index
+
+
+def _new_faiss_index(dim: int, kind: str, config: IndexConfig, train: np.ndarray | None):
+    """An empty FAISS index of ``kind``, trained on ``train`` where the kind needs it."""
+    import faiss
+
+    if kind == "flat":
+        return faiss.IndexFlatIP(dim)
+    if kind == "hnsw":
+        index = faiss.IndexHNSWFlat(dim, config.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        index.hnsw.efConstruction = config.hnsw_ef_construction
+        index.hnsw.efSearch = config.hnsw_ef_search
+        return index
+    if kind == "ivfpq":
+        n = 0 if train is None else len(train)
+        if n < IVFPQ_MIN:
+            raise SimlibError(
+                f"an IVF-PQ index needs at least {IVFPQ_MIN:,} vectors to train ({n} given): use --kind flat"
+            )
+        if dim % config.pq_m:
+            raise SimlibError(f"pq_m={config.pq_m} must divide the dimension {dim}")
+        nlist = config.ivf_nlist or int(min(max(4 * math.sqrt(n), 8), n // 39))
+        quantizer = faiss.IndexFlatIP(dim)
+        ivf = faiss.IndexIVFPQ(quantizer, dim, nlist, config.pq_m, 8, faiss.METRIC_INNER_PRODUCT)
+        ivf.nprobe = config.ivf_nprobe
+        index = faiss.IndexRefineFlat(ivf)
+        index.k_factor = float(config.rerank_factor)
+        index.train(train)
+        # keep the Python wrappers alive as long as the index (SWIG does not own them)
+        index._simlib_keep = (quantizer, ivf)
+        return index
+    raise SimlibError(f"unknown index kind {kind!r}: use auto, flat, hnsw or ivfpq")
