@@ -6,6 +6,6 @@ function that needs them runs.
 
 __version__ = "0.1.0"
 
-from simlib.errors import SimlibError  # noqa: E402  (cheap, no heavy imports)
+from simlib.errors import SimlibError
 
 __all__ = ["SimlibError", "__version__"]

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from simlib.errors import SimlibError
 
@@ -192,7 +192,7 @@ def load_product_set(root: str | os.PathLike, label_column: str = "articleType")
         if not row:
             continue
         if len(row) > len(header):  # Kaggle's file has unquoted commas in the last column
-            row = row[: len(header) - 1] + [",".join(row[len(header) - 1 :])]
+            row = [*row[: len(header) - 1], ",".join(row[len(header) - 1 :])]
         record = dict(zip(header, row, strict=False))
         image = root / "images" / f"{record['id']}.jpg"
         if not record.get("id", "").isdigit() or not image.is_file():

@@ -258,10 +258,7 @@ class VectorIndex:
             allowed = {want} if isinstance(want, str) else set(want)
             if not allowed:
                 continue
-            if key == "label":
-                col = self._labels
-            else:
-                col = [a.get(key) for a in self._attrs]
+            col = self._labels if key == "label" else [a.get(key) for a in self._attrs]
             mask &= np.fromiter((v in allowed for v in col), bool, len(col))
         return mask
 
