@@ -405,7 +405,7 @@ def open_image(source: Any, max_pixels: int = MAX_PIXELS) -> Image.Image:
         except Image.DecompressionBombError:
             raise SimlibError(f"{name}: declares too many pixels (decompression bomb?)") from None
         except OSError as e:
-            raise SimlibError(f"{name}: cannot be read ({e})") from None
+            raise SimlibError(f"{name}: corrupt or unreadable image ({e})") from None
     w, h = img.size
     if w * h > max_pixels:
         raise SimlibError(f"{name}: {w}x{h} is over the {max_pixels:,}-pixel limit; refused before decoding")

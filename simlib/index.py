@@ -374,13 +374,13 @@ def _new_faiss_index(dim: int, kind: str, config: IndexConfig, train: np.ndarray
         if dim % config.pq_m:
             raise SimlibError(f"pq_m={config.pq_m} must divide the dimension {dim}")
         nlist = config.ivf_nlist or int(min(max(4 * math.sqrt(n), 8), n // 39))
+        # 8-bit codes need 256 x 39 training points; fewer bits on small sets keep k-means well fed
+        nbits = int(min(8, max(4, math.floor(math.log2(n / 39)))))
         quantizer = faiss.IndexFlatIP(dim)
-        ivf = faiss.IndexIVFPQ(quantizer, dim, nlist, config.pq_m, 8, faiss.METRIC_INNER_PRODUCT)
+        ivf = faiss.IndexIVFPQ(quantizer, dim, nlist, config.pq_m, nbits, faiss.METRIC_INNER_PRODUCT)
         ivf.nprobe = config.ivf_nprobe
         index = faiss.IndexRefineFlat(ivf)
         index.k_factor = float(config.rerank_factor)
-        index.train(train)
-        # keep the Python wrappers alive as long as the index (SWIG does not own them)
-        index._simlib_keep = (quantizer, ivf)
+        index.train(train)  # faiss' Python wrappers keep quantizer and ivf alive with the index
         return index
     raise SimlibError(f"unknown index kind {kind!r}: use auto, flat, hnsw or ivfpq")

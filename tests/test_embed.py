@@ -1,0 +1,42 @@
+import numpy as np
+from PIL import Image
+
+from simlib.data import ImageTable, prepare_image
+from simlib.embed import embed_batch, embed_fn, embed_images, embed_table
+
+
+def test_table_embedding_matches_one_by_one_embedding(tiny_model, small_table):
+    sub = small_table.subset(np.arange(10))
+    result = embed_table(tiny_model, sub, batch_size=4, progress=False)
+    assert result.embeddings.shape == (10, 32) and result.embeddings.dtype == np.float32
+    assert result.rows.tolist() == list(range(10)) and result.skipped == {}
+    single = embed_images(tiny_model, [sub.paths[7]])[0]
+    np.testing.assert_allclose(result.embeddings[7], single, atol=1e-5)
+    np.testing.assert_allclose(np.linalg.norm(result.embeddings, axis=1), 1.0, rtol=1e-5)
+
+
+def test_unreadable_rows_are_skipped_with_reasons(tiny_model, small_table, tmp_path):
+    (tmp_path / "bad.png").write_text("<html>not a png</html>")
+    table = ImageTable(ids=np.arange(3), paths=(small_table.paths[0], str(tmp_path / "bad.png"), small_table.paths[1]))
+    result = embed_table(tiny_model, table, progress=False)
+    assert result.rows.tolist() == [0, 2]
+    assert list(result.skipped) == [1] and "bad.png" in result.skipped[1]
+
+
+def test_compiled_forward_traces_once_for_any_batch_size(tiny_model, small_table):
+    fn = embed_fn(tiny_model)
+    batch = np.stack([prepare_image(p, 32) for p in small_table.paths[:5]])
+    embed_batch(tiny_model, batch[:1])
+    before = fn.experimental_get_tracing_count()
+    for n in (1, 2, 5, 3):
+        embed_batch(tiny_model, batch[:n])
+    assert fn.experimental_get_tracing_count() == before == 1
+
+
+def test_inputs_of_any_kind_give_the_same_vector(tiny_model, small_table):
+    path = small_table.paths[3]
+    arr = np.asarray(Image.open(path).convert("RGB"))
+    v = embed_images(tiny_model, [path, Image.open(path), arr])
+    np.testing.assert_allclose(v[0], v[1], atol=1e-6)
+    np.testing.assert_allclose(v[0], v[2], atol=1e-6)
+    assert embed_images(tiny_model, []).shape == (0, 32)

@@ -1,0 +1,136 @@
+import numpy as np
+import pytest
+
+from simlib.config import IndexConfig
+from simlib.errors import SimlibError
+from simlib.index import Record, VectorIndex, resolve_kind
+
+
+def structured(n, d=32, rank=8, noise=0.1, seed=0):
+    """Low-rank plus noise vectors: realistic for recall tests (isotropic noise is not)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, rank)) @ rng.standard_normal((rank, d)) + noise * rng.standard_normal((n, d))
+    x = x.astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def records(n, start=0):
+    colours = ["red", "green", "blue"]
+    return [
+        Record(id=1000 + i, path=f"/g/{i}.jpg", label=f"c{i % 4}", attributes={"colour": colours[i % 3]})
+        for i in range(start, start + n)
+    ]
+
+
+def brute(x, q, k, allowed=None):
+    s = q @ x.T
+    if allowed is not None:
+        s[:, ~allowed] = -np.inf
+    order = np.argsort(-s, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(s, order, 1), order
+
+
+def test_exact_index_equals_brute_force():
+    x = structured(500)
+    q = structured(20, seed=1)
+    index = VectorIndex.build(x, records(500), IndexConfig(kind="flat"))
+    scores, ids = index.search(q, 10)
+    want_s, want_i = brute(x, q, 10)
+    np.testing.assert_allclose(scores, want_s, atol=1e-5)
+    assert (ids == want_i + 1000).mean() > 0.99  # ties may swap
+
+
+@pytest.mark.parametrize("kind", ["hnsw", "ivfpq"])
+def test_approximate_kinds_reach_high_recall(kind):
+    x = structured(4000)
+    q = structured(50, seed=2)
+    index = VectorIndex.build(x, records(4000), IndexConfig(kind=kind, ivf_nprobe=16))
+    _, ids = index.search(q, 10)
+    _, want = brute(x, q, 10)
+    recall = np.mean([len(set(a) & set(b + 1000)) / 10 for a, b in zip(ids, want, strict=True)])
+    assert recall >= 0.9, recall
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivfpq"])
+def test_filters_apply_inside_the_search(kind):
+    x = structured(3000)
+    q = structured(10, seed=3)
+    recs = records(3000)
+    index = VectorIndex.build(x, recs, IndexConfig(kind=kind))
+    allowed = np.array([r.attributes["colour"] == "blue" and r.label in ("c0", "c1") for r in recs])
+    scores, ids = index.search(q, 5, filters={"colour": "blue", "label": ["c0", "c1"]})
+    assert (ids >= 0).all(), "a filtered top-K must still be full (not cut to K first)"
+    for row in ids:
+        for i in row:
+            r = index.record(i)
+            assert r.attributes["colour"] == "blue" and r.label in ("c0", "c1")
+    want_s, _ = brute(x, q, 5, allowed)
+    if kind == "flat":
+        np.testing.assert_allclose(scores, want_s, atol=1e-5)
+
+
+def test_filter_matching_nothing_returns_padding():
+    index = VectorIndex.build(structured(50), records(50), IndexConfig(kind="flat"))
+    scores, ids = index.search(structured(2, seed=1), 3, filters={"colour": "purple"})
+    assert (ids == -1).all() and np.isneginf(scores).all()
+    scores, ids = index.search(structured(1, seed=1), 80)  # k above the gallery size
+    assert (ids[0, :50] >= 0).all() and (ids[0, 50:] == -1).all()
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_remove_add_and_save_load_round_trip(tmp_path, kind):
+    x = structured(300)
+    q = structured(5, seed=4)
+    index = VectorIndex.build(x[:200], records(200), IndexConfig(kind=kind))
+    index.add(x[200:], records(100, start=200))
+    assert index.remove([1000, 1001, 99999]) == 2
+    assert 1000 not in index and len(index) == 298
+    before = index.search(q, 10)
+    assert not np.isin([1000, 1001], before[1]).any()
+    index.save(tmp_path / "idx")
+    loaded = VectorIndex.load(tmp_path / "idx")
+    after = loaded.search(q, 10)  # query the reloaded index, not the original
+    np.testing.assert_array_equal(after[1], before[1])
+    np.testing.assert_allclose(after[0], before[0], atol=1e-6)
+    assert loaded.record(1299) == Record(1299, "/g/299.jpg", "c3", {"colour": "blue"})
+    assert loaded.manifest["count"] == 298 and loaded.manifest["kind"] == kind
+    loaded.add(structured(1, seed=9), [Record(5, "/g/new.jpg")])
+    loaded.save(tmp_path / "idx")
+    assert len(VectorIndex.load(tmp_path / "idx")) == 299
+
+
+def test_many_removals_compact_the_index():
+    index = VectorIndex.build(structured(100), records(100), IndexConfig(kind="hnsw"))
+    index.remove(range(1000, 1040))
+    assert index._index.ntotal == 60 and len(index) == 60
+    assert not np.isin(np.arange(1000, 1040), index.search(structured(3, seed=5), 60)[1]).any()
+
+
+def test_bad_inputs_give_clear_errors(tmp_path):
+    index = VectorIndex.build(structured(10), records(10), IndexConfig(kind="flat"))
+    with pytest.raises(SimlibError, match="already in the index"):
+        index.add(structured(1), [Record(1000)])
+    with pytest.raises(SimlibError, match="do not fit"):
+        index.search(np.zeros((1, 7), np.float32), 3)
+    with pytest.raises(SimlibError, match="NaN"):
+        index.search(np.full((1, 32), np.nan, np.float32), 3)
+    with pytest.raises(SimlibError, match="at least 1,000"):
+        VectorIndex.build(structured(10), records(10), IndexConfig(kind="ivfpq"))
+    with pytest.raises(SimlibError, match="does not exist"):
+        VectorIndex.load(tmp_path / "missing")
+    index.save(tmp_path / "idx")
+    (tmp_path / "idx" / "index.faiss").write_bytes(b"garbage")
+    with pytest.raises(SimlibError, match="corrupt"):
+        VectorIndex.load(tmp_path / "idx")
+
+
+def test_auto_kind_by_size():
+    assert resolve_kind("auto", 5000) == "flat"
+    assert resolve_kind("auto", 2_000_000) == "hnsw"
+    assert resolve_kind("ivfpq", 10) == "ivfpq"
+
+
+def test_attribute_values_for_filter_menus():
+    index = VectorIndex.build(structured(12), records(12), IndexConfig(kind="flat"))
+    values = index.attribute_values()
+    assert values == {"colour": ["blue", "green", "red"], "label": ["c0", "c1", "c2", "c3"]}
