@@ -116,8 +116,10 @@ def _format_hits(hits) -> str:
 
 
 def cmd_search(args: argparse.Namespace) -> int:
+    from simlib.data import open_image
     from simlib.search import Searcher
 
+    open_image(args.image)  # a bad query fails before the model loads
     searcher = Searcher.load(args.index, model_dir=args.model)
     hits = searcher.query(args.image, k=args.k, filters=_parse_filters(args.filter), exclude_self=args.exclude_self)
     if args.json:

@@ -1,5 +1,6 @@
 import io
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -200,7 +201,7 @@ def test_resize_pad_keeps_aspect_and_crop_fills():
 def test_prepare_image_is_the_same_for_path_bytes_and_pil(product_table):
     path = product_table.paths[0]
     a = prepare_image(path, 48)
-    b = prepare_image(open(path, "rb").read(), 48)
+    b = prepare_image(Path(path).read_bytes(), 48)
     c = prepare_image(Image.open(path), 48)
     assert np.array_equal(a, b) and np.array_equal(a, c)
 
