@@ -374,6 +374,24 @@ def split_table(
     return {name: table.subset(sorted(rows)) for name, rows in parts.items()}
 
 
+def sample_per_class(table: ImageTable, n_classes: int, per_class: int, seed: int = 0) -> ImageTable:
+    """A small labelled subset: ``per_class`` random images of each of the ``n_classes`` largest classes.
+
+    Used for quick runs (smoke tests, first steps in the course); rows keep the table's order.
+    """
+    if table.labels is None:
+        rng = np.random.default_rng(seed)
+        return table.subset(np.sort(rng.choice(len(table), min(len(table), n_classes * per_class), replace=False)))
+    values, counts = np.unique(table.labels.astype(str), return_counts=True)
+    chosen = values[np.argsort(-counts, kind="stable")[:n_classes]]
+    rng = np.random.default_rng(seed)
+    rows: list[int] = []
+    for c in sorted(chosen):
+        idx = np.flatnonzero(table.labels.astype(str) == c)
+        rows += rng.choice(idx, size=min(per_class, len(idx)), replace=False).tolist()
+    return table.subset(np.sort(np.asarray(rows, dtype=np.int64)))
+
+
 # ----------------------------------------------------------------------------- decoding
 def open_image(source: Any, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Open any supported image as an upright 8-bit RGB PIL image.

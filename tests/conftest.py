@@ -55,14 +55,10 @@ def product_table(product_dir: Path):
 
 def stratified_rows(labels: np.ndarray, n_classes: int, per_class: int, seed: int = 0) -> np.ndarray:
     """Rows of the ``n_classes`` largest classes, ``per_class`` each (deterministic)."""
-    values, counts = np.unique(labels, return_counts=True)
-    chosen = values[np.argsort(-counts, kind="stable")[:n_classes]]
-    rng = np.random.default_rng(seed)
-    rows = []
-    for c in sorted(chosen):
-        idx = np.flatnonzero(labels == c)
-        rows += sorted(rng.choice(idx, size=min(per_class, len(idx)), replace=False).tolist())
-    return np.asarray(sorted(rows))
+    from simlib.data import ImageTable, sample_per_class
+
+    table = ImageTable(ids=np.arange(len(labels)), arrays=np.zeros((len(labels), 1, 1), np.uint8), labels=labels)
+    return sample_per_class(table, n_classes, per_class, seed).ids
 
 
 @pytest.fixture(scope="session")

@@ -220,3 +220,14 @@ def test_pipeline_decodes_in_order_and_reports_bad_rows(tmp_path, product_table)
     assert ok.tolist() == [True] * 5 + [False, True]
     assert list(errors.reasons) == [5] and "broken.jpg" in errors.reasons[5]
     assert np.array_equal(images[6], prepare_image(paths[6], 32))
+
+
+def test_sample_per_class_takes_the_largest_classes(product_table):
+    from simlib.data import sample_per_class
+
+    sub = sample_per_class(product_table, 5, 4, seed=0)
+    values, counts = np.unique(product_table.labels.astype(str), return_counts=True)
+    largest = set(values[np.argsort(-counts, kind="stable")[:5]])
+    assert len(sub) == 20 and set(sub.labels) == largest
+    assert np.array_equal(sample_per_class(product_table, 5, 4, seed=0).ids, sub.ids)
+    assert list(sub.ids) == sorted(sub.ids)
