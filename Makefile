@@ -40,5 +40,13 @@ demo-cli: venv
 
 demo: demo-cli
 
+# Run the whole course top to bottom on the real data (executed copies in $(ARTIFACTS)/notebooks).
+notebooks: venv
+	mkdir -p $(ARTIFACTS)/notebooks
+	for nb in notebooks/0*.ipynb; do \
+		$(BIN)/papermill "$$nb" "$(ARTIFACTS)/notebooks/$$(basename $$nb)" --cwd notebooks \
+			-p WEIGHTS $(WEIGHTS) -p IMAGE_SIZE $(IMAGE_SIZE) || exit 1; \
+	done
+
 clean:
 	rm -rf $(ARTIFACTS) .pytest_cache .ruff_cache test-artifacts
