@@ -10,6 +10,7 @@ import csv
 import dataclasses
 import io
 import os
+import stat
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -20,7 +21,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from simlib.errors import SimlibError
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 # Refuse images whose header declares more pixels than this before decoding them:
 # a decompression bomb (a tiny PNG declaring 30000x30000) must never reach memory.
 MAX_PIXELS = 40_000_000
@@ -215,14 +216,18 @@ def load_product_set(root: str | os.PathLike, label_column: str = "articleType")
 
 
 def list_images(root: str | os.PathLike) -> list[Path]:
-    """Every image file under ``root`` (recursive, sorted, symlink loops and folders skipped)."""
+    """Every entry named like an image under ``root`` (recursive, sorted; symlinked folders not followed).
+
+    Entries that are not regular files (dangling or looping symlinks, FIFOs) are kept so that
+    indexing lists them as skipped with a reason instead of dropping them silently.
+    """
     root = Path(root)
     found = []
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         dirnames.sort()
         for name in sorted(filenames):
             path = Path(dirpath) / name
-            if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
+            if path.suffix.lower() in IMAGE_EXTENSIONS:
                 found.append(path)
     return found
 
@@ -404,14 +409,22 @@ def open_image(source: Any, max_pixels: int = MAX_PIXELS) -> Image.Image:
         SimlibError: the file is missing, not an image, corrupt, or declares too many pixels.
     """
     if isinstance(source, np.ndarray):
-        return _array_to_rgb(source)
+        return _array_to_rgb(source, max_pixels)
     if isinstance(source, Image.Image):
         img = source
         name = "image"
     else:
-        name = str(source) if not isinstance(source, bytes | bytearray) else "uploaded image"
+        is_bytes = isinstance(source, bytes | bytearray)
+        if not (is_bytes or isinstance(source, str | os.PathLike) or hasattr(source, "read")):
+            raise SimlibError(f"cannot read an image from a {type(source).__name__}: pass a path, bytes or an image")
+        is_path = isinstance(source, str | os.PathLike)
+        name = str(source) if is_path else "uploaded image" if is_bytes else str(getattr(source, "name", "image"))
         try:
-            img = Image.open(io.BytesIO(source) if isinstance(source, bytes | bytearray) else source)
+            if is_path:
+                _check_regular_file(source, name)
+            img = Image.open(io.BytesIO(source) if is_bytes else source)
+        except SimlibError:
+            raise
         except FileNotFoundError:
             raise SimlibError(f"{name}: no such file") from None
         except IsADirectoryError:
@@ -419,11 +432,11 @@ def open_image(source: Any, max_pixels: int = MAX_PIXELS) -> Image.Image:
         except PermissionError:
             raise SimlibError(f"{name}: permission denied") from None
         except UnidentifiedImageError:
-            raise SimlibError(f"{name}: not an image Pillow can read (jpg, png, webp, bmp, gif)") from None
+            raise SimlibError(f"{name}: not an image Pillow can read (jpg, png, webp, bmp, gif, tiff)") from None
         except Image.DecompressionBombError:
             raise SimlibError(f"{name}: declares too many pixels (decompression bomb?)") from None
-        except OSError as e:
-            raise SimlibError(f"{name}: corrupt or unreadable image ({e})") from None
+        except Exception as e:  # OSError (symlink loop, I/O), ValueError (NUL in path), a Pillow plugin's own
+            raise SimlibError(f"{name}: corrupt or unreadable image ({type(e).__name__}: {e})") from None
     w, h = img.size
     if w * h > max_pixels:
         raise SimlibError(f"{name}: {w}x{h} is over the {max_pixels:,}-pixel limit; refused before decoding")
@@ -436,15 +449,24 @@ def open_image(source: Any, max_pixels: int = MAX_PIXELS) -> Image.Image:
         return _to_rgb(img)
     except SimlibError:
         raise
-    except (OSError, ValueError, SyntaxError, EOFError, Image.DecompressionBombError) as e:
-        raise SimlibError(f"{name}: corrupt or truncated image ({e})") from None
+    except Exception as e:  # malformed files make Pillow's decoders raise many types (struct.error, IndexError, ...)
+        raise SimlibError(f"{name}: corrupt or truncated image ({type(e).__name__}: {e})") from None
+
+
+def _check_regular_file(path: Any, name: str) -> None:
+    # Opening a FIFO blocks until someone writes to it, and a device never ends: look before opening.
+    mode = os.stat(path).st_mode
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(path)
+    if not stat.S_ISREG(mode):
+        raise SimlibError(f"{name}: not a regular file (a FIFO, socket or device), not an image")
 
 
 def _to_rgb(img: Image.Image) -> Image.Image:
     if img.mode == "RGB":
         return img
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        a = np.asarray(img, dtype=np.float64)
+        a = np.nan_to_num(np.asarray(img, dtype=np.float64))
         hi = 65535.0 if img.mode.startswith("I;16") else max(float(a.max()), 1.0)
         a = np.clip(a / hi * 255.0, 0, 255).astype(np.uint8)
         return Image.fromarray(a, "L").convert("RGB")
@@ -457,12 +479,16 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")
 
 
-def _array_to_rgb(a: np.ndarray) -> Image.Image:
+def _array_to_rgb(a: np.ndarray, max_pixels: int = MAX_PIXELS) -> Image.Image:
     a = np.asarray(a)
     if a.ndim == 3 and a.shape[-1] == 1:
         a = a[..., 0]
     if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)) or a.size == 0:
         raise SimlibError(f"an image array must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), not {a.shape}")
+    if a.dtype.kind not in "biuf":
+        raise SimlibError(f"an image array must hold numbers (bool, int or float), not {a.dtype}")
+    if a.shape[0] * a.shape[1] > max_pixels:
+        raise SimlibError(f"a {a.shape[1]}x{a.shape[0]} image array is over the {max_pixels:,}-pixel limit")
     if a.dtype != np.uint8:
         a = a.astype(np.float64)
         if not np.isfinite(a).all():
@@ -483,7 +509,15 @@ def resize_image(img: Image.Image, size: int, mode: str = "pad") -> np.ndarray:
         mode: "pad" fits the whole image and pads with white (catalogue photos have white
             backgrounds); "crop" fills the square and centre-crops the overflow.
     """
+    if size < 1:
+        raise SimlibError(f"image size must be at least 1 pixel, not {size}")
+    if img.mode != "RGB":
+        img = _to_rgb(img)
     if mode == "pad":
+        w, h = img.size
+        if round(min(w, h) / max(w, h) * size) == 0:
+            # A sliver (e.g. 10000x1) whose short side rounds to 0 px, which ImageOps.pad cannot resize to.
+            img = img.resize((size, 1) if w > h else (1, size), Image.Resampling.BILINEAR)
         out = ImageOps.pad(img, (size, size), method=Image.Resampling.BILINEAR, color=(255, 255, 255))
     elif mode == "crop":
         out = ImageOps.fit(img, (size, size), method=Image.Resampling.BILINEAR)
