@@ -299,7 +299,8 @@ class VectorIndex:
             faiss.write_index(self._index, str(tmp / INDEX_FILE))
             with open(tmp / RECORDS_FILE, "w", encoding="utf-8") as f:
                 for r in self.records():
-                    f.write(json.dumps(dataclasses.asdict(r), ensure_ascii=False) + "\n")
+                    # ASCII escapes keep file names that are not valid UTF-8 (lone surrogates) round-trippable
+                    f.write(json.dumps(dataclasses.asdict(r)) + "\n")
             save_json(tmp / MANIFEST_FILE, manifest)
             if write_extra is not None:
                 write_extra(tmp)
@@ -316,34 +317,36 @@ class VectorIndex:
         if not directory.is_dir():
             raise SimlibError(f"index folder {directory} does not exist: build one with `simlib index`")
         manifest = load_json(directory / MANIFEST_FILE)
-        if manifest.get("format") != FORMAT:
-            raise SimlibError(f"{directory} is not a simlib index (manifest format {manifest.get('format')!r})")
-        if manifest.get("format_version", 0) > FORMAT_VERSION:
-            raise SimlibError(f"{directory} was written by a newer simlib ({manifest.get('simlib_version')}); upgrade")
+        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+            found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
+            raise SimlibError(f"{directory} is not a simlib index (manifest format {found!r})")
         try:
-            faiss_index = faiss.read_index(str(directory / INDEX_FILE))
-        except RuntimeError as e:
+            if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
+                raise SimlibError(
+                    f"{directory} was written by a newer simlib ({manifest.get('simlib_version')}); upgrade"
+                )
+            dim, count, kind = int(manifest["dimension"]), int(manifest["count"]), str(manifest["kind"])
+            config = from_dict(IndexConfig, dict(manifest.get("index_config") or {}))
+        except (KeyError, TypeError, ValueError) as e:
             raise SimlibError(
-                f"{directory / INDEX_FILE} is missing or corrupt ({str(e).splitlines()[0][:120]}); rebuild the index"
+                f"{directory / MANIFEST_FILE} is damaged ({type(e).__name__}: {e}); rebuild the index"
             ) from None
-        records = []
-        try:
-            with open(directory / RECORDS_FILE, encoding="utf-8") as f:
-                for line in f:
-                    if line.strip():
-                        r = json.loads(line)
-                        records.append(Record(int(r["id"]), r.get("path"), r.get("label"), r.get("attributes") or {}))
-        except FileNotFoundError:
-            raise SimlibError(f"{directory / RECORDS_FILE} is missing; rebuild the index") from None
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            raise SimlibError(f"{directory / RECORDS_FILE} is corrupt ({e}); rebuild the index") from None
-        dim = int(manifest["dimension"])
-        if faiss_index.d != dim or faiss_index.ntotal != len(records) or manifest.get("count") != len(records):
+        faiss_index = _read_faiss(directory / INDEX_FILE)
+        records = _read_records(directory / RECORDS_FILE)
+        if faiss_index.d != dim or faiss_index.ntotal != len(records) or count != len(records):
             raise SimlibError(
-                f"{directory} is inconsistent: manifest says {manifest.get('count')} x {dim}, the FAISS file holds "
+                f"{directory} is inconsistent: manifest says {count} x {dim}, the FAISS file holds "
                 f"{faiss_index.ntotal} x {faiss_index.d} and there are {len(records)} records; rebuild the index"
             )
-        index = cls(dim, from_dict(IndexConfig, manifest.get("index_config", {})), manifest["kind"], faiss_index)
+        expected = _FAISS_TYPES.get(kind)
+        if expected is None or type(faiss_index).__name__ != expected:
+            raise SimlibError(
+                f"{directory} is inconsistent: manifest says a {kind!r} index, the FAISS file holds a "
+                f"{type(faiss_index).__name__}; rebuild the index"
+            )
+        if faiss_index.metric_type != faiss.METRIC_INNER_PRODUCT:
+            raise SimlibError(f"{directory / INDEX_FILE} does not use the inner-product metric; rebuild the index")
+        index = cls(dim, config, kind, faiss_index)
         index._ids = np.asarray([r.id for r in records], np.int64)
         index._alive = np.ones(len(records), bool)
         index._paths = [r.path for r in records]
@@ -352,6 +355,55 @@ class VectorIndex:
         index._pos = {r.id: p for p, r in enumerate(records)}
         index.manifest = manifest
         return index
+
+
+# The FAISS class each kind is saved as (read_index returns the concrete class).
+_FAISS_TYPES = {"flat": "IndexFlatIP", "hnsw": "IndexHNSWFlat", "ivfpq": "IndexRefineFlat"}
+
+
+def _read_faiss(path: Path):
+    """``faiss.read_index`` with a clear error, refusing declared sizes the file cannot hold."""
+    import faiss
+
+    if not path.is_file():
+        raise SimlibError(f"{path} is missing; rebuild the index")
+    # FAISS allocates whatever size a vector header declares (up to 1 TiB by default): a tampered
+    # header could exhaust memory. Stored vectors are never larger than the file; tables FAISS
+    # computes on loading (IVF-PQ's precomputed table, ~64 MB for 1M vectors) get 1 GiB of slack.
+    previous = faiss.get_deserialization_vector_byte_limit()
+    faiss.set_deserialization_vector_byte_limit(2 * path.stat().st_size + 2**30)
+    try:
+        return faiss.read_index(str(path))
+    except (RuntimeError, MemoryError) as e:
+        first = (str(e).splitlines() or [type(e).__name__])[0]
+        raise SimlibError(f"{path} is corrupt ({first[-160:]}); rebuild the index") from None
+    finally:
+        faiss.set_deserialization_vector_byte_limit(previous)
+
+
+def _read_records(path: Path) -> list[Record]:
+    """The records of ``records.jsonl``, checked for types and unique ids."""
+    records: list[Record] = []
+    try:
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                r = json.loads(line)
+                attrs = r.get("attributes") or {}
+                ok = isinstance(attrs, dict) and all(isinstance(v, str) for v in attrs.values())
+                ok = ok and all(r.get(k) is None or isinstance(r.get(k), str) for k in ("path", "label"))
+                id_ok = isinstance(r["id"], int) and not isinstance(r["id"], bool) and -(2**63) <= r["id"] < 2**63
+                if not (ok and id_ok):
+                    raise ValueError(f"line {n} has fields of the wrong type")
+                records.append(Record(r["id"], r.get("path"), r.get("label"), attrs))
+    except FileNotFoundError:
+        raise SimlibError(f"{path} is missing; rebuild the index") from None
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError, KeyError, TypeError, ValueError) as e:
+        raise SimlibError(f"{path} is corrupt ({type(e).__name__}: {e}); rebuild the index") from None
+    if len({r.id for r in records}) != len(records):
+        raise SimlibError(f"{path} is corrupt (repeated ids); rebuild the index")
+    return records
 
 
 def _new_faiss_index(dim: int, kind: str, config: IndexConfig, train: np.ndarray | None):
