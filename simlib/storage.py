@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
+import sys
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from simlib.errors import SimlibError
+
+TMP_INFIX = ".tmp-"
+_HELD = threading.local()  # folders whose lock this thread holds
 
 
 def save_json(path: str | os.PathLike, data: Any) -> None:
@@ -25,6 +32,7 @@ def save_json(path: str | os.PathLike, data: Any) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -46,34 +54,117 @@ def load_json(path: str | os.PathLike) -> Any:
 def atomic_dir(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a fresh temporary folder that replaces ``target`` only if the block succeeds.
 
-    The old ``target`` is renamed aside, the new one renamed in, then the old one deleted:
-    a crash at any point leaves either the old or the new folder complete (a crash between
-    the two renames leaves the old one beside it, and :func:`recover_dir` puts it back).
+    The new folder is written and fsynced beside ``target``; then the old ``target`` is renamed
+    aside (``.NAME.old``), the new one renamed in, the parent folder fsynced and the old one
+    deleted. A crash (even ``kill -9`` or a power cut) at any point leaves the old or the new
+    folder complete; :func:`recover_dir` puts the old one back if the crash fell between the two
+    renames and deletes leftovers. Saves of folders in the same parent are serialised by a lock
+    on the parent, so leftovers found under the lock are known to be stale.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    recover_dir(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
-        yield tmp
-        _fsync_tree(tmp)
-        old = target.with_name(f".{target.name}.old")
-        if target.exists():
-            if old.exists():
-                shutil.rmtree(old)
-            target.rename(old)
-        tmp.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with _locked(target.parent):
+        _recover(target)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}{TMP_INFIX}", dir=target.parent))
+        try:
+            yield tmp
+            _fsync_tree(tmp)
+            _pause_point("written")
+            old = _old_path(target)
+            if target.exists():
+                target.rename(old)
+                _fsync_dir(target.parent)
+                _pause_point("aside")
+            tmp.rename(target)
+            _fsync_dir(target.parent)
+            _pause_point("swapped")
+            shutil.rmtree(old, ignore_errors=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def recover_dir(target: str | os.PathLike) -> None:
-    """Restore ``target`` from its set-aside copy if a save died between its two renames."""
+    """Repair what a save that died part-way left behind ``target``.
+
+    Puts ``.NAME.old`` back when ``target`` is missing (the crash fell between the two renames),
+    deletes it when ``target`` is complete, and deletes stale ``.NAME.tmp-*`` folders. Does
+    nothing, and takes no lock, when there is nothing to repair (so read-only folders load).
+    """
     target = Path(target)
-    old = target.with_name(f".{target.name}.old")
+    if not _leftovers(target):
+        return
+    try:
+        with _locked(target.parent):
+            _recover(target)
+    except OSError as e:
+        if not target.exists():
+            raise SimlibError(
+                f"{target} is missing and its previous version {_old_path(target)} cannot be restored ({e}): "
+                "rename it back by hand"
+            ) from None
+
+
+def _old_path(target: Path) -> Path:
+    return target.with_name(f".{target.name}.old")
+
+
+def _leftovers(target: Path) -> list[Path]:
+    if not target.parent.is_dir():
+        return []
+    found = list(target.parent.glob(f".{glob.escape(target.name)}{TMP_INFIX}*"))
+    old = _old_path(target)
+    return [*found, old] if old.exists() else found
+
+
+def _recover(target: Path) -> None:
+    """:func:`recover_dir`'s work; the caller holds the parent's lock."""
+    old = _old_path(target)
     if old.is_dir() and not target.exists():
         old.rename(target)
+        _fsync_dir(target.parent)
+    for stale in _leftovers(target):
+        shutil.rmtree(stale, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``folder`` (POSIX ``flock``; no-op where there is none).
+
+    Re-entrant within a thread (a save nested in a save of the same parent must not wait for
+    itself); other threads and processes wait.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows: saves are not serialised
+        yield
+        return
+    key = os.path.realpath(folder)
+    held = _HELD.__dict__.setdefault("folders", set())
+    if key in held:
+        yield
+        return
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        held.add(key)
+        yield
+    finally:
+        held.discard(key)
+        os.close(fd)  # closing releases the lock
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make renames and new entries in ``folder`` durable (POSIX; a no-op where folders cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _fsync_tree(root: Path) -> None:
@@ -81,3 +172,13 @@ def _fsync_tree(root: Path) -> None:
         for name in files:
             with open(Path(dirpath) / name, "rb") as f:
                 os.fsync(f.fileno())
+        _fsync_dir(Path(dirpath))
+
+
+def _pause_point(stage: str) -> None:
+    # Test hook for the crash-safety tests: with SIMLIB_TEST_PAUSE_AT=<stage>, announce the stage on
+    # stderr and wait there, so that a test can kill -9 the process at exactly that point of a save.
+    if os.environ.get("SIMLIB_TEST_PAUSE_AT") == stage:
+        sys.stderr.write(f"simlib-test: paused at {stage}\n")
+        sys.stderr.flush()
+        time.sleep(600)
