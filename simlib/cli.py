@@ -1,6 +1,7 @@
 """The ``simlib`` command line: index, search, eval.
 
-Exit codes: 0 success, 1 a user error (one line on stderr saying what to do), 2 bad usage.
+Exit codes: 0 success, 1 a user error (one line on stderr saying what to do), 2 bad usage,
+3 done, but some images could not be read (each listed on stderr with its reason).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import time
 from collections.abc import Sequence
 
 from simlib.errors import SimlibError
+
+EXIT_PARTIAL = 3  # the command finished, but skipped unreadable images
 
 
 # ----------------------------------------------------------------------------- shared options
@@ -97,15 +100,23 @@ def cmd_index(args: argparse.Namespace) -> int:
     )
     elapsed = time.perf_counter() - t0
     out = searcher.save(args.out)
-    for row, reason in result.skipped.items():
-        print(f"skipped {table.source(row)}: {reason}", file=sys.stderr)
+    _report_skipped(table, result.skipped)
     info = searcher.describe()
     print(
         f"indexed {len(searcher.index)} images from {table.name} in {elapsed:.1f} s "
         f"({len(searcher.index) / max(elapsed, 1e-9):.0f} img/s), skipped {len(result.skipped)}; "
         f"{info['index_kind']} index, {info['image_size']} px, weights {info['weights']} -> {out}"
     )
-    return 0
+    print(f"done: {len(searcher.index)} indexed, {len(result.skipped)} skipped")
+    return EXIT_PARTIAL if result.skipped else 0
+
+
+def _report_skipped(table, skipped: dict[int, str]) -> None:
+    """One stderr line per unreadable image: its path and why."""
+    for row, reason in skipped.items():
+        source = str(table.source(row))
+        # open_image's reasons already start with the path
+        print(f"skipped {reason}" if reason.startswith(source) else f"skipped {source}: {reason}", file=sys.stderr)
 
 
 def _format_hits(hits) -> str:
@@ -141,8 +152,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         table = split_table(table, seed=args.seed, by=args.by)["test"]
     model = get_model(args)
     result = embed_table(model, table, progress=not args.quiet)
-    for row, reason in result.skipped.items():
-        print(f"skipped {table.source(row)}: {reason}", file=sys.stderr)
+    _report_skipped(table, result.skipped)
     labels = table.labels[result.rows]
     scores = evaluate(result.embeddings, labels, result.embeddings, labels, ref_includes_query=True)
     scores.update(split=args.split, by=args.by, seed=args.seed, data=table.name)
@@ -152,7 +162,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(f"{table.name}, split {args.split} ({args.by}-disjoint, seed {args.seed}), {scores['n_queries']} queries")
         for key in ("recall@1", "recall@5", "recall@10", "map@r"):
             print(f"  {key:<10} {scores[key]:.4f}")
-    return 0
+    return EXIT_PARTIAL if result.skipped else 0
 
 
 # ----------------------------------------------------------------------------- parser
@@ -200,11 +210,21 @@ def _quiet_tensorflow() -> None:
     os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
 
 
+def _print_any_file_name() -> None:
+    # File names that are not valid UTF-8 reach Python as lone surrogates; print their original bytes
+    # instead of failing with UnicodeEncodeError.
+    for stream in (sys.stdout, sys.stderr):
+        utf8 = (getattr(stream, "encoding", "") or "").lower().replace("-", "") == "utf8"
+        if utf8 and hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="surrogateescape")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
     _quiet_tensorflow()
+    _print_any_file_name()
     try:
         return int(args.func(args) or 0)
     except SimlibError as e:

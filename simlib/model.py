@@ -214,5 +214,8 @@ def load_model(directory: str | os.PathLike):
         model = keras.saving.load_model(directory / MODEL_FILE, compile=False, safe_mode=True)
     except Exception as e:
         raise SimlibError(f"cannot load the model in {directory}: {type(e).__name__}: {str(e)[:200]}") from None
-    model.simlib_config = from_dict(ModelConfig, meta["config"])
+    try:
+        model.simlib_config = from_dict(ModelConfig, dict(meta["config"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise SimlibError(f"{directory / CONFIG_FILE} is damaged ({type(e).__name__}: {e}); save it again") from None
     return model

@@ -131,10 +131,10 @@ class Searcher:
             exclude_ids: ids to leave out.
         """
         exclude = set(int(i) for i in exclude_ids)
+        vector = embed_images(self.model, [image])[0]  # first: a bad file fails here with a clear SimlibError
         if exclude_self and isinstance(image, str | os.PathLike):
             resolved = str(Path(image).resolve())
             exclude |= {r.id for r in self._records_by_path().get(resolved, [])}
-        vector = embed_images(self.model, [image])[0]
         return self.query_vector(vector, k, filters, exclude)
 
     def query_vector(
