@@ -370,15 +370,18 @@ def _read_faiss(path: Path):
     # FAISS allocates whatever size a vector header declares (up to 1 TiB by default): a tampered
     # header could exhaust memory. Stored vectors are never larger than the file; tables FAISS
     # computes on loading (IVF-PQ's precomputed table, ~64 MB for 1M vectors) get 1 GiB of slack.
-    previous = faiss.get_deserialization_vector_byte_limit()
-    faiss.set_deserialization_vector_byte_limit(2 * path.stat().st_size + 2**30)
+    limit = hasattr(faiss, "set_deserialization_vector_byte_limit")  # absent from older faiss releases
+    if limit:
+        previous = faiss.get_deserialization_vector_byte_limit()
+        faiss.set_deserialization_vector_byte_limit(2 * path.stat().st_size + 2**30)
     try:
         return faiss.read_index(str(path))
     except (RuntimeError, MemoryError) as e:
         first = (str(e).splitlines() or [type(e).__name__])[0]
         raise SimlibError(f"{path} is corrupt ({first[-160:]}); rebuild the index") from None
     finally:
-        faiss.set_deserialization_vector_byte_limit(previous)
+        if limit:
+            faiss.set_deserialization_vector_byte_limit(previous)
 
 
 def _read_records(path: Path) -> list[Record]:

@@ -209,13 +209,14 @@ def load_model(directory: str | os.PathLike):
     if not (directory / MODEL_FILE).is_file():
         raise SimlibError(f"{directory} is not a simlib model folder (no {MODEL_FILE}); train or index first")
     meta = load_json(directory / CONFIG_FILE)
+    try:
+        config = from_dict(ModelConfig, dict(meta["config"]))
+    except (KeyError, TypeError, ValueError) as e:
+        raise SimlibError(f"{directory / CONFIG_FILE} is damaged ({type(e).__name__}: {e}); save it again") from None
     _custom_layers()
     try:
         model = keras.saving.load_model(directory / MODEL_FILE, compile=False, safe_mode=True)
     except Exception as e:
         raise SimlibError(f"cannot load the model in {directory}: {type(e).__name__}: {str(e)[:200]}") from None
-    try:
-        model.simlib_config = from_dict(ModelConfig, dict(meta["config"]))
-    except (KeyError, TypeError, ValueError) as e:
-        raise SimlibError(f"{directory / CONFIG_FILE} is damaged ({type(e).__name__}: {e}); save it again") from None
+    model.simlib_config = config
     return model
