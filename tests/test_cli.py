@@ -37,8 +37,9 @@ def built(gallery, tmp_path_factory):
 
 def test_index_builds_and_reports_the_corrupt_image(built, gallery):
     res, out = built
-    assert res.returncode == 0, res.stderr
+    assert res.returncode == 3, res.stderr  # done, with skipped images
     assert "indexed 40 images" in res.stdout and "skipped 1" in res.stdout
+    assert res.stdout.splitlines()[-1] == "done: 40 indexed, 1 skipped"
     assert f"skipped {gallery / 'images' / '1.jpg'}" in res.stderr
     assert "Traceback" not in res.stderr
     manifest = json.loads((out / "manifest.json").read_text())
@@ -78,7 +79,7 @@ def test_eval_prints_recall_as_json(gallery):
     res = run_cli(
         "eval", "--data", str(gallery), "--split", "all", "--weights", "none", "--image-size", "32", "--json", "--quiet"
     )
-    assert res.returncode == 0, res.stderr
+    assert res.returncode == 3, res.stderr  # done, with the corrupt image skipped
     scores = json.loads(res.stdout)
     assert {"recall@1", "recall@5", "recall@10", "map@r", "n_queries"} <= set(scores)
     assert scores["n_queries"] == 40 and 0 <= scores["recall@1"] <= scores["recall@5"] <= scores["recall@10"] <= 1
@@ -122,7 +123,7 @@ def test_user_errors_give_one_line_and_exit_1(built, tmp_path, gallery):
         "48",
         "--quiet",
     )
-    assert res.returncode == 0
+    assert res.returncode == 3  # the gallery's corrupt image is skipped
     _one_clear_error(
         run_cli("search", good, "--index", str(out), "--model", str(tmp_path / "second" / "model")), "different model"
     )
