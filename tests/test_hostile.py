@@ -141,6 +141,17 @@ def test_index_folder_with_the_library(corpus, indexed):
     assert len(searcher.index) == len(indexed_paths)
 
 
+def test_a_folder_of_only_bad_files_is_one_clear_error(tmp_path, tiny_model):
+    from simlib.data import load_image_folder
+    from simlib.search import Searcher
+
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    (tmp_path / "notes.png").write_text("text")
+    os.symlink("gone.jpg", tmp_path / "dangling.jpg")
+    with pytest.raises(SimlibError, match="none of the 3 images could be read"):
+        Searcher.from_table(tiny_model, load_image_folder(tmp_path), progress=False)
+
+
 @pytest.fixture(scope="module")
 def corpus_index(corpus, tmp_path_factory) -> Path:
     """``simlib index`` over the corpus, as a user runs it; checks its output on the way."""
