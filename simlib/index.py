@@ -188,6 +188,17 @@ class VectorIndex:
         all_vectors = store.reconstruct_n(0, store.ntotal)
         return np.ascontiguousarray(all_vectors[positions])
 
+    def vectors_of(self, ids: Sequence[int]) -> np.ndarray:
+        """Stored vectors of the given ids, (len(ids), d), without reading the whole index."""
+        store = self._index.refine_index if self.kind == "ivfpq" else self._index
+        out = np.zeros((len(ids), self.dim), np.float32)
+        for row, id_ in enumerate(ids):
+            pos = self._pos.get(int(id_))
+            if pos is None:
+                raise SimlibError(f"id {id_} is not in the index")
+            out[row] = store.reconstruct(int(pos))
+        return out
+
     def attribute_values(self, max_values: int = 200) -> dict[str, list[str]]:
         """Distinct values of each attribute (and "label"), for filter menus; high-cardinality ones dropped."""
         values: dict[str, set[str]] = {}

@@ -36,6 +36,10 @@ class Hit:
     path: str | None
     label: str | None
     attributes: dict[str, str]
+    # near-copies merged into this hit by ``collapse_duplicates`` (0 when collapse is off)
+    duplicates: int = 0
+    # below the index's calibrated "good match" threshold (False when the index has none)
+    weak: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The hit as a JSON-ready dict."""
@@ -120,6 +124,7 @@ class Searcher:
         filters: Filters | None = None,
         exclude_self: bool = False,
         exclude_ids: Sequence[int] = (),
+        collapse_duplicates: float | None = None,
     ) -> list[Hit]:
         """The ``k`` most similar gallery images to ``image``.
 
@@ -129,29 +134,86 @@ class Searcher:
             filters: attribute (or "label") -> value(s); applied inside the search.
             exclude_self: when ``image`` is a path inside the gallery, leave that entry out.
             exclude_ids: ids to leave out.
+            collapse_duplicates: a cosine threshold (e.g. 0.97): a result this similar to a
+                better-ranked one (or with the same file) is merged into it and counted in its
+                ``duplicates``; the top-K is filled with distinct items. None: off.
+
+        Hits under the index's calibrated threshold (see :mod:`simlib.calibrate`) have ``weak=True``.
         """
         exclude = set(int(i) for i in exclude_ids)
         vector = embed_images(self.model, [image])[0]  # first: a bad file fails here with a clear SimlibError
         if exclude_self and isinstance(image, str | os.PathLike):
             resolved = str(Path(image).resolve())
             exclude |= {r.id for r in self._records_by_path().get(resolved, [])}
-        return self.query_vector(vector, k, filters, exclude)
+        return self.query_vector(vector, k, filters, exclude, collapse_duplicates)
 
     def query_vector(
-        self, vector: np.ndarray, k: int = 5, filters: Filters | None = None, exclude_ids: Sequence[int] | set = ()
+        self,
+        vector: np.ndarray,
+        k: int = 5,
+        filters: Filters | None = None,
+        exclude_ids: Sequence[int] | set = (),
+        collapse_duplicates: float | None = None,
     ) -> list[Hit]:
         """Like :meth:`query` for an embedding already computed."""
         exclude = set(int(i) for i in exclude_ids)
+        if collapse_duplicates is not None:
+            return self._collapsed(vector, k, filters, exclude, float(collapse_duplicates))
         scores, ids = self.index.search(vector[None, :], k + len(exclude), filters)
         hits = []
         for s, i in zip(scores[0], ids[0], strict=True):
             if i < 0 or int(i) in exclude:
                 continue
-            r = self.index.record(int(i))
-            hits.append(Hit(len(hits) + 1, r.id, float(s), r.path, r.label, r.attributes))
+            hits.append(self._hit(len(hits) + 1, int(i), float(s)))
             if len(hits) == k:
                 break
         return hits
+
+    def _hit(self, rank: int, id_: int, score: float, duplicates: int = 0) -> Hit:
+        r = self.index.record(id_)
+        threshold = self.threshold
+        weak = threshold is not None and score < threshold
+        return Hit(rank, r.id, score, r.path, r.label, r.attributes, duplicates, weak)
+
+    def _collapsed(self, vector: np.ndarray, k: int, filters: Filters | None, exclude: set, threshold: float) -> list:
+        """Top-``k`` distinct results: over-fetch, merge near-copies into the better-ranked hit, and
+        fetch more until ``k`` distinct items are found or the gallery is exhausted.
+
+        A hit's ``duplicates`` counts the near-copies ranked above the last distinct result kept:
+        exactly the places the collapse gave to other items.
+        """
+        fetch = 4 * k + len(exclude)
+        while True:
+            scores, ids = self.index.search(vector[None, :], fetch, filters)
+            found = [(int(i), float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
+            candidates = [(i, s) for i, s in found if i not in exclude]
+            kept: list[list] = []  # [id, score, duplicates]
+            kept_vectors = np.zeros((0, self.index.dim), np.float32)
+            kept_paths: list[str | None] = []
+            vectors = self.index.vectors_of([i for i, _ in candidates])
+            for (i, s), v in zip(candidates, vectors, strict=True):
+                path = self.index.record(i).path
+                sims = kept_vectors @ v
+                same_file = np.array([p is not None and p == path for p in kept_paths], bool)
+                same = np.flatnonzero((sims >= threshold) | same_file)
+                if len(same):
+                    kept[int(same[0])][2] += 1
+                    continue
+                kept.append([i, s, 0])
+                kept_vectors = np.vstack([kept_vectors, v[None, :]])
+                kept_paths.append(path)
+                if len(kept) == k:
+                    break
+            exhausted = len(found) < fetch or fetch >= len(self.index)
+            if len(kept) == k or exhausted:
+                return [self._hit(rank, i, s, d) for rank, (i, s, d) in enumerate(kept, 1)]
+            fetch = min(2 * fetch, len(self.index))
+
+    @property
+    def threshold(self) -> float | None:
+        """The calibrated "good match" score from the index manifest, or None when not calibrated."""
+        info = self.index.manifest.get("threshold")
+        return None if not info else float(info["score"])
 
     def timed_query(self, image: Any, k: int = 5, filters: Filters | None = None) -> tuple[list[Hit], float]:
         """:meth:`query` plus its wall time in seconds."""
@@ -159,14 +221,86 @@ class Searcher:
         hits = self.query(image, k, filters)
         return hits, time.perf_counter() - t0
 
+    # ------------------------------------------------------------------ changing the gallery
+    def add_images(
+        self, paths: Sequence[str | os.PathLike], progress: bool | str = False, batch_size: int = 32
+    ) -> tuple[list[int], dict[str, str]]:
+        """Embed and add image files (folders are searched recursively) without rebuilding.
+
+        New ids continue after the largest id the index has ever held. A file already in the
+        index (same resolved path) is skipped, as is one that cannot be read. Labels come from
+        the parent folder's name only when every image of the index is labelled that way;
+        otherwise new images have no label. Save with :meth:`save` to keep the change.
+
+        Returns:
+            ``(added_ids, skipped)``: the new ids in order, and path -> reason for files left out.
+        """
+        from simlib.data import list_images
+
+        files: list[Path] = []
+        skipped: dict[str, str] = {}
+        for p in paths:
+            p = Path(p)
+            if p.is_dir():
+                found = list_images(p)
+                files += found
+                if not found:
+                    skipped[str(p)] = "folder holds no images"
+            elif p.exists():
+                files.append(p)
+            else:
+                skipped[str(p)] = "no such file"
+        known = self._records_by_path()
+        chosen: dict[str, Path] = {}  # resolved path -> the path as given (its folder names the label)
+        for f in files:
+            resolved = str(f.resolve())
+            if resolved in known:
+                skipped[str(f)] = f"already in the index (id {known[resolved][0].id})"
+            elif resolved in chosen:
+                skipped[str(f)] = "given twice"
+            else:
+                chosen[resolved] = f
+        if not chosen:
+            return [], skipped
+        start = self._next_id()
+        ids = np.arange(start, start + len(chosen), dtype=np.int64)
+        folder_labels = self._labels_from_folders()
+        labels = np.asarray([f.parent.name for f in chosen.values()], dtype=object) if folder_labels else None
+        table = ImageTable(ids=ids, paths=tuple(chosen), labels=labels, name="added images")
+        result = embed_table(self.model, table, batch_size=batch_size, progress=progress)
+        for row, reason in result.skipped.items():
+            skipped[str(list(chosen.values())[row])] = reason
+        # unreadable files use up no ids: the added ones are numbered in order
+        added = list(range(start, start + len(result.rows)))
+        records = [dataclasses.replace(r, id=i) for r, i in zip(table_records(table, result.rows), added, strict=True)]
+        if records:
+            self.index.add(result.embeddings, records)
+        self.index.manifest["next_id"] = start + len(added)
+        return added, skipped
+
+    def remove(self, ids: Sequence[int]) -> list[int]:
+        """Remove gallery entries by id; returns the ids that were not in the index. Save to keep the change."""
+        missing = [int(i) for i in ids if int(i) not in self.index]
+        self.index.manifest["next_id"] = self._next_id()  # removed ids are never handed out again
+        self.index.remove([int(i) for i in ids])
+        return missing
+
+    def _next_id(self) -> int:
+        largest = int(self.index.ids.max()) + 1 if len(self.index) else 0
+        return max(largest, int(self.index.manifest.get("next_id", 0)))
+
+    def _labels_from_folders(self) -> bool:
+        records = self.index.records()
+        return bool(records) and all(r.path and r.label == Path(r.path).parent.name for r in records)
+
     def _records_by_path(self) -> dict[str, list[Record]]:
         cached = getattr(self, "_by_path", None)
-        if cached is None or cached[0] != len(self.index):
+        if cached is None or cached[0] != (len(self.index), self._next_id()):
             by_path: dict[str, list[Record]] = {}
             for r in self.index.records():
                 if r.path:
                     by_path.setdefault(r.path, []).append(r)
-            self._by_path = cached = (len(self.index), by_path)
+            self._by_path = cached = ((len(self.index), self._next_id()), by_path)
         return cached[1]
 
     def describe(self) -> dict[str, Any]:
@@ -181,3 +315,8 @@ class Searcher:
             "trained": cfg.trained,
             "model_fingerprint": model_fingerprint(self.model),
         }
+
+
+def no_good_match(hits: Sequence[Hit]) -> bool:
+    """True when no hit clears the calibrated threshold (or there are no hits): say "no good match"."""
+    return all(h.weak for h in hits)

@@ -1,0 +1,158 @@
+"""When is a match a match: a "good match" score threshold calibrated on held-out images.
+
+With labels, a validation split of the gallery (image-disjoint, stratified by class) queries
+the rest of the gallery; the threshold is the lowest top-1 score at which the top-1 results
+scoring at least that much are of the query's class with precision ``target`` (0.9 by
+default). Without labels, near-copies stand in for genuine matches: each validation image,
+perturbed (crop, flip, brightness, JPEG), queries the gallery it is in, and the threshold is
+the ``percentile``-th percentile of the scores of their originals (so about 95 % of genuine
+near-copies clear it). The result is stored in the index manifest under ``"threshold"``; hits
+under it are marked ``weak`` by :class:`simlib.search.Searcher`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageEnhance, ImageOps
+
+from simlib.data import ImageTable, open_image, split_table
+from simlib.embed import embed_images, embed_table
+from simlib.errors import SimlibError
+
+DEFAULT_TARGET = 0.9
+DEFAULT_PERCENTILE = 5.0
+# With too few queries above a cut-off its precision is noise; never calibrate on fewer.
+MIN_SUPPORT = 5
+
+
+def gallery_table(searcher) -> ImageTable:
+    """The index's own gallery as an :class:`ImageTable` (labels only when every record has one)."""
+    records = [r for r in searcher.index.records() if r.path]
+    if not records:
+        raise SimlibError("this index keeps no image paths: calibrate with --data DIR")
+    labels = [r.label for r in records]
+    return ImageTable(
+        ids=np.asarray([r.id for r in records], np.int64),
+        paths=tuple(r.path for r in records),
+        labels=np.asarray(labels, dtype=object) if all(lab is not None for lab in labels) else None,
+        name="index gallery",
+    )
+
+
+def precision_threshold(scores: np.ndarray, correct: np.ndarray, target: float) -> tuple[float, float, bool]:
+    """The lowest score ``t`` with precision(correct | score >= t) >= ``target``.
+
+    Args:
+        scores: top-1 score of each validation query.
+        correct: whether that top-1 result is right (same class).
+        target: the precision wanted.
+
+    Returns:
+        ``(threshold, precision_above_it, reached)``. When no cut-off with at least
+        :data:`MIN_SUPPORT` queries reaches the target, the cut-off of highest precision is
+        returned with ``reached=False``.
+    """
+    order = np.argsort(-np.asarray(scores, np.float64), kind="stable")
+    s = np.asarray(scores, np.float64)[order]
+    c = np.asarray(correct, bool)[order]
+    if len(s) < MIN_SUPPORT:
+        raise SimlibError(f"only {len(s)} validation queries: calibration needs at least {MIN_SUPPORT}")
+    precision = np.cumsum(c) / np.arange(1, len(c) + 1)
+    # a cut-off can only sit where the next score is lower (ties are kept or dropped together)
+    valid = np.r_[s[1:] < s[:-1], True] & (np.arange(len(s)) + 1 >= MIN_SUPPORT)
+    ok = np.flatnonzero(valid & (precision >= target))
+    if len(ok):
+        last = int(ok[-1])
+        return float(s[last]), float(precision[last]), True
+    candidates = np.flatnonzero(valid)
+    best = int(candidates[np.argmax(precision[candidates])])
+    return float(s[best]), float(precision[best]), False
+
+
+def perturb(image: Any, seed: int) -> Image.Image:
+    """A near-copy of ``image``: random crop (85-100 %), maybe a flip, brightness +-10 %, JPEG quality 70."""
+    rng = np.random.default_rng(seed)
+    img = open_image(image)
+    w, h = img.size
+    f = rng.uniform(0.85, 1.0)
+    cw, ch = max(1, round(w * f)), max(1, round(h * f))
+    x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+    img = img.crop((x0, y0, x0 + cw, y0 + ch))
+    if rng.random() < 0.5:
+        img = ImageOps.mirror(img)
+    img = ImageEnhance.Brightness(img).enhance(rng.uniform(0.9, 1.1))
+    buf = io.BytesIO()
+    img.save(buf, "JPEG", quality=70)
+    return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
+
+
+def calibrate_threshold(
+    searcher,
+    table: ImageTable | None = None,
+    *,
+    target: float = DEFAULT_TARGET,
+    percentile: float = DEFAULT_PERCENTILE,
+    val: float = 0.2,
+    seed: int = 0,
+    progress: bool | str = False,
+) -> dict[str, Any]:
+    """Calibrate the "good match" threshold of ``searcher``'s index and store it in its manifest.
+
+    Args:
+        searcher: a :class:`simlib.search.Searcher`.
+        table: images to calibrate with (default: the index's own gallery). Validation images
+            that are in the gallery (same id and path) are left out of their own search.
+        target: with labels, the top-1 same-class precision the threshold must reach.
+        percentile: without labels, the percentile of near-copy scores used as the threshold.
+        val: fraction of ``table`` used as validation queries.
+        seed: split and perturbation seed.
+        progress: show a progress bar while embedding.
+
+    Returns:
+        The manifest entry: ``{"score", "method", "target" | "percentile", "precision",
+        "reached", "n_queries", "seed", "calibrated_at"}``. Save the searcher to keep it.
+    """
+    if not 0 < target <= 1:
+        raise SimlibError(f"target precision must be in (0, 1], not {target}")
+    table = table if table is not None else gallery_table(searcher)
+    labelled = table.has_labels
+    queries = split_table(table, seed=seed, val=val, test=0.0, by="image")["val"]
+    if len(queries) < MIN_SUPPORT:
+        raise SimlibError(
+            f"only {len(queries)} validation images out of {len(table)}: calibration needs a larger gallery"
+        )
+    index = searcher.index
+    by_path = {r.path: r.id for r in index.records() if r.path}
+    own = [by_path.get(str(Path(queries.paths[r]).resolve())) if queries.paths else None for r in range(len(queries))]
+    top_scores, correct = [], []
+    if labelled:
+        result = embed_table(searcher.model, queries, progress=progress)
+        scores, ids = index.search(result.embeddings, 2) if len(result.rows) else (np.zeros((0, 2)), None)
+        for n, r in enumerate(result.rows):
+            # never count a query finding itself
+            pairs = [(float(s), int(i)) for s, i in zip(scores[n], ids[n], strict=True) if i >= 0 and i != own[r]]
+            if pairs:
+                top_scores.append(pairs[0][0])
+                correct.append(index.record(pairs[0][1]).label == queries.label(r))
+    else:
+        rows = [r for r in range(len(queries)) if own[r] is not None]
+        if len(rows) < MIN_SUPPORT:
+            raise SimlibError("too few validation images are in the gallery: calibrate on the index's own images")
+        copies = embed_images(searcher.model, [perturb(queries.source(r), seed + r) for r in rows])
+        originals = index.vectors_of([own[r] for r in rows])
+        top_scores = np.sum(copies * originals, axis=1).tolist()  # the genuine match is the original
+    info: dict[str, Any] = {"n_queries": len(top_scores), "seed": seed, "val": val}
+    if labelled:
+        score, precision, reached = precision_threshold(np.asarray(top_scores), np.asarray(correct), target)
+        info.update(method="top-1 same-class precision", target=target, precision=precision, reached=reached)
+    else:
+        score = float(np.percentile(top_scores, percentile))
+        info.update(method="near-copy score percentile", percentile=percentile, precision=None, reached=True)
+    info.update(score=score, calibrated_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"))
+    index.manifest["threshold"] = info
+    return info
