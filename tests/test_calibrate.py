@@ -1,0 +1,84 @@
+"""The "no good match" threshold: brute-force check of the cut-off, and noise finds nothing good."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from simlib.calibrate import MIN_SUPPORT, calibrate_threshold, perturb, precision_threshold
+from simlib.embed import embed_images
+from simlib.errors import SimlibError
+from simlib.search import Searcher, no_good_match
+from tests.conftest import stratified_rows
+
+
+def brute_force_threshold(scores, correct, target):
+    """Try every score as a cut-off; keep the lowest whose kept set (>= cut) has enough precision."""
+    best = None
+    for t in sorted(set(scores.tolist())):
+        kept = scores >= t
+        if kept.sum() >= MIN_SUPPORT and correct[kept].mean() >= target and best is None:
+            best = t
+    return best
+
+
+def test_precision_threshold_matches_brute_force():
+    rng = np.random.default_rng(0)
+    for trial in range(30):
+        n = int(rng.integers(MIN_SUPPORT, 60))
+        scores = np.round(rng.uniform(0, 1, n), 2)  # rounded: ties happen
+        correct = rng.random(n) < scores  # higher scores are right more often
+        target = float(rng.choice([0.5, 0.8, 0.9]))
+        want = brute_force_threshold(scores, correct, target)
+        got, precision, reached = precision_threshold(scores, correct, target)
+        assert reached == (want is not None), trial
+        if reached:
+            assert got == want and precision >= target
+    with pytest.raises(SimlibError, match="at least"):
+        precision_threshold(np.ones(2), np.ones(2, bool), 0.9)
+
+
+def test_perturb_is_seeded_and_changes_the_image(small_table):
+    a, b, c = perturb(small_table.paths[0], 1), perturb(small_table.paths[0], 1), perturb(small_table.paths[0], 2)
+    assert np.array_equal(np.asarray(a), np.asarray(b)) and a.size != (0, 0)
+    assert a.size != c.size or not np.array_equal(np.asarray(a), np.asarray(c))
+
+
+@pytest.fixture(scope="module")
+def calibrated(tiny_model, product_table, tmp_path_factory):
+    """200 real product images (8 classes x 25), calibrated on a 20 % validation split, saved and reloaded."""
+    table = product_table.subset(stratified_rows(product_table.labels, 8, 25))
+    searcher, _ = Searcher.from_table(tiny_model, table, progress=False)
+    info = calibrate_threshold(searcher, target=0.9, seed=0)
+    out = searcher.save(tmp_path_factory.mktemp("cal") / "index")
+    return Searcher.load(out), info, table
+
+
+def test_calibration_is_saved_and_marks_weak_hits(calibrated):
+    searcher, info, table = calibrated
+    assert searcher.index.manifest["threshold"] == info
+    assert info["method"] == "top-1 same-class precision" and info["n_queries"] == 40
+    assert info["reached"] and info["precision"] >= 0.9 and searcher.threshold == info["score"]
+    # real gallery images still find good matches: the threshold is not simply above everything
+    good = [not no_good_match(searcher.query(p, k=3, exclude_self=True)) for p in table.paths[::8]]
+    assert 0 < sum(good) < len(good)
+
+
+def test_pure_noise_gets_no_good_match(calibrated):
+    searcher, _, _ = calibrated
+    for seed in range(3):
+        noise = np.random.default_rng(seed).integers(0, 256, (80, 60, 3)).astype(np.uint8)
+        hits = searcher.query(noise, k=5)
+        assert len(hits) == 5 and no_good_match(hits), [h.score for h in hits]
+
+
+def test_label_free_calibration_uses_near_copies(calibrated, tiny_model):
+    searcher, _, table = calibrated
+    info = calibrate_threshold(searcher, dataclasses.replace(table, labels=None), percentile=5, seed=0)
+    assert info["method"] == "near-copy score percentile" and info["n_queries"] == 40
+    assert searcher.index.manifest["threshold"] == info
+    # fresh near-copies (other seeds) of gallery images clear it about 95 % of the time
+    rows = range(0, len(table), 10)
+    copies = embed_images(tiny_model, [perturb(table.paths[r], 1000 + r) for r in rows])
+    originals = searcher.index.vectors_of([int(table.ids[r]) for r in rows])
+    assert np.mean(np.sum(copies * originals, axis=1) >= info["score"]) >= 0.8
