@@ -1,4 +1,4 @@
-"""The ``simlib`` command line: index, search, eval.
+"""The ``simlib`` command line: index, search, eval, explain, calibrate, add, remove.
 
 Exit codes: 0 success, 1 a user error (one line on stderr saying what to do), 2 bad usage,
 3 done, but some images could not be read (each listed on stderr with its reason).
@@ -126,17 +126,153 @@ def _format_hits(hits) -> str:
     return "\n".join(lines)
 
 
+def _mark_hits(table: str, hits, collapse: bool) -> str:
+    """Add the duplicate count and weak mark columns to :func:`_format_hits`' table."""
+    if not collapse and not any(h.weak for h in hits):
+        return table
+    lines = table.splitlines()
+    width = max(len(line) for line in lines)
+    out = [lines[0].ljust(width) + ("  merged" if collapse else "")]
+    for line, h in zip(lines[1:], hits, strict=True):
+        mark = (f"  +{h.duplicates}" if collapse else "") + ("  weak" if h.weak else "")
+        out.append(line.ljust(width) + mark)
+    return "\n".join(out)
+
+
 def cmd_search(args: argparse.Namespace) -> int:
     from simlib.data import open_image
-    from simlib.search import Searcher
+    from simlib.search import Searcher, no_good_match
 
     open_image(args.image)  # a bad query fails before the model loads
     searcher = Searcher.load(args.index, model_dir=args.model)
-    hits = searcher.query(args.image, k=args.k, filters=_parse_filters(args.filter), exclude_self=args.exclude_self)
+    hits = searcher.query(
+        args.image,
+        k=args.k,
+        filters=_parse_filters(args.filter),
+        exclude_self=args.exclude_self,
+        collapse_duplicates=args.collapse,
+    )
+    threshold = searcher.threshold
+    nothing_good = threshold is not None and no_good_match(hits)
+    merged = sum(h.duplicates for h in hits)
     if args.json:
-        print(json.dumps({"query": str(args.image), "hits": [h.to_dict() for h in hits]}, ensure_ascii=False))
+        body = {"query": str(args.image), "hits": [h.to_dict() for h in hits]}
+        body.update(threshold=threshold, no_good_match=nothing_good, merged=merged)
+        print(json.dumps(body, ensure_ascii=False))
+        return 0
+    if not hits:
+        print("no results (filters matched nothing?)")
+        return 0
+    if nothing_good:
+        print(f"no good match: the best score {hits[0].score:.3f} is under the calibrated threshold {threshold:.3f}")
+        print("closest (weak) results:")
+    print(_mark_hits(_format_hits(hits), hits, args.collapse is not None))
+    if args.collapse is not None:
+        print(f"merged {merged} near-duplicate{'s' * (merged != 1)} (cosine >= {args.collapse})")
+    return 0
+
+
+def _gallery_image(searcher, ref: str) -> str:
+    """A gallery id or an image path -> an image path."""
+    from pathlib import Path
+
+    if ref.isdigit() and not Path(ref).exists():
+        path = searcher.index.record(int(ref)).path
+        if path is None:
+            raise SimlibError(f"gallery id {ref} has no image file")
+        return path
+    return ref
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from simlib.data import open_image
+    from simlib.embed import embed_images
+    from simlib.explain import explain_figure, similarity_maps
+    from simlib.search import Searcher
+
+    if not args.index and not args.model:
+        raise SimlibError("give --index DIR (or --model DIR) so the maps come from the model that ranks the results")
+    if args.index:
+        searcher = Searcher.load(args.index, model_dir=args.model)
+        model, result = searcher.model, _gallery_image(searcher, args.result)
     else:
-        print(_format_hits(hits) if hits else "no results (filters matched nothing?)")
+        model, result = get_model(args), args.result
+    open_image(args.query)
+    open_image(result)
+    maps = similarity_maps(model, args.query, result, method=args.method)
+    score = float(embed_images(model, [args.query, result]).prod(axis=0).sum())
+    fig = explain_figure(args.query, result, maps, score)
+    fig.savefig(args.out, dpi=120)
+    print(f"cosine similarity {score:.3f}; heat maps ({args.method}) -> {args.out}")
+    return 0
+
+
+def _save_updated(searcher, index_dir: str) -> None:
+    """Save an index loaded from ``index_dir`` after changing its gallery or manifest, reusing its model files."""
+    from pathlib import Path
+
+    searcher.save(index_dir, reuse_model=Path(index_dir) / searcher.index.manifest.get("model_dir", "model"))
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from simlib.calibrate import calibrate_threshold
+    from simlib.search import Searcher
+
+    searcher = Searcher.load(args.index)
+    table = get_table(args, materialize=True) if args.data else None
+    info = calibrate_threshold(
+        searcher, table, target=args.target, percentile=args.percentile, seed=args.seed, progress=not args.quiet
+    )
+    _save_updated(searcher, args.index)
+    if args.json:
+        print(json.dumps(info))
+        return 0
+    print(f"threshold {info['score']:.4f} ({info['method']}, {info['n_queries']} validation queries) -> {args.index}")
+    if info["precision"] is not None:
+        print(f"top-1 same-class precision above it: {info['precision']:.3f} (target {info['target']})")
+    if not info["reached"]:
+        print(
+            f"warning: no cut-off reaches precision {info['target']}; using the most precise one "
+            "(train the model, or lower --target)",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    from simlib.search import Searcher
+
+    searcher = Searcher.load(args.index)
+    added, skipped = searcher.add_images(args.images, progress=not args.quiet)
+    for path, reason in skipped.items():
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    if added:
+        _save_updated(searcher, args.index)
+    ids = f" (ids {added[0]}..{added[-1]})" if added else ""
+    print(f"added {len(added)} images{ids}, skipped {len(skipped)}; the gallery holds {len(searcher.index)}")
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    from simlib.search import Searcher
+
+    searcher = Searcher.load(args.index)
+    ids, unknown = [], []
+    for item in args.items:
+        if item.isdigit():
+            ids.append(int(item))
+        else:
+            found = searcher.ids_of_path(item)
+            ids += found
+            unknown += [] if found else [item]
+    unknown += [str(i) for i in searcher.remove(ids)]
+    removed = len(args.items) - len(unknown)
+    if unknown:
+        print(f"not in the index: {', '.join(unknown)}", file=sys.stderr)
+    if not removed:
+        raise SimlibError("nothing removed: give gallery ids (see `simlib search --json`) or indexed image paths")
+    _save_updated(searcher, args.index)
+    print(f"removed {removed}; the gallery holds {len(searcher.index)}")
     return 0
 
 
@@ -191,7 +327,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude-self", action="store_true", help="leave the query out when it is in the gallery")
     p.add_argument("--model", metavar="DIR", help="use this model instead of the index's own (must be the same)")
     p.add_argument("--json", action="store_true", help='print {"hits": [...]} as JSON')
+    p.add_argument(
+        "--collapse",
+        nargs="?",
+        type=float,
+        const=0.97,
+        metavar="THRESHOLD",
+        help="merge results near-identical (cosine >= THRESHOLD, default 0.97) to a better one; fill the top-K",
+    )
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("explain", help="heat maps of the regions that make two images similar")
+    p.add_argument("query", help="query image file")
+    p.add_argument("result", help="result image file, or a gallery id of --index")
+    p.add_argument("--index", metavar="DIR", help="index folder: its model explains (and ids resolve)")
+    p.add_argument("--out", default="explain.png", metavar="PNG", help="figure to write (default explain.png)")
+    p.add_argument("--method", default="features", choices=["features", "gradcam"], help="map method")
+    _add_model_options(p)
+    p.set_defaults(func=cmd_explain)
+
+    p = sub.add_parser("calibrate", help='calibrate the "no good match" score threshold of an index')
+    p.add_argument("--index", required=True, metavar="DIR", help="index folder (the threshold is saved in it)")
+    _add_data_options(p)
+    p.add_argument("--target", type=float, default=0.9, help="top-1 same-class precision to reach (default 0.9)")
+    p.add_argument("--percentile", type=float, default=5.0, help="no labels: near-copy score percentile (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="validation split seed")
+    p.add_argument("--json", action="store_true", help="print the threshold entry as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_calibrate)
+
+    p = sub.add_parser("add", help="add images (files or folders) to an index without rebuilding it")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders (searched recursively)")
+    p.add_argument("--index", required=True, metavar="DIR", help="index folder to update")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_add)
+
+    p = sub.add_parser("remove", help="remove images from an index by gallery id or path")
+    p.add_argument("items", nargs="+", metavar="ID", help="gallery ids or indexed image paths")
+    p.add_argument("--index", required=True, metavar="DIR", help="index folder to update")
+    p.set_defaults(func=cmd_remove)
 
     p = sub.add_parser("eval", help="Recall@1/5/10 and mAP@R on a labelled dataset")
     _add_data_options(p)

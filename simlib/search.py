@@ -99,14 +99,32 @@ class Searcher:
         index.manifest.update(model_fingerprint=model_fingerprint(model), data=table.name)
         return cls(model, index, check=False), result
 
-    def save(self, directory: str | os.PathLike) -> Path:
-        """Write index and model into one folder, atomically."""
+    def save(self, directory: str | os.PathLike, reuse_model: str | os.PathLike | None = None) -> Path:
+        """Write index and model into one folder, atomically.
+
+        Args:
+            directory: the index folder.
+            reuse_model: a saved model folder holding this very model (e.g. the index's own
+                ``model/`` after :meth:`add_images`): hard-linked (or copied) instead of
+                serialising the model again, so updating a gallery does not rewrite ~90 MB.
+        """
+        import shutil
+
+        fingerprint = model_fingerprint(self.model)
         extra = {
-            "model_fingerprint": model_fingerprint(self.model),
+            "model_fingerprint": fingerprint,
             "model_config": to_dict(model_config(self.model)),
             "model_dir": MODEL_SUBDIR,
         }
-        return self.index.save(directory, extra, write_extra=lambda tmp: save_model(self.model, tmp / MODEL_SUBDIR))
+
+        def write_model(tmp: Path) -> None:
+            source = Path(reuse_model) if reuse_model is not None else None
+            if source is not None and source.is_dir() and _saved_fingerprint(source) == fingerprint:
+                shutil.copytree(source, tmp / MODEL_SUBDIR, copy_function=_link_or_copy)
+            else:
+                save_model(self.model, tmp / MODEL_SUBDIR)
+
+        return self.index.save(directory, extra, write_extra=write_model)
 
     @classmethod
     def load(cls, index_dir: str | os.PathLike, model_dir: str | os.PathLike | None = None) -> Searcher:
@@ -285,6 +303,10 @@ class Searcher:
         self.index.remove([int(i) for i in ids])
         return missing
 
+    def ids_of_path(self, path: str | os.PathLike) -> list[int]:
+        """Gallery ids of an image file (by resolved path); empty when it is not in the index."""
+        return [r.id for r in self._records_by_path().get(str(Path(path).resolve()), [])]
+
     def _next_id(self) -> int:
         largest = int(self.index.ids.max()) + 1 if len(self.index) else 0
         return max(largest, int(self.index.manifest.get("next_id", 0)))
@@ -315,6 +337,25 @@ class Searcher:
             "trained": cfg.trained,
             "model_fingerprint": model_fingerprint(self.model),
         }
+
+
+def _saved_fingerprint(model_dir: Path) -> str | None:
+    from simlib.model import CONFIG_FILE
+    from simlib.storage import load_json
+
+    try:
+        return load_json(model_dir / CONFIG_FILE).get("fingerprint")
+    except SimlibError:
+        return None
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    import shutil
+
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system, or links not allowed
+        shutil.copy2(src, dst)
 
 
 def no_good_match(hits: Sequence[Hit]) -> bool:
