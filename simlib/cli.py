@@ -250,7 +250,8 @@ def cmd_add(args: argparse.Namespace) -> int:
         _save_updated(searcher, args.index)
     ids = f" (ids {added[0]}..{added[-1]})" if added else ""
     print(f"added {len(added)} images{ids}, skipped {len(skipped)}; the gallery holds {len(searcher.index)}")
-    return 0
+    known = ("already in the index", "given twice")
+    return EXIT_PARTIAL if any(not reason.startswith(known) for reason in skipped.values()) else 0
 
 
 def cmd_remove(args: argparse.Namespace) -> int:

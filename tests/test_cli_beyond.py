@@ -55,8 +55,11 @@ def test_add_and_remove(index_copy, product_table, small_table, tmp_path, capsys
     code, out, _ = run(capsys, "add", folder, "--index", index_copy, "--quiet")
     n = len(small_table)
     assert code == 0 and "added 3 images" in out and f"holds {n + 3}" in out
-    code, out, err = run(capsys, "add", folder / sorted(p.name for p in folder.iterdir())[0], "--index", index_copy)
-    assert "added 0" in out and "already in the index" in err
+    (tmp_path / "broken.jpg").write_bytes(b"not an image")
+    first = folder / sorted(p.name for p in folder.iterdir())[0]
+    code, out, err = run(capsys, "add", first, tmp_path / "broken.jpg", "--index", index_copy)
+    assert code == 3 and "added 0" in out and "skipped 2" in out  # 3: done, but an image was unreadable
+    assert "already in the index" in err and "broken.jpg" in err
     records = [json.loads(line) for line in (index_copy / "records.jsonl").read_text().splitlines()]
     added = [r for r in records if r["path"].startswith(str(folder))]
     assert len(added) == 3 and all(r["label"] is None for r in added)  # product-set labels do not come from folders

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from simlib.data import ImageTable, load_image_folder
+from simlib.index import VectorIndex
 from simlib.search import Searcher, no_good_match
 
 
@@ -77,7 +78,7 @@ def test_collapse_merges_exact_and_reencoded_copies(tiny_model, copies_gallery):
 
 
 def test_weak_hits_follow_the_manifest_threshold(tiny_model, small_index_dir, small_table):
-    searcher = Searcher.load(small_index_dir)
+    searcher = Searcher(tiny_model, VectorIndex.load(small_index_dir))  # the same model, already traced
     hits = searcher.query(small_table.paths[3], k=5)
     assert searcher.threshold is None and not any(h.weak for h in hits) and not no_good_match(hits)
     cut = (hits[1].score + hits[2].score) / 2
@@ -99,8 +100,6 @@ def test_add_and_remove_match_a_full_rebuild(tiny_model, small_table, tmp_path):
     _folder_gallery(tmp_path / "more", small_table, range(1, 48, 2))
     (tmp_path / "more" / "broken.jpg").write_bytes(b"\xff\xd8 not really")
     searcher, _ = Searcher.from_table(tiny_model, load_image_folder(tmp_path / "base"), progress=False)
-    searcher.save(tmp_path / "index")
-    searcher = Searcher.load(tmp_path / "index")
     added, skipped = searcher.add_images([tmp_path / "more", tmp_path / "base" / "nothing.jpg"])
     assert added == list(range(24, 48))
     assert set(skipped) == {str(tmp_path / "more" / "broken.jpg"), str(tmp_path / "base" / "nothing.jpg")}
@@ -109,7 +108,7 @@ def test_add_and_remove_match_a_full_rebuild(tiny_model, small_table, tmp_path):
     missing = searcher.remove([3, 30, 999])
     assert missing == [999]
     searcher.save(tmp_path / "index")
-    searcher = Searcher.load(tmp_path / "index")
+    searcher = Searcher(tiny_model, VectorIndex.load(tmp_path / "index"))
     assert len(searcher.index) == 46 and searcher.index.manifest["count"] == 46
     assert searcher.add_images([tmp_path / "base"])[0] == [48]  # id 3 came back as a new id, never reused
 
