@@ -1,0 +1,190 @@
+"""The gallery an app serves: open its cached index, or build and cache it once.
+
+A served gallery is an index folder (written by :meth:`simlib.search.Searcher.save`, so it
+carries its own model) inside an artifacts folder. :func:`open_gallery` finds it, checks it
+against what the user asked for (``--data``, ``--model``, ``--weights``, ``--image-size``) and
+re-indexes only when something differs, so the second start of an app is fast.
+:func:`gallery_folders` names the folders that hold the gallery's images: the only files an
+app needs to serve.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from simlib.data import ImageTable, cache_dir, default_data_spec, load_dataset, materialize
+from simlib.errors import SimlibError
+from simlib.index import MANIFEST_FILE, VectorIndex
+
+INDEX_SUBDIR = "index"
+MODEL_SUBDIR = "model"  # where `simlib train` and the course save a trained model inside the artifacts
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def index_dir_in(artifacts: str | os.PathLike) -> Path:
+    """The index folder of an artifacts folder: the folder itself when it is an index, else ``<it>/index``."""
+    artifacts = Path(artifacts)
+    return artifacts if (artifacts / MANIFEST_FILE).is_file() else artifacts / INDEX_SUBDIR
+
+
+def index_table(index: VectorIndex) -> ImageTable:
+    """The images an index holds, as a table (to re-index the same gallery with another model)."""
+    records = index.records()
+    if not records or any(r.path is None for r in records):
+        raise SimlibError("this index does not record image files: re-index it from its folder with --data")
+    labels = [r.label for r in records]
+    return ImageTable(
+        ids=np.asarray([r.id for r in records], np.int64),
+        paths=tuple(str(r.path) for r in records),
+        labels=None if any(lab is None for lab in labels) else np.asarray(labels, dtype=object),
+        attributes=tuple(dict(r.attributes) for r in records),
+        name=str(index.manifest.get("data") or "indexed gallery"),
+    )
+
+
+def _same_images(index: VectorIndex, table: ImageTable) -> bool:
+    indexed = {r.path for r in index.records()}
+    wanted = {str(Path(p).resolve()) for p in table.paths or ()}
+    # Images that failed to decode at indexing time are absent from the index: tolerate them.
+    skipped = set(index.manifest.get("skipped_paths", []))
+    return indexed <= wanted and wanted - indexed <= skipped
+
+
+def open_gallery(
+    artifacts: str | os.PathLike = "artifacts",
+    *,
+    data: str | None = None,
+    model_dir: str | os.PathLike | None = None,
+    weights: str | None = None,
+    image_size: int | None = None,
+    label_column: str = "articleType",
+    progress: bool = True,
+    log: Callable[[str], None] = _stderr,
+):
+    """Open the searcher an app serves, building and caching its index when needed.
+
+    The index folder is ``artifacts`` itself when it holds an index, else ``artifacts/index``.
+    It is loaded as it is unless the arguments ask for something else; then the gallery is
+    (re-)indexed with a progress bar and saved there, atomically, for the next start.
+
+    Args:
+        artifacts: the artifacts folder.
+        data: the gallery to serve (a folder or "fashion-mnist"); default: the cached index's own
+            images, or :func:`simlib.data.default_data_spec` when there is no index yet.
+        model_dir: a trained model to serve; the index is re-built when it was made by another
+            model. Default: the index's own model, else ``artifacts/model`` when present, else a
+            fresh model from ``weights`` and ``image_size``.
+        weights: backbone weights for a fresh model ("auto", "imagenet", "none" or a path);
+            given explicitly and different from the cached model's, it forces a fresh model.
+        image_size: input side for a fresh model; given and different from the cached model's,
+            it forces a fresh model.
+        label_column: product layout: the ``styles.csv`` column used as the label.
+        progress: show a progress bar while indexing.
+        log: where the one-line notes go (default: stderr).
+
+    Returns:
+        ``(searcher, note)``: the :class:`~simlib.search.Searcher` and one line saying what was done.
+    """
+    from simlib.config import DEFAULT_IMAGE_SIZE, IndexConfig, ModelConfig
+    from simlib.model import build_embedding_model, load_model, model_config, model_fingerprint, resolve_weights
+    from simlib.search import Searcher
+
+    index_dir = index_dir_in(artifacts)
+    index = VectorIndex.load(index_dir) if (index_dir / MANIFEST_FILE).is_file() else None
+    reasons = []
+
+    # The model: --model, else the index's own, else a trained one in the artifacts, else a fresh one.
+    model = None
+    if model_dir is not None:
+        model = load_model(model_dir)
+        if image_size and image_size != model_config(model).image_size:
+            raise SimlibError(
+                f"--image-size {image_size} conflicts with the model's own {model_config(model).image_size}: "
+                "drop --image-size when using --model"
+            )
+        if index is not None and index.manifest.get("model_fingerprint") != model_fingerprint(model):
+            reasons.append(f"the index in {index_dir} was built by another model than {model_dir}")
+    elif index is not None:
+        model = load_model(index_dir / index.manifest.get("model_dir", MODEL_SUBDIR))
+    elif (Path(artifacts) / MODEL_SUBDIR / "model.keras").is_file():
+        model = load_model(Path(artifacts) / MODEL_SUBDIR)
+        log(f"using the trained model in {Path(artifacts) / MODEL_SUBDIR}")
+    if model_dir is None and model is not None and (weights is not None or image_size is not None):
+        cfg = model_config(model)
+        wanted_weights = resolve_weights(weights) if weights is not None else cfg.weights
+        wanted_size = image_size or cfg.image_size
+        if (wanted_weights, wanted_size) != (cfg.weights, cfg.image_size):
+            reasons.append(
+                f"the cached model is {cfg.image_size} px with weights {cfg.weights}, "
+                f"not {wanted_size} px with weights {wanted_weights}"
+            )
+            model = build_embedding_model(ModelConfig(image_size=wanted_size, weights=wanted_weights))
+    if model is None:
+        model = build_embedding_model(
+            ModelConfig(image_size=image_size or DEFAULT_IMAGE_SIZE, weights=resolve_weights(weights or "auto"))
+        )
+
+    # The images: --data, else the index's own, else the default data.
+    table = None
+    if data is not None or index is None:
+        spec = data or default_data_spec()
+        table = load_dataset(spec, label_column=label_column)
+        if table.paths is None:  # Fashion-MNIST: written out once as PNGs, so the app can show them
+            table = materialize(table, cache_dir() / spec.replace(":", "-"))
+        if index is None:
+            reasons.append(f"there is no index in {index_dir} yet")
+        elif not _same_images(index, table):
+            reasons.append(f"the index in {index_dir} holds other images than {table.name}")
+
+    if not reasons:
+        searcher = Searcher(model, index)  # type: ignore[arg-type]
+        return searcher, f"loaded {index_dir} ({len(index):,} images)"  # type: ignore[arg-type]
+
+    if table is None:
+        table = index_table(index)  # type: ignore[arg-type]
+    log(f"indexing {len(table):,} images of {table.name}: {'; '.join(reasons)}")
+    t0 = time.perf_counter()
+    kind = index.config.kind if index is not None else "auto"
+    searcher, result = Searcher.from_table(model, table, IndexConfig(kind=kind), progress=progress and "indexing")
+    elapsed = time.perf_counter() - t0
+    for row, reason in list(result.skipped.items())[:5]:
+        log(f"skipped {table.source(row)}: {reason}")
+    if len(result.skipped) > 5:
+        log(f"... and {len(result.skipped) - 5} more unreadable images skipped")
+    searcher.index.manifest["skipped_paths"] = [str(Path(table.source(r)).resolve()) for r in result.skipped]
+    searcher.save(index_dir)
+    note = (
+        f"indexed {len(searcher.index):,} images in {elapsed:.1f} s (skipped {len(result.skipped)}), "
+        f"cached in {index_dir}"
+    )
+    return searcher, note
+
+
+def gallery_folders(index: VectorIndex) -> list[Path]:
+    """The folders holding the index's images (each image's own folder, deduplicated, sorted).
+
+    These, and nothing above them, are what an app must allow its web server to read.
+    """
+    return sorted({Path(r.path).parent for r in index.records() if r.path})
+
+
+def example_images(index: VectorIndex, n: int = 6) -> list[str]:
+    """``n`` gallery images to offer as example queries: the first image of each of the largest classes."""
+    records = [r for r in index.records() if r.path]
+    by_label: dict[str, list[str]] = {}
+    for r in records:
+        by_label.setdefault(r.label or "", []).append(r.path)  # type: ignore[arg-type]
+    if len(by_label) <= 1:
+        step = max(1, len(records) // max(n, 1))
+        return [r.path for r in records[::step][:n]]  # type: ignore[misc]
+    largest = sorted(by_label, key=lambda lab: (-len(by_label[lab]), lab))[:n]
+    return [by_label[lab][0] for lab in largest]
