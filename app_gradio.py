@@ -17,7 +17,8 @@ import inspect
 import io
 import os
 import sys
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,10 @@ QUEUE_SIZE = 64  # waiting requests beyond this are turned away instead of pilin
 PREFERRED_FILTERS = ("masterCategory", "subCategory", "baseColour", "gender")
 MAX_FILTERS = 4
 ANY = "any"
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 # ----------------------------------------------------------------------------- pure functions
@@ -118,7 +123,11 @@ UNTRAINED_NOTICE = (
 
 
 def search(
-    searcher, image: Any, k: int = DEFAULT_K, filters: Mapping[str, Any] | None = None
+    searcher,
+    image: Any,
+    k: int = DEFAULT_K,
+    filters: Mapping[str, Any] | None = None,
+    info: Mapping[str, Any] | None = None,
 ) -> tuple[list[tuple[str, str]], dict[str, Any], str]:
     """Query the gallery: what the app shows for one image.
 
@@ -127,6 +136,7 @@ def search(
         image: a file path, bytes, PIL image or array (None: no image yet).
         k: number of results (1-50).
         filters: attribute -> value(s), applied inside the search.
+        info: ``searcher.describe()``, computed once by the caller (it hashes every model weight).
 
     Returns:
         ``(gallery, results, status)``: ``[(path, caption)]`` for a ``gr.Gallery``; a JSON-ready
@@ -148,7 +158,7 @@ def search(
         "query_ms": round(seconds * 1000, 1),
         "hits": [hit_record(h) for h in hits],
     }
-    return gallery, results, status_text(searcher.describe(), seconds, len(hits))
+    return gallery, results, status_text(info or searcher.describe(), seconds, len(hits))
 
 
 def user_message(error: SimlibError, image: Any) -> str:
@@ -195,6 +205,15 @@ def share_failure(gradio_output: str) -> str:
     detail = line.split(". ", 1)[1].rstrip(". ") if ". " in line else ""
     reason = "Gradio's share server cannot be reached from this machine (offline or behind a firewall?)"
     return reason + (f" [{detail}]" if detail else "")
+
+
+def _blank_image(searcher):
+    import numpy as np
+
+    from simlib.model import model_config
+
+    s = model_config(searcher.model).image_size
+    return np.full((s, s, 3), 255, np.uint8)
 
 
 # ----------------------------------------------------------------------------- the Blocks
@@ -248,13 +267,14 @@ def build_demo(
     from simlib.gallery import example_images
 
     info = searcher.describe()
+    searcher.query(_blank_image(searcher), 1)  # trace the model now, not on the first visitor's query
     fields = filter_fields(searcher.index.attribute_values())
     if examples is None:
         examples = example_images(searcher.index)
 
     def run_search(image, k, *filter_values):
         try:
-            return search(searcher, image, int(k), make_filters(list(fields), filter_values))
+            return search(searcher, image, int(k), make_filters(list(fields), filter_values), info)
         except SimlibError as e:
             raise gr.Error(user_message(e, image), print_exception=False) from None
 
@@ -274,6 +294,7 @@ def build_demo(
                     type="filepath",
                     image_mode=None,
                     label="Query image",
+                    height=280,
                     elem_id="query",
                 )
                 top_k = gr.Slider(1, MAX_K, value=min(max(int(k), 1), MAX_K), step=1, label="Top-K", elem_id="k")
@@ -287,7 +308,7 @@ def build_demo(
             with gr.Column(scale=2):
                 results = gr.Gallery(
                     label="Most similar",
-                    columns=5,
+                    columns=4,
                     object_fit="contain",
                     height="auto",
                     elem_id="results",
@@ -315,7 +336,7 @@ def serve(
     share: bool = False,
     auth: tuple[str, str] | None = None,
     artifacts: str | os.PathLike | None = None,
-    log=print,
+    log: Callable[[str], None] | None = None,
 ) -> tuple[str, str | None]:
     """Launch ``demo`` without blocking, with the safety settings of :func:`launch_settings`.
 
@@ -325,6 +346,7 @@ def serve(
     Returns:
         ``(local_url, share_url)``; ``share_url`` is None without a public link.
     """
+    log = log or _stderr
     if share and not auth:
         log("warning: --share without --auth lets anyone with the link use the app; add --auth USER:PASSWORD")
     captured = io.StringIO()
@@ -381,8 +403,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Start the app: open (or build and cache) the gallery index, then serve it until Ctrl-C."""
     args = build_parser().parse_args(argv)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from simlib.cli import _quiet_tensorflow
+
+    _quiet_tensorflow()
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    t0 = time.perf_counter()
     try:
         auth = parse_auth(args.auth)
         if not 1 <= args.k <= MAX_K:
@@ -397,24 +422,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             image_size=args.image_size,
             label_column=args.label_column,
         )
-        print(note, file=sys.stderr)
+        _stderr(note)
         if is_untrained(searcher.describe()):
-            print("note: the model is untrained (random backbone); the page says so", file=sys.stderr)
-        searcher.timed_query(_blank_image(searcher), 1)  # trace the model now, not on the first visitor's query
+            _stderr("note: the model is untrained (random backbone): the page says so")
         demo = build_demo(searcher, k=args.k)
         serve(demo, searcher, host=args.host, port=args.port, share=args.share, auth=auth, artifacts=args.artifacts)
+        _stderr(f"ready in {time.perf_counter() - t0:.1f} s; Ctrl-C stops the app")
     except SimlibError as e:
-        print(f"app_gradio.py: error: {e}", file=sys.stderr)
+        _stderr(f"app_gradio.py: error: {e}")
         return 1
     demo.block_thread()  # until Ctrl-C, which closes the server
     return 0
-
-
-def _blank_image(searcher):
-    import numpy as np
-
-    s = searcher.describe()["image_size"]
-    return np.full((s, s, 3), 255, np.uint8)
 
 
 if __name__ == "__main__":

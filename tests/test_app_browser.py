@@ -1,0 +1,123 @@
+"""The demo page in a real headless Chromium: upload and webcam queries, a bad file; screenshots kept."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import socket
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ARTIFACTS, REPO
+
+sys.path.insert(0, str(REPO))  # app_gradio.py is a top-level script, not part of the package
+app = importlib.import_module("app_gradio")
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")  # Debian's package: Playwright's own download needs the internet
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    # A fake camera (a test pattern) that is granted without a permission prompt.
+    "--use-fake-device-for-media-stream",
+    "--use-fake-ui-for-media-stream",
+]
+K = 3
+TIMEOUT_MS = 60_000  # a loaded 2-core machine
+
+
+@pytest.fixture(scope="module")
+def searcher(small_index_dir):
+    from simlib.search import Searcher
+
+    return Searcher.load(small_index_dir)
+
+
+@pytest.fixture(scope="module")
+def url(searcher, small_index_dir):
+    demo = app.build_demo(searcher, k=K)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    local_url, _ = app.serve(demo, searcher, port=port, artifacts=small_index_dir, log=lambda m: None)
+    yield local_url
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.is_file():
+        msg = "no /usr/bin/chromium: apt-get install -y chromium"
+        if os.environ.get("CI"):
+            pytest.fail(msg)
+        pytest.skip(msg)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=FLAGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser, url):
+    context = browser.new_context(viewport={"width": 1280, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(url)
+    page.wait_for_selector("#search")
+    yield page
+    context.close()
+
+
+def search_and_wait(page, name: str) -> list[str]:
+    """Click Search, wait for K result images, save a screenshot; returns the captions."""
+    page.click("#search")
+    page.wait_for_function(f"document.querySelectorAll('#results img').length === {K}")
+    page.wait_for_function("document.querySelector('#status').innerText.includes('results')")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"app_{name}.png"), full_page=True)
+    return page.locator("#results .caption-label").all_inner_texts()
+
+
+def test_upload_shows_k_results(page, searcher):
+    image = searcher.index.records()[0].path
+    assert page.locator("#untrained-notice").is_visible()  # the tiny test model is untrained
+    page.locator("#query input[type=file]").set_input_files(image)
+    page.wait_for_selector("#query img")
+    captions = search_and_wait(page, "upload")
+    assert len(captions) == K and captions[0].startswith("#1 · 1.000")  # the image finds itself first
+    assert f"{K} results" in page.locator("#status").inner_text()
+
+
+def test_webcam_frame_gets_results(page):
+    page.click("#query button[aria-label='Capture from camera']")
+    page.get_by_text("Click to Access Webcam").click()
+    page.wait_for_function("(() => { const v = document.querySelector('#query video'); return v?.videoWidth > 0 })()")
+    page.click("#query button[aria-label='capture photo']")
+    page.wait_for_selector("#query img")
+    captions = search_and_wait(page, "webcam")
+    assert len(captions) == K and all(c.startswith(f"#{i + 1} · ") for i, c in enumerate(captions))
+
+
+def test_bad_file_shows_one_clear_error(page, tmp_path):
+    bad = tmp_path / "holiday.png"
+    bad.write_text("<html>not an image</html>")
+    page.locator("#query input[type=file]").set_input_files(str(bad))
+    page.wait_for_timeout(500)
+    page.click("#search")
+    toast = page.locator(".toast-body").first
+    toast.wait_for()
+    text = toast.inner_text()
+    page.wait_for_timeout(300)  # let the toast slide in before the screenshot
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "app_bad_file.png"))
+    assert "holiday.png: not an image" in text and "Traceback" not in text

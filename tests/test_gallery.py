@@ -1,0 +1,87 @@
+"""simlib.gallery: the served index is built once, cached, reloaded, and rebuilt only when asked for."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from simlib.errors import SimlibError
+
+
+@pytest.fixture(scope="module")
+def gallery_dir(tmp_path_factory, product_table) -> Path:
+    """A labelled image folder (2 classes x 4 real product photos, as symlinks)."""
+    root = tmp_path_factory.mktemp("gallery")
+    for label in ("Watches", "Sandals"):
+        rows = np.flatnonzero(product_table.labels == label)[:4]
+        (root / label).mkdir()
+        for r in rows:
+            (root / label / Path(product_table.paths[r]).name).symlink_to(product_table.paths[r])
+    return root
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory, gallery_dir) -> tuple[Path, list[str], str]:
+    """An artifacts folder after a first start: (folder, log lines, note)."""
+    from simlib.gallery import open_gallery
+
+    folder = tmp_path_factory.mktemp("app") / "artifacts"
+    logged: list[str] = []
+    _, note = open_gallery(
+        folder, data=str(gallery_dir), weights="none", image_size=32, progress=False, log=logged.append
+    )
+    return folder, logged, note
+
+
+def test_first_start_builds_and_caches_second_loads(artifacts, gallery_dir):
+    from simlib.gallery import gallery_folders, index_dir_in, open_gallery
+    from simlib.search import Searcher
+
+    folder, logged, note = artifacts
+    assert note.startswith("indexed 8 images") and "no index" in logged[0]
+    assert (folder / "index" / "manifest.json").is_file() and index_dir_in(folder) == folder / "index"
+    assert index_dir_in(folder / "index") == folder / "index"  # an index folder given directly
+    cached = Searcher.load(folder / "index")
+    query = cached.index.records()[0].path
+    expected = [(h.id, round(h.score, 5)) for h in cached.query(query, k=3)]
+    # Nothing to rebuild, with or without --data naming the same images.
+    for data in (None, str(gallery_dir)):
+        again, note = open_gallery(folder, data=data, progress=False, log=logged.append)
+        assert note.startswith("loaded"), note
+        assert [(h.id, round(h.score, 5)) for h in again.query(query, k=3)] == expected
+    # Only the images' own folder is served: resolved through the symlinks, never the gallery root above.
+    assert gallery_folders(cached.index) == [Path(query).parent]
+
+
+def test_rebuilds_only_for_another_model(artifacts, tmp_path, tiny_model):
+    from simlib.gallery import open_gallery
+    from simlib.model import model_config, model_fingerprint, save_model
+
+    folder = artifacts[0]
+    # --model: re-indexes the same gallery with that model once, then loads it.
+    save_model(tiny_model, tmp_path / "trained")
+    searcher, note = open_gallery(folder, model_dir=tmp_path / "trained", progress=False, log=print)
+    assert note.startswith("indexed 8 images")
+    assert searcher.index.manifest["model_fingerprint"] == model_fingerprint(tiny_model)
+    _, note = open_gallery(folder, model_dir=tmp_path / "trained", image_size=32, progress=False, log=print)
+    assert note.startswith("loaded")
+    with pytest.raises(SimlibError, match="conflicts with the model"):
+        open_gallery(folder, model_dir=tmp_path / "trained", image_size=64, log=print)
+    # Another --image-size than the cached model's: a fresh model and a new index.
+    bigger, note = open_gallery(folder, image_size=40, progress=False, log=print)
+    assert note.startswith("indexed 8 images") and model_config(bigger.model).image_size == 40
+
+
+def test_index_table_and_examples(small_index_dir, small_table):
+    from simlib.gallery import example_images, index_table
+    from simlib.index import VectorIndex
+
+    index = VectorIndex.load(small_index_dir)
+    table = index_table(index)
+    assert len(table) == len(small_table) and set(table.labels) == set(small_table.labels)
+    assert table.attributes[0] == index.records()[0].attributes
+    examples = example_images(index, n=5)
+    labels = {r.path: r.label for r in index.records()}
+    assert len(examples) == 5 and len({labels[p] for p in examples}) == 5
