@@ -38,7 +38,10 @@ demo-cli: venv
 	$(BIN)/simlib search "$$($(BIN)/python -c 'import json;print(json.loads(open("$(ARTIFACTS)/index/records.jsonl").readline())["path"])')" \
 		--index $(ARTIFACTS)/index -k 5
 
-demo: demo-cli
+# The Gradio app on http://127.0.0.1:7860; the first start indexes the default gallery into $(ARTIFACTS)/index.
+# More options: make demo DEMO_ARGS="--share --auth user:password" (see README, "The demo app").
+demo: venv
+	$(BIN)/python app_gradio.py --artifacts $(ARTIFACTS) $(DEMO_ARGS)
 
 # Run the whole course top to bottom on the real data (executed copies in $(ARTIFACTS)/notebooks).
 notebooks: venv

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import inspect
 import io
 import os
@@ -32,7 +31,7 @@ DEFAULT_PORT = 7860
 # it reaches the model (simlib's own pixel limit then guards decoding).
 MAX_UPLOAD = "10mb"
 # One query keeps every core busy inside TensorFlow, so more parallel queries only add memory;
-# two per core lets decoding and encoding of one overlap the forward pass of another.
+# one per core (up to 4) lets one query's upload, decoding and encoding overlap another's forward pass.
 CONCURRENCY_LIMIT = max(1, min(4, os.cpu_count() or 1))
 QUEUE_SIZE = 64  # waiting requests beyond this are turned away instead of piling up memory
 # Filters shown for the product set; other galleries get their first attributes (and labels).
@@ -161,11 +160,39 @@ def search(
     return gallery, results, status_text(info or searcher.describe(), seconds, len(hits))
 
 
+def uploaded_image(payload: Any, upload_folder: str | os.PathLike | None = None) -> str | bytes | None:
+    """The query image from ``gr.Image``'s raw payload: the uploaded file's path (or a data URL's bytes).
+
+    Gradio checks that files sent with its file marker were uploaded, but passes a bare
+    ``{"path": ...}`` on as it is: a path outside the upload folder is refused here, so a request
+    cannot make the app read any other file on the server.
+    """
+    from gradio.utils import get_upload_folder, is_in_or_equal
+
+    if payload is None or isinstance(payload, bytes):
+        return payload
+    if isinstance(payload, str):
+        payload = {"path": payload}
+    url, path = payload.get("url") or "", payload.get("path")
+    if url.startswith("data:") and "," in url:
+        import base64
+        import binascii
+
+        try:
+            return base64.b64decode(url.split(",", 1)[1], validate=True)
+        except binascii.Error:
+            raise SimlibError("the query image's data URL is not valid base64") from None
+    if not path or not is_in_or_equal(path, upload_folder or get_upload_folder()):
+        raise SimlibError("the query image must be uploaded, not named by a path on the server")
+    return str(path)
+
+
 def user_message(error: SimlibError, image: Any) -> str:
     """The error text for the page: an uploaded file is named by its own name, not its server path."""
     message = str(error)
-    if isinstance(image, str | os.PathLike):
-        message = message.replace(str(image), Path(image).name)
+    path = image.get("path") if isinstance(image, dict) else image
+    if isinstance(path, str | os.PathLike):
+        message = message.replace(str(path), Path(path).name)
     return message
 
 
@@ -217,33 +244,6 @@ def _blank_image(searcher):
 
 
 # ----------------------------------------------------------------------------- the Blocks
-@functools.cache
-def query_image_component():
-    """``gr.Image`` that hands the uploaded file to simlib as it is, undecoded.
-
-    Stock ``gr.Image`` opens every upload with Pillow before the event handler runs, so a file that
-    is not an image fails inside Gradio with a traceback. Passing the path on keeps one decoding path
-    for gallery and queries (:func:`simlib.data.open_image`: any mode, EXIF, pixel limit before
-    decoding) and turns a bad upload into one clear message. The path
-    must be a file in Gradio's upload cache: a request naming any other server file is refused
-    (Gradio checks this only for payloads that carry its file marker).
-    """
-    import gradio as gr
-    from gradio.utils import is_in_or_equal
-
-    class QueryImage(gr.Image):
-        is_template = True  # drawn by gr.Image's front end
-
-        def preprocess(self, payload):
-            if payload is None or not payload.path or (payload.url or "").startswith("data:"):
-                return super().preprocess(payload)
-            if not is_in_or_equal(payload.path, self.GRADIO_CACHE):
-                raise gr.Error("the query image must be uploaded, not named by a path on the server")
-            return str(payload.path)
-
-    return QueryImage
-
-
 def build_demo(
     searcher,
     k: int = DEFAULT_K,
@@ -274,7 +274,8 @@ def build_demo(
 
     def run_search(image, k, *filter_values):
         try:
-            return search(searcher, image, int(k), make_filters(list(fields), filter_values), info)
+            path = uploaded_image(image)
+            return search(searcher, path, int(k), make_filters(list(fields), filter_values), info)
         except SimlibError as e:
             raise gr.Error(user_message(e, image), print_exception=False) from None
 
@@ -289,10 +290,9 @@ def build_demo(
             gr.Markdown(UNTRAINED_NOTICE, elem_id="untrained-notice")
         with gr.Row():
             with gr.Column(scale=1):
-                query = query_image_component()(
+                query = gr.Image(
                     sources=["upload", "webcam", "clipboard"],
                     type="filepath",
-                    image_mode=None,
                     label="Query image",
                     height=280,
                     elem_id="query",
@@ -321,6 +321,11 @@ def build_demo(
             inputs=[query, top_k, *filter_widgets],
             outputs=[results, details, status],
             api_name="search",
+            # The handler gets the upload as Gradio received it, undecoded: stock gr.Image opens it with
+            # Pillow first, so a file that is not an image fails inside Gradio with a traceback. simlib
+            # decodes instead (one path for gallery and queries: any mode, EXIF, pixel limit before
+            # decoding) and a bad upload gets one clear message.
+            preprocess=False,
         )
     demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=QUEUE_SIZE)
     return demo
@@ -412,7 +417,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         auth = parse_auth(args.auth)
         if not 1 <= args.k <= MAX_K:
             raise SimlibError(f"-k must be between 1 and {MAX_K}")
+        from simlib.config import to_dict
         from simlib.gallery import open_gallery
+        from simlib.model import model_config
 
         searcher, note = open_gallery(
             args.artifacts,
@@ -423,7 +430,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             label_column=args.label_column,
         )
         _stderr(note)
-        if is_untrained(searcher.describe()):
+        if is_untrained(to_dict(model_config(searcher.model))):
             _stderr("note: the model is untrained (random backbone): the page says so")
         demo = build_demo(searcher, k=args.k)
         serve(demo, searcher, host=args.host, port=args.port, share=args.share, auth=auth, artifacts=args.artifacts)

@@ -113,6 +113,21 @@ def test_search_errors_are_simlib_errors(searcher, tmp_path):
     assert app.user_message(e.value, str(not_image)).startswith("notes.jpg: not an image")
 
 
+def test_uploaded_image_only_from_the_upload_folder(tmp_path):
+    upload = tmp_path / "upload" / "abc" / "query.jpg"
+    upload.parent.mkdir(parents=True)
+    upload.write_bytes(b"jpeg")
+    folder = tmp_path / "upload"
+    assert app.uploaded_image(None) is None
+    assert app.uploaded_image({"path": str(upload), "orig_name": "query.jpg"}, folder) == str(upload)
+    assert app.uploaded_image({"url": "data:image/png;base64,aGk=", "path": None}, folder) == b"hi"
+    for payload in ({"path": "/etc/passwd"}, {"path": str(folder / ".." / "x.jpg")}, "/etc/passwd", {"path": None}):
+        with pytest.raises(SimlibError, match="must be uploaded"):
+            app.uploaded_image(payload, folder)
+    with pytest.raises(SimlibError, match="base64"):
+        app.uploaded_image({"url": "data:image/png;base64,!!"}, folder)
+
+
 def test_status_notice_auth_and_share_message(searcher):
     info = searcher.describe()
     assert app.is_untrained(info)
@@ -283,11 +298,11 @@ def test_concurrent_clients(app_process, searcher, tmp_path):
 
     with ThreadPoolExecutor(n_clients) as pool:
         list(pool.map(lambda i: user(i, 2), range(n_clients)))  # warm up every worker thread once
-        rss_before = server.memory_info().rss
+        rss_before, cpu_before = server.memory_info().rss, sum(server.cpu_times()[:2])
         t0 = time.perf_counter()
         latencies = [t for times in pool.map(user, range(n_clients)) for t in times]
         wall = time.perf_counter() - t0
-    rss_after = server.memory_info().rss
+    rss_after, cpu_after = server.memory_info().rss, sum(server.cpu_times()[:2])
     figures = {
         "clients": n_clients,
         "queries": len(latencies),
@@ -295,6 +310,8 @@ def test_concurrent_clients(app_process, searcher, tmp_path):
         "p50_s": round(statistics.median(latencies), 3),
         "p95_s": round(float(np.percentile(latencies, 95)), 3),
         "throughput_qps": round(len(latencies) / wall, 1),
+        "server_cpu_ms_per_query": round(1000 * (cpu_after - cpu_before) / len(latencies)),
+        "load_average": round(os.getloadavg()[0], 1),
         "server_rss_before_mb": round(rss_before / 2**20),
         "server_rss_after_mb": round(rss_after / 2**20),
         "concurrency_limit": app.CONCURRENCY_LIMIT,
