@@ -393,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_options(p)
     _add_model_options(p)
     # None means "not given": the cached index's own model is kept unless these ask for another.
-    p.set_defaults(weights=None)
+    p.set_defaults(weights=None, embedding_dim=None)
     p.add_argument("--artifacts", default="artifacts", metavar="DIR", help="index cache (default: artifacts)")
     p.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
@@ -427,6 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             model_dir=args.model,
             weights=args.weights,
             image_size=args.image_size,
+            embedding_dim=args.embedding_dim,
             label_column=args.label_column,
         )
         _stderr(note)

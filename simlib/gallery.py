@@ -66,6 +66,7 @@ def open_gallery(
     model_dir: str | os.PathLike | None = None,
     weights: str | None = None,
     image_size: int | None = None,
+    embedding_dim: int | None = None,
     label_column: str = "articleType",
     progress: bool = True,
     log: Callable[[str], None] = _stderr,
@@ -87,6 +88,7 @@ def open_gallery(
             given explicitly and different from the cached model's, it forces a fresh model.
         image_size: input side for a fresh model; given and different from the cached model's,
             it forces a fresh model.
+        embedding_dim: a fresh model's embedding size (default 128); a cached model keeps its own.
         label_column: product layout: the ``styles.csv`` column used as the label.
         progress: show a progress bar while indexing.
         log: where the one-line notes go (default: stderr).
@@ -94,7 +96,7 @@ def open_gallery(
     Returns:
         ``(searcher, note)``: the :class:`~simlib.search.Searcher` and one line saying what was done.
     """
-    from simlib.config import DEFAULT_IMAGE_SIZE, IndexConfig, ModelConfig
+    from simlib.config import DEFAULT_EMBEDDING_DIM, DEFAULT_IMAGE_SIZE, IndexConfig, ModelConfig
     from simlib.model import build_embedding_model, load_model, model_config, model_fingerprint, resolve_weights
     from simlib.search import Searcher
 
@@ -127,10 +129,18 @@ def open_gallery(
                 f"the cached model is {cfg.image_size} px with weights {cfg.weights}, "
                 f"not {wanted_size} px with weights {wanted_weights}"
             )
-            model = build_embedding_model(ModelConfig(image_size=wanted_size, weights=wanted_weights))
+            model = build_embedding_model(
+                ModelConfig(
+                    image_size=wanted_size, embedding_dim=embedding_dim or cfg.embedding_dim, weights=wanted_weights
+                )
+            )
     if model is None:
         model = build_embedding_model(
-            ModelConfig(image_size=image_size or DEFAULT_IMAGE_SIZE, weights=resolve_weights(weights or "auto"))
+            ModelConfig(
+                image_size=image_size or DEFAULT_IMAGE_SIZE,
+                embedding_dim=embedding_dim or DEFAULT_EMBEDDING_DIM,
+                weights=resolve_weights(weights or "auto"),
+            )
         )
 
     # The images: --data, else the index's own, else the default data.

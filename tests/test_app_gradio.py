@@ -275,15 +275,22 @@ def test_main_share_offline_fails_soft_and_keeps_serving(app_process, small_inde
 
 
 # ----------------------------------------------------------------------------- load (issue 7)
+def process_usage(pid: int) -> tuple[int, float]:
+    """Resident memory (bytes) and CPU time (user + system, seconds) of a process, from /proc."""
+    if not Path(f"/proc/{pid}/stat").is_file():
+        pytest.skip("needs Linux /proc")
+    rss_pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return rss_pages * os.sysconf("SC_PAGE_SIZE"), (int(fields[11]) + int(fields[12])) / ticks
+
+
 @pytest.mark.slow
 def test_concurrent_clients(app_process, searcher, tmp_path):
     """8 gradio_client users x 20 queries each against the app process: no errors, latency, memory flat."""
-    import psutil
-
     url, _, proc = app_process
     n_clients, n_queries, k = 8, 20, 5
     paths = [r.path for r in searcher.index.records()]
-    server = psutil.Process(proc.pid)
     clients = [client(url, tmp_path / f"c{i}") for i in range(n_clients)]
 
     def user(i: int, rounds: int = n_queries) -> list[float]:
@@ -298,11 +305,11 @@ def test_concurrent_clients(app_process, searcher, tmp_path):
 
     with ThreadPoolExecutor(n_clients) as pool:
         list(pool.map(lambda i: user(i, 2), range(n_clients)))  # warm up every worker thread once
-        rss_before, cpu_before = server.memory_info().rss, sum(server.cpu_times()[:2])
+        rss_before, cpu_before = process_usage(proc.pid)
         t0 = time.perf_counter()
         latencies = [t for times in pool.map(user, range(n_clients)) for t in times]
         wall = time.perf_counter() - t0
-    rss_after, cpu_after = server.memory_info().rss, sum(server.cpu_times()[:2])
+    rss_after, cpu_after = process_usage(proc.pid)
     figures = {
         "clients": n_clients,
         "queries": len(latencies),
