@@ -8,7 +8,7 @@ WEIGHTS ?= auto
 IMAGE_SIZE ?= 64
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv test test-fast lint format demo demo-cli notebooks bench clean
+.PHONY: venv test test-fast test-milvus lint format demo demo-cli notebooks bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,11 @@ test: venv lint
 
 test-fast: venv
 	$(BIN)/python -m pytest -m "not slow and not browser and not notebooks"
+
+# The backend conformance suite against a real Milvus server (PyPI's embedded standalone, started on
+# 127.0.0.1 and stopped afterwards); SIMLIB_MILVUS_URI=http://host:19530 runs it against another server.
+test-milvus: venv
+	SIMLIB_TEST_MILVUS_SERVER=1 $(BIN)/python -m pytest tests/test_backends.py -m milvus_server
 
 # The CLI path: index the default gallery, then search it with one of its own images.
 demo-cli: venv

@@ -43,6 +43,22 @@ def _add_data_options(p: argparse.ArgumentParser, required: bool = False) -> Non
     p.add_argument("--label-column", default="articleType", help="product layout: styles.csv label column")
 
 
+def _add_backend_options(p: argparse.ArgumentParser, search: bool = False) -> None:
+    g = p.add_argument_group("backend")
+    g.add_argument(
+        "--backend",
+        choices=["faiss", "milvus"],
+        default=None if search else "faiss",
+        help="checked against the index's manifest" if search else "faiss (in-process, default) or milvus",
+    )
+    g.add_argument(
+        "--uri",
+        metavar="URI",
+        help="Milvus: a path ending in .db (Milvus Lite) or http://host:19530 (token in $MILVUS_TOKEN)"
+        + ("; default: the manifest's" if search else ""),
+    )
+
+
 def _parse_filters(items: Sequence[str] | None) -> dict[str, list[str]]:
     filters: dict[str, list[str]] = {}
     for item in items or []:
@@ -96,18 +112,28 @@ def cmd_index(args: argparse.Namespace) -> int:
     model = get_model(args)
     t0 = time.perf_counter()
     searcher, result = Searcher.from_table(
-        model, table, IndexConfig(kind=args.kind), progress=not args.quiet, batch_size=args.batch_size
+        model,
+        table,
+        IndexConfig(kind=args.kind),
+        progress=not args.quiet,
+        batch_size=args.batch_size,
+        backend=args.backend,
+        uri=args.uri,
+        collection=args.collection,
     )
+    try:
+        out = searcher.save(args.out)
+        info = searcher.describe()
+    finally:
+        searcher.close()
     elapsed = time.perf_counter() - t0
-    out = searcher.save(args.out)
     _report_skipped(table, result.skipped)
-    info = searcher.describe()
     print(
-        f"indexed {len(searcher.index)} images from {table.name} in {elapsed:.1f} s "
-        f"({len(searcher.index) / max(elapsed, 1e-9):.0f} img/s), skipped {len(result.skipped)}; "
-        f"{info['index_kind']} index, {info['image_size']} px, weights {info['weights']} -> {out}"
+        f"indexed {info['gallery_size']} images from {table.name} in {elapsed:.1f} s "
+        f"({info['gallery_size'] / max(elapsed, 1e-9):.0f} img/s), skipped {len(result.skipped)}; "
+        f"{info['backend']} {info['index_kind']} index, {info['image_size']} px, weights {info['weights']} -> {out}"
     )
-    print(f"done: {len(searcher.index)} indexed, {len(result.skipped)} skipped")
+    print(f"done: {info['gallery_size']} indexed, {len(result.skipped)} skipped")
     return EXIT_PARTIAL if result.skipped else 0
 
 
@@ -144,15 +170,24 @@ def cmd_search(args: argparse.Namespace) -> int:
     from simlib.search import Searcher, no_good_match
 
     open_image(args.image)  # a bad query fails before the model loads
-    searcher = Searcher.load(args.index, model_dir=args.model)
-    hits = searcher.query(
-        args.image,
-        k=args.k,
-        filters=_parse_filters(args.filter),
-        exclude_self=args.exclude_self,
-        collapse_duplicates=args.collapse,
-    )
-    threshold = searcher.threshold
+    if args.backend:
+        from simlib.backends import manifest_backend
+
+        have = manifest_backend(args.index)
+        if have != args.backend:
+            raise SimlibError(f"{args.index} is a {have} index, not {args.backend}: drop --backend or fix --index")
+    searcher = Searcher.load(args.index, model_dir=args.model, uri=args.uri)
+    try:
+        hits = searcher.query(
+            args.image,
+            k=args.k,
+            filters=_parse_filters(args.filter),
+            exclude_self=args.exclude_self,
+            collapse_duplicates=args.collapse,
+        )
+        threshold = searcher.threshold
+    finally:
+        searcher.close()
     nothing_good = threshold is not None and no_good_match(hits)
     merged = sum(h.duplicates for h in hits)
     if args.json:
@@ -314,7 +349,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("index", help="embed every image under a folder and write a persisted index")
     _add_data_options(p)
     p.add_argument("--out", required=True, metavar="DIR", help="index folder to write (e.g. artifacts/index)")
-    p.add_argument("--kind", default="auto", choices=["auto", "flat", "hnsw", "ivfpq"], help="FAISS index kind")
+    p.add_argument("--kind", default="auto", choices=["auto", "flat", "hnsw", "ivfpq"], help="index kind")
+    _add_backend_options(p)
+    p.add_argument(
+        "--collection", metavar="NAME", help="Milvus collection name (default simlib_gallery; replaced if it exists)"
+    )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_model_options(p)
@@ -336,6 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="THRESHOLD",
         help="merge results near-identical (cosine >= THRESHOLD, default 0.97) to a better one; fill the top-K",
     )
+    _add_backend_options(p, search=True)
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("explain", help="heat maps of the regions that make two images similar")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -82,23 +82,43 @@ def embed_table(
     Returns:
         An :class:`EmbedResult`; undecodable rows are skipped and listed with their reason.
     """
-    from tqdm.auto import tqdm
-
-    cfg = model_config(model)
-    rows = list(range(len(table))) if rows is None else list(rows)
     errors = DecodeErrors()
-    ds = image_pipeline(table, cfg.image_size, cfg.resize, batch_size, errors, rows)
     out_vecs, out_rows = [], []
-    desc = progress if isinstance(progress, str) else "embedding"
-    with tqdm(total=len(rows), desc=desc, unit="img", disable=not progress, leave=False) as bar:
-        for images, batch_rows, ok in ds.as_numpy_iterator():
-            if ok.any():
-                out_vecs.append(embed_batch(model, images[ok]))
-                out_rows.append(batch_rows[ok])
-            bar.update(len(batch_rows))
-    d = cfg.embedding_dim
+    for vectors, batch_rows in embed_batches(
+        model, table, batch_size=batch_size, rows=rows, progress=progress, errors=errors
+    ):
+        out_vecs.append(vectors)
+        out_rows.append(batch_rows)
+    d = model_config(model).embedding_dim
     return EmbedResult(
         embeddings=np.concatenate(out_vecs) if out_vecs else np.zeros((0, d), np.float32),
         rows=np.concatenate(out_rows) if out_rows else np.zeros((0,), np.int64),
         skipped=dict(sorted(errors.reasons.items())),
     )
+
+
+def embed_batches(
+    model,
+    table: ImageTable,
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    rows: Iterable[int] | None = None,
+    progress: bool | str = True,
+    errors: DecodeErrors | None = None,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Stream ``(embeddings, table rows)`` batch by batch, never holding the whole table's vectors.
+
+    Rows that fail to decode are left out of the batches and recorded in ``errors``.
+    """
+    from tqdm.auto import tqdm
+
+    cfg = model_config(model)
+    rows = list(range(len(table))) if rows is None else list(rows)
+    errors = errors if errors is not None else DecodeErrors()
+    ds = image_pipeline(table, cfg.image_size, cfg.resize, batch_size, errors, rows)
+    desc = progress if isinstance(progress, str) else "embedding"
+    with tqdm(total=len(rows), desc=desc, unit="img", disable=not progress, leave=False) as bar:
+        for images, batch_rows, ok in ds.as_numpy_iterator():
+            if ok.any():
+                yield embed_batch(model, images[ok]), batch_rows[ok]
+            bar.update(len(batch_rows))

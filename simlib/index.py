@@ -77,6 +77,8 @@ class VectorIndex:
     Build with :meth:`build`, reopen with :meth:`load`.
     """
 
+    backend = "faiss"  # the name simlib.backends knows it by
+
     def __init__(self, dim: int, config: IndexConfig, kind: str, faiss_index: Any) -> None:
         self.dim = dim
         self.config = config
@@ -272,6 +274,9 @@ class VectorIndex:
             col = self._labels if key == "label" else [a.get(key) for a in self._attrs]
             mask &= np.fromiter((v in allowed for v in col), bool, len(col))
         return mask
+
+    def close(self) -> None:
+        """Nothing to release (the interface's Milvus backend holds connections)."""
 
     # ------------------------------------------------------------------ persistence
     def save(

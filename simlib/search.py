@@ -1,8 +1,9 @@
 """Query images against an index: the model and the index that belong together.
 
-An index folder written by :meth:`Searcher.save` holds the FAISS index, its records and
-manifest, and the model that embedded it (``model/``), so it is self-contained. Pairing an
-index with a different model is refused: the embeddings would not be comparable.
+An index folder written by :meth:`Searcher.save` holds the index (FAISS files, or for the
+Milvus backend the manifest naming its collection), and the model that embedded it
+(``model/``). Pairing an index with a different model is refused: the embeddings would not be
+comparable. The searcher only uses the :class:`simlib.backends.IndexBackend` interface.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from typing import Any
 
 import numpy as np
 
+from simlib.backends import IndexBackend, close_index, create_index, open_index
 from simlib.config import IndexConfig, to_dict
-from simlib.data import ImageTable
-from simlib.embed import EmbedResult, embed_images, embed_table
+from simlib.data import DecodeErrors, ImageTable
+from simlib.embed import EmbedResult, embed_batches, embed_images, embed_table
 from simlib.errors import SimlibError
 from simlib.index import Filters, Record, VectorIndex
 from simlib.model import load_model, model_config, model_fingerprint, save_model
@@ -62,7 +64,7 @@ def table_records(table: ImageTable, rows: Sequence[int] | np.ndarray) -> list[R
 class Searcher:
     """A model and the index it built: ``Searcher(model, index).query(image, k)``."""
 
-    def __init__(self, model, index: VectorIndex, check: bool = True) -> None:
+    def __init__(self, model, index: IndexBackend, check: bool = True) -> None:
         if index.dim != model_config(model).embedding_dim:
             raise SimlibError(
                 f"this index holds {index.dim}-d vectors but the model makes "
@@ -86,9 +88,28 @@ class Searcher:
         config: IndexConfig | None = None,
         progress: bool | str = True,
         batch_size: int = 32,
+        *,
+        backend: str = "faiss",
+        uri: str | None = None,
+        collection: str | None = None,
     ) -> tuple[Searcher, EmbedResult]:
         """Embed every image of ``table`` and index it; returns the searcher and the embedding result
-        (whose ``skipped`` lists images that could not be read)."""
+        (whose ``skipped`` lists images that could not be read).
+
+        With ``backend="milvus"`` (``uri``: a ``.db`` path or ``http://host:19530``) the vectors go
+        to Milvus chunk by chunk as they are embedded (see :meth:`from_table_streaming`).
+        """
+        if backend != "faiss":
+            index = create_index(
+                backend,
+                model_config(model).embedding_dim,
+                config,
+                attributes=sorted({k for a in table.attributes for k in a}),
+                uri=uri,
+                collection=collection,
+                expected_count=len(table),
+            )
+            return cls.from_table_streaming(model, table, index, progress=progress, batch_size=batch_size)
         result = embed_table(model, table, batch_size=batch_size, progress=progress)
         if len(result.rows) == 0:
             raise SimlibError(
@@ -97,6 +118,59 @@ class Searcher:
             )
         index = VectorIndex.build(result.embeddings, table_records(table, result.rows), config)
         index.manifest.update(model_fingerprint=model_fingerprint(model), data=table.name)
+        return cls(model, index, check=False), result
+
+    @classmethod
+    def from_table_streaming(
+        cls,
+        model,
+        table: ImageTable,
+        index: IndexBackend,
+        progress: bool | str = True,
+        batch_size: int = 32,
+        chunk_size: int = 1024,
+    ) -> tuple[Searcher, EmbedResult]:
+        """Embed ``table`` and add it to the empty ``index`` in chunks of about ``chunk_size`` vectors.
+
+        Memory stays at one chunk whatever the gallery size. The returned :class:`EmbedResult`
+        lists the rows indexed and the rows skipped, with an empty ``embeddings`` array.
+        """
+        errors = DecodeErrors()
+        pending: list[tuple[np.ndarray, np.ndarray]] = []
+        done: list[np.ndarray] = []
+
+        def flush() -> None:
+            if pending:
+                vectors = np.concatenate([v for v, _ in pending])
+                rows = np.concatenate([r for _, r in pending])
+                index.add(vectors, table_records(table, rows))
+                done.append(rows)
+                pending.clear()
+
+        try:
+            for vectors, rows in embed_batches(model, table, batch_size=batch_size, progress=progress, errors=errors):
+                pending.append((vectors, rows))
+                if sum(len(r) for _, r in pending) >= chunk_size:
+                    flush()
+            flush()
+            settle = getattr(index, "settle", None)  # a database indexes in the background: wait for it
+            if settle is not None:
+                settle()
+        except BaseException:
+            close_index(index)
+            raise
+        if not done:
+            close_index(index)
+            raise SimlibError(
+                f"none of the {len(table)} images could be read; first error: "
+                + next(iter(errors.reasons.values()), "none")
+            )
+        index.manifest.update(model_fingerprint=model_fingerprint(model), data=table.name)
+        result = EmbedResult(
+            embeddings=np.zeros((0, model_config(model).embedding_dim), np.float32),
+            rows=np.concatenate(done),
+            skipped=dict(sorted(errors.reasons.items())),
+        )
         return cls(model, index, check=False), result
 
     def save(self, directory: str | os.PathLike, reuse_model: str | os.PathLike | None = None) -> Path:
@@ -112,6 +186,7 @@ class Searcher:
 
         fingerprint = model_fingerprint(self.model)
         extra = {
+            "backend": self.index.backend,
             "model_fingerprint": fingerprint,
             "model_config": to_dict(model_config(self.model)),
             "model_dir": MODEL_SUBDIR,
@@ -127,12 +202,28 @@ class Searcher:
         return self.index.save(directory, extra, write_extra=write_model)
 
     @classmethod
-    def load(cls, index_dir: str | os.PathLike, model_dir: str | os.PathLike | None = None) -> Searcher:
-        """Open an index folder with its own model, or with ``model_dir`` (checked to be the same model)."""
+    def load(
+        cls, index_dir: str | os.PathLike, model_dir: str | os.PathLike | None = None, uri: str | None = None
+    ) -> Searcher:
+        """Open an index folder with its own model, or with ``model_dir`` (checked to be the same model).
+
+        The backend (FAISS or Milvus) is the one the folder's manifest names; ``uri`` reaches a
+        Milvus collection at another address than the manifest's.
+        """
         index_dir = Path(index_dir)
-        index = VectorIndex.load(index_dir)
-        model = load_model(Path(model_dir) if model_dir else index_dir / index.manifest.get("model_dir", MODEL_SUBDIR))
-        return cls(model, index)
+        index = open_index(index_dir, uri=uri)
+        try:
+            model = load_model(
+                Path(model_dir) if model_dir else index_dir / index.manifest.get("model_dir", MODEL_SUBDIR)
+            )
+            return cls(model, index)
+        except BaseException:
+            close_index(index)
+            raise
+
+    def close(self) -> None:
+        """Release the index's connections and files (Milvus Lite holds its file until then)."""
+        close_index(self.index)
 
     # ------------------------------------------------------------------ querying
     def query(
@@ -162,7 +253,11 @@ class Searcher:
         vector = embed_images(self.model, [image])[0]  # first: a bad file fails here with a clear SimlibError
         if exclude_self and isinstance(image, str | os.PathLike):
             resolved = str(Path(image).resolve())
-            exclude |= {r.id for r in self._records_by_path().get(resolved, [])}
+            by_path = getattr(self.index, "ids_with_path", None)  # a database looks it up, no scan
+            if by_path is not None:
+                exclude |= set(by_path(resolved))
+            else:
+                exclude |= {r.id for r in self._records_by_path().get(resolved, [])}
         return self.query_vector(vector, k, filters, exclude, collapse_duplicates)
 
     def query_vector(
@@ -330,6 +425,7 @@ class Searcher:
         cfg = model_config(self.model)
         return {
             "gallery_size": len(self.index),
+            "backend": self.index.backend,
             "index_kind": self.index.kind,
             "image_size": cfg.image_size,
             "embedding_dim": cfg.embedding_dim,

@@ -1,0 +1,643 @@
+"""The Milvus backend: the same index interface as :class:`simlib.index.VectorIndex`, on Milvus.
+
+One client API (``pymilvus.MilvusClient(uri=...)``) reaches Milvus Lite (a local ``.db``
+path: tests, laptops; one process at a time) and a Milvus server or cluster
+(``http://host:19530``; the token comes from ``$MILVUS_TOKEN``, never from the manifest).
+
+A collection holds ``id`` (INT64 primary key), ``embedding`` (FLOAT_VECTOR, COSINE), ``path``,
+``label`` and one VARCHAR field per record attribute, so filters run inside Milvus. Bulk loads
+insert chunk by chunk into a loaded collection (Milvus indexes sealed segments in the background
+and searches growing ones directly); :meth:`MilvusIndex.settle` flushes and waits for the index
+build at the end. ``auto`` picks FLAT up to 100k expected vectors, HNSW above, as for FAISS;
+``ivfpq`` maps to IVF_FLAT. Counts and id checks read with ``consistency_level="Strong"``;
+searches with "Session", which sees this client's writes at once without Strong's wait.
+
+Milvus 2.3 has no nullable fields: a missing path, label or attribute is stored as "" and read
+back as missing.
+
+Filters become Milvus boolean expressions built only from field names of the schema and
+quoted, escaped string literals: a crafted value cannot change the expression.
+
+On disk an index is a folder with ``manifest.json`` (backend, uri, collection, dimension,
+kind, attribute fields) and, when saved by a searcher, ``model/``; the vectors live in Milvus.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import os
+import re
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import numpy as np
+
+from simlib import __version__
+from simlib.config import IndexConfig, from_dict, to_dict
+from simlib.errors import SimlibError
+from simlib.index import FORMAT, FORMAT_VERSION, MANIFEST_FILE, Filters, Record, _normalized, resolve_kind
+from simlib.storage import atomic_dir, load_json, recover_dir, save_json
+
+TOKEN_ENV = "MILVUS_TOKEN"
+DEFAULT_COLLECTION = "simlib_gallery"
+ID, VECTOR, PATH, LABEL = "id", "embedding", "path", "label"
+MAX_PATH = 4096
+MAX_VALUE = 1024
+INSERT_CHUNK = 1000
+QUERY_CHUNK = 1000
+RECORD_CACHE = 10_000
+# Counts and id checks must see every client's writes: "Strong" (a 2.3 server then waits for its
+# ~200 ms time tick). Searches and record reads use "Session": this client's own writes at once,
+# other clients' within Milvus' bounded staleness, and no wait (3 ms instead of 250 ms a search).
+SEARCH_CONSISTENCY = "Session"
+INDEX_TYPES = {"flat": "FLAT", "hnsw": "HNSW", "ivfpq": "IVF_FLAT"}
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+# ----------------------------------------------------------------------------- expressions
+def quote(value: Any) -> str:
+    """A Milvus string literal for ``value``: double-quoted, backslash and quotes escaped.
+
+    Raises:
+        SimlibError: for control characters other than tab, newline and carriage return,
+            which Milvus string literals cannot carry.
+    """
+    text = str(value)
+    if any(ord(ch) < 32 and ch not in "\t\n\r" for ch in text):
+        raise SimlibError(f"filter value {text!r} contains control characters: remove them")
+    return '"' + "".join(_ESCAPES.get(ch, ch) for ch in text) + '"'
+
+
+def filter_expression(filters: Filters | None, fields: Mapping[str, str]) -> str | None:
+    """The Milvus boolean expression for ``filters``, or None when nothing is filtered.
+
+    Args:
+        filters: attribute (or "label") -> allowed value or values; all must match.
+        fields: filterable name -> schema field name (names outside it match nothing, as in FAISS).
+
+    Returns:
+        ``'f1 in ["a", "b"] and f2 in ["c"]'``; ``"id < 0"`` (matches nothing) for an unknown name.
+    """
+    parts = []
+    for key, want in (filters or {}).items():
+        values = [want] if isinstance(want, str) else list(want)
+        if not values:
+            continue
+        field = fields.get(key)
+        if field is None:
+            return f"{ID} < 0"
+        parts.append(f"{field} in [{', '.join(quote(v) for v in values)}]")
+    return " and ".join(parts) or None
+
+
+def attribute_fields(names: Sequence[str]) -> dict[str, str]:
+    """Schema field names for attribute names: ``attr_<name>``, sanitised and unique."""
+    fields: dict[str, str] = {LABEL: LABEL}
+    used = {ID, VECTOR, PATH, LABEL}
+    for name in sorted(set(names)):
+        if name in fields:
+            continue
+        base = "attr_" + re.sub(r"[^A-Za-z0-9_]", "_", name)[:200]
+        field, n = base, 1
+        while field in used:
+            n += 1
+            field = f"{base}_{n}"
+        used.add(field)
+        fields[name] = field
+    return fields
+
+
+def public_uri(uri: str) -> str:
+    """``uri`` as stored in a manifest: local Lite paths made absolute; credentials refused."""
+    parts = urlsplit(uri)
+    if parts.scheme in ("http", "https", "tcp", "unix"):
+        if parts.username or parts.password:
+            raise SimlibError(f"put Milvus credentials in ${TOKEN_ENV} (user:password or API key), not in the uri")
+        return uri
+    if parts.scheme:
+        raise SimlibError(f"Milvus uri {uri!r}: use a local path ending in .db (Milvus Lite) or http://host:19530")
+    if not uri.endswith(".db"):
+        raise SimlibError(f"a Milvus Lite uri is a path ending in .db, not {uri!r}")
+    return str(Path(uri).expanduser().resolve())
+
+
+def _is_lite(uri: str) -> bool:
+    return not urlsplit(uri).scheme
+
+
+def _connect(uri: str, token: str | None = None):
+    from pymilvus import MilvusClient
+
+    if _is_lite(uri):
+        Path(uri).parent.mkdir(parents=True, exist_ok=True)
+    token = token if token is not None else os.environ.get(TOKEN_ENV, "")
+    try:
+        return MilvusClient(uri=uri, token=token)
+    except Exception as e:
+        hint = (
+            " (Milvus Lite lets one process open a .db at a time: close the other one, or use a Milvus server)"
+            if _is_lite(uri)
+            else f" (is the server running? is ${TOKEN_ENV} set when it needs one?)"
+        )
+        raise SimlibError(f"could not connect to Milvus at {uri}: {str(e)[:200]}{hint}") from None
+
+
+# ----------------------------------------------------------------------------- the index
+class MilvusIndex:
+    """Cosine top-K search with ids, metadata and filters, in a Milvus collection.
+
+    Create with :meth:`create` (an empty collection; :meth:`add` in chunks), reopen with
+    :meth:`open`. Close with :meth:`close` (Milvus Lite holds its file until then).
+    """
+
+    backend = "milvus"
+
+    def __init__(
+        self,
+        client,
+        uri: str,
+        collection: str,
+        dim: int,
+        config: IndexConfig,
+        fields: dict[str, str],
+        kind: str,
+    ) -> None:
+        self._client = client
+        self.uri = uri
+        self.collection = collection
+        self.dim = dim
+        self.config = config
+        self.fields = fields
+        self.kind = kind
+        self._unsettled = False
+        self._closed = False
+        self._cache: OrderedDict[int, Record] = OrderedDict()
+        self._values_cache: tuple[int, int, dict[str, list[str]]] | None = None
+        self.manifest: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def create(
+        cls,
+        uri: str,
+        dim: int,
+        attributes: Sequence[str] = (),
+        config: IndexConfig | None = None,
+        collection: str = DEFAULT_COLLECTION,
+        token: str | None = None,
+        expected_count: int = 0,
+    ) -> MilvusIndex:
+        """A new, empty collection (an existing one of that name is replaced).
+
+        Args:
+            uri: a local ``.db`` path (Milvus Lite) or ``http://host:19530``.
+            dim: vector dimension.
+            attributes: attribute names the records carry (each becomes a filterable field).
+            config: index kind and parameters (``kind="auto"`` is resolved from ``expected_count``).
+            collection: collection name (letters, digits, underscores).
+            token: overrides ``$MILVUS_TOKEN``.
+            expected_count: how many vectors the bulk load will bring.
+        """
+        from pymilvus import DataType, MilvusClient
+
+        if not _NAME.match(collection):
+            raise SimlibError(f"collection name {collection!r}: use letters, digits and underscores")
+        uri = public_uri(uri)
+        fields = attribute_fields(attributes)
+        client = _connect(uri, token)
+        if client.has_collection(collection):
+            client.drop_collection(collection)
+        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field(ID, DataType.INT64, is_primary=True)
+        schema.add_field(VECTOR, DataType.FLOAT_VECTOR, dim=int(dim))
+        schema.add_field(PATH, DataType.VARCHAR, max_length=MAX_PATH)
+        for field in fields.values():
+            schema.add_field(field, DataType.VARCHAR, max_length=MAX_VALUE)
+        config = config or IndexConfig()
+        kind = resolve_kind(config.kind, expected_count)
+        params: dict[str, Any] = {}
+        if kind == "hnsw":
+            params = {"M": config.hnsw_m, "efConstruction": config.hnsw_ef_construction}
+        elif kind == "ivfpq":
+            params = {"nlist": config.ivf_nlist or max(8, int(4 * np.sqrt(max(expected_count, 1))))}
+        index_params = client.prepare_index_params()
+        index_params.add_index(field_name=VECTOR, index_type=INDEX_TYPES[kind], metric_type="COSINE", params=params)
+        client.create_collection(collection, schema=schema, index_params=index_params, consistency_level="Strong")
+        client.load_collection(collection)
+        return cls(client, uri, collection, int(dim), config, fields, kind)
+
+    def add(self, vectors: np.ndarray, records: Sequence[Record]) -> None:
+        """Insert vectors with their records in chunks; ids must be new to the index."""
+        x = _normalized(vectors, self.dim)
+        if len(x) != len(records):
+            raise SimlibError(f"{len(x)} vectors but {len(records)} records")
+        new_ids = [int(r.id) for r in records]
+        if len(set(new_ids)) != len(new_ids):
+            raise SimlibError(f"ids repeated in one add: {new_ids[:5]}")
+        clash = self._existing(new_ids)
+        if clash:
+            raise SimlibError(f"ids already in the index: {sorted(clash)[:5]}")
+        rows = [self._row(v, r) for v, r in zip(x, records, strict=True)]  # all checked before any is written
+        for start in range(0, len(rows), INSERT_CHUNK):
+            self._client.insert(self.collection, rows[start : start + INSERT_CHUNK])
+        self._values_cache = None
+        self._unsettled = True
+
+    def _row(self, vector: np.ndarray, r: Record) -> dict[str, Any]:
+        unknown = set(r.attributes) - set(self.fields)
+        if unknown:
+            raise SimlibError(
+                f"record {r.id} has attributes {sorted(unknown)} this collection was not created with: "
+                "rebuild the index with them"
+            )
+        row = {ID: int(r.id), VECTOR: vector.tolist(), PATH: self._checked(r.path or "", MAX_PATH, "path")}
+        row[LABEL] = self._checked(r.label or "", MAX_VALUE, "label")
+        for name, field in self.fields.items():
+            if name != LABEL:
+                row[field] = self._checked(r.attributes.get(name, ""), MAX_VALUE, name)
+        return row
+
+    @staticmethod
+    def _checked(value: Any, limit: int, what: str) -> str:
+        text = str(value)
+        if len(text.encode("utf-8")) > limit:
+            raise SimlibError(f"{what} {text[:40]!r}... is longer than Milvus' {limit}-byte limit for this field")
+        return text
+
+    def remove(self, ids: Sequence[int]) -> int:
+        """Remove ids (unknown ones are ignored); returns how many were removed."""
+        present = self._existing([int(i) for i in ids])
+        if present:
+            self._client.delete(self.collection, ids=sorted(present))
+            for i in present:
+                self._cache.pop(i, None)
+            self._values_cache = None
+        return len(present)
+
+    def _existing(self, ids: Sequence[int]) -> set[int]:
+        found: set[int] = set()
+        for start in range(0, len(ids), QUERY_CHUNK):
+            chunk = ", ".join(str(int(i)) for i in ids[start : start + QUERY_CHUNK])
+            rows = self._client.query(
+                self.collection, filter=f"{ID} in [{chunk}]", output_fields=[ID], consistency_level="Strong"
+            )
+            found.update(int(r[ID]) for r in rows)
+        return found
+
+    def settle(self) -> None:
+        """After a bulk load: flush the inserts into sealed segments and wait until they are indexed."""
+        if not self._unsettled:
+            return
+        self._client.flush(self.collection)
+        self._wait_for_index()
+        self._unsettled = False
+
+    def _wait_for_index(self, timeout: float = 600) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            info = self._client.describe_index(self.collection, VECTOR) or {}
+            if not info.get("pending_index_rows") and str(info.get("state", "Finished")) in ("Finished", "3"):
+                return
+            if str(info.get("state")) == "Failed":
+                raise SimlibError(f"Milvus failed to build the index: {info.get('index_state_fail_reason', '')}")
+            if time.monotonic() > deadline:
+                raise SimlibError(f"the Milvus index build did not finish within {timeout:.0f} s")
+            time.sleep(0.5)
+
+    # ------------------------------------------------------------------ reading
+    def _count(self) -> int:
+        rows = self._client.query(self.collection, filter="", output_fields=["count(*)"], consistency_level="Strong")
+        return int(rows[0]["count(*)"])
+
+    def __len__(self) -> int:
+        return self._count()
+
+    def __contains__(self, id_: int) -> bool:
+        return bool(self._existing([int(id_)]))
+
+    @property
+    def ids(self) -> np.ndarray:
+        """Ids of the stored vectors, ascending."""
+        return np.asarray(sorted(r.id for r in self._iter_records([ID])), np.int64)
+
+    def _record(self, row: Mapping[str, Any]) -> Record:
+        attrs = {name: row[f] for name, f in self.fields.items() if name != LABEL and row.get(f)}
+        return Record(int(row[ID]), row.get(PATH) or None, row.get(LABEL) or None, attrs)
+
+    def _output_fields(self) -> list[str]:
+        return [ID, PATH, *self.fields.values()]
+
+    def _remember(self, record: Record) -> None:
+        self._cache[record.id] = record
+        self._cache.move_to_end(record.id)
+        while len(self._cache) > RECORD_CACHE:
+            self._cache.popitem(last=False)
+
+    def record(self, id_: int) -> Record:
+        """The record stored for ``id_`` (served from the last searches' results when it can)."""
+        cached = self._cache.get(int(id_))
+        if cached is not None:
+            return cached
+        expr = f"{ID} == {int(id_)}"
+        rows = self._client.query(
+            self.collection, filter=expr, output_fields=self._output_fields(), consistency_level=SEARCH_CONSISTENCY
+        )
+        if not rows:
+            raise SimlibError(f"id {id_} is not in the index")
+        return self._record(rows[0])
+
+    def _iter_records(self, output_fields: list[str] | None = None, expr: str = "") -> Iterator[Record]:
+        it = self._client.query_iterator(
+            self.collection,
+            batch_size=QUERY_CHUNK,
+            filter=expr,
+            output_fields=output_fields or self._output_fields(),
+            consistency_level=SEARCH_CONSISTENCY,
+        )
+        try:
+            while batch := it.next():
+                for row in batch:
+                    yield self._record(row)
+        finally:
+            it.close()
+
+    def records(self) -> list[Record]:
+        """All records, by ascending id (streams through the collection: slow for huge galleries)."""
+        return sorted(self._iter_records(), key=lambda r: r.id)
+
+    def vectors_of(self, ids: Sequence[int]) -> np.ndarray:
+        """The stored (unit) vectors of ``ids``, in that order."""
+        ids = [int(i) for i in ids]
+        found: dict[int, list[float]] = {}
+        for start in range(0, len(ids), QUERY_CHUNK):
+            chunk = ", ".join(str(i) for i in ids[start : start + QUERY_CHUNK])
+            rows = self._client.query(
+                self.collection,
+                filter=f"{ID} in [{chunk}]",
+                output_fields=[ID, VECTOR],
+                consistency_level=SEARCH_CONSISTENCY,
+            )
+            found.update((int(r[ID]), r[VECTOR]) for r in rows)
+        missing = [i for i in ids if i not in found]
+        if missing:
+            raise SimlibError(f"ids not in the index: {missing[:5]}")
+        return np.asarray([found[i] for i in ids], np.float32).reshape(len(ids), self.dim)
+
+    def ids_with_path(self, path: str) -> list[int]:
+        """Ids of the records whose path is ``path`` (one filtered query, not a scan)."""
+        return [r.id for r in self._iter_records([ID, PATH], f"{PATH} == {quote(path)}")]
+
+    def attribute_values(self, max_values: int = 200) -> dict[str, list[str]]:
+        """Distinct values of each attribute (and "label"), for filter menus; high-cardinality ones dropped."""
+        count = self._count()
+        if self._values_cache and self._values_cache[:2] == (count, max_values):
+            return self._values_cache[2]
+        values: dict[str, set[str]] = {}
+        for r in self._iter_records():
+            items = dict(r.attributes)
+            if r.label is not None:
+                items[LABEL] = r.label
+            for k, v in items.items():
+                values.setdefault(k, set()).add(v)
+        result = {k: sorted(v) for k, v in sorted(values.items()) if 1 < len(v) <= max_values}
+        self._values_cache = (count, max_values, result)
+        return result
+
+    def search(
+        self,
+        queries: np.ndarray,
+        k: int,
+        filters: Filters | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` by cosine similarity among stored (and, with ``filters``, matching) vectors.
+
+        Same contract as :meth:`simlib.index.VectorIndex.search`: ``(scores, ids)``, both (q, k),
+        best first, padded with score ``-inf`` and id ``-1``.
+        """
+        x = _normalized(queries, self.dim)
+        if k < 1:
+            raise SimlibError(f"k must be at least 1, not {k}")
+        scores = np.full((len(x), k), -np.inf, np.float32)
+        ids = np.full((len(x), k), -1, np.int64)
+        expr = filter_expression(filters, self.fields)
+        if len(x) == 0 or expr == f"{ID} < 0":
+            return scores, ids
+        c = self.config
+        params = {"hnsw": {"ef": max(c.hnsw_ef_search, k)}, "ivfpq": {"nprobe": c.ivf_nprobe}}.get(self.kind, {})
+        results = self._client.search(
+            self.collection,
+            data=x.tolist(),
+            limit=k,
+            filter=expr or "",
+            output_fields=self._output_fields(),
+            search_params={"metric_type": "COSINE", "params": params},
+            consistency_level=SEARCH_CONSISTENCY,
+        )
+        for qi, hits in enumerate(results):
+            for j, hit in enumerate(list(hits)[:k]):
+                entity = dict(hit.get("entity") or {})
+                entity[ID] = hit[ID]
+                self._remember(self._record(entity))
+                scores[qi, j] = float(hit["distance"])
+                ids[qi, j] = int(hit[ID])
+        return scores, ids
+
+    # ------------------------------------------------------------------ persistence
+    def save(
+        self,
+        directory: str | os.PathLike,
+        extra: dict[str, Any] | None = None,
+        write_extra: Callable[[Path], None] | None = None,
+    ) -> Path:
+        """Make the collection durable (flush, index, load) and write the manifest folder atomically."""
+        import pymilvus
+
+        self.settle()
+        directory = Path(directory)
+        manifest = {
+            **self.manifest,
+            **(extra or {}),
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "simlib_version": __version__,
+            "backend": self.backend,
+            "uri": self.uri,
+            "collection": self.collection,
+            "attribute_fields": self.fields,
+            "pymilvus_version": pymilvus.__version__,
+            "milvus_index_type": INDEX_TYPES[self.kind],
+            "dimension": self.dim,
+            "metric": "cosine (COSINE metric)",
+            "kind": self.kind,
+            "count": len(self),
+            "index_config": to_dict(self.config),
+            "saved_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        }
+        with atomic_dir(directory) as tmp:
+            save_json(tmp / MANIFEST_FILE, manifest)
+            if write_extra is not None:
+                write_extra(tmp)
+        self.manifest = manifest
+        return directory
+
+    @classmethod
+    def open(cls, directory: str | os.PathLike, uri: str | None = None, token: str | None = None) -> MilvusIndex:
+        """Reconnect to the collection named by an index folder's manifest.
+
+        Args:
+            directory: the index folder.
+            uri: another address of the same collection (e.g. a cluster's), instead of the manifest's.
+            token: overrides ``$MILVUS_TOKEN``.
+        """
+        directory = Path(directory)
+        recover_dir(directory)
+        if not directory.is_dir():
+            raise SimlibError(f"index folder {directory} does not exist: build one with `simlib index`")
+        manifest = load_json(directory / MANIFEST_FILE)
+        if manifest.get("backend") != cls.backend:
+            raise SimlibError(f"{directory} is a {manifest.get('backend', 'faiss')} index, not a Milvus one")
+        uri = public_uri(uri or manifest["uri"])
+        if _is_lite(uri) and not Path(uri).exists():
+            raise SimlibError(f"the Milvus Lite file {uri} of index {directory} is gone: rebuild the index")
+        client = _connect(uri, token)
+        collection = manifest["collection"]
+        if not client.has_collection(collection):
+            client.close()
+            raise SimlibError(f"collection {collection!r} is not in Milvus at {uri}: rebuild the index")
+        dim = int(manifest["dimension"])
+        schema = client.describe_collection(collection)
+        have = next((f.get("params", {}).get("dim") for f in schema["fields"] if f["name"] == VECTOR), None)
+        if have is None or int(have) != dim:
+            client.close()
+            raise SimlibError(f"collection {collection!r} holds {have}-d vectors, the manifest says {dim}: rebuild")
+        client.load_collection(collection)
+        config = from_dict(IndexConfig, manifest.get("index_config", {}))
+        index = cls(client, uri, collection, dim, config, dict(manifest["attribute_fields"]), manifest["kind"])
+        index.manifest = manifest
+        return index
+
+    def close(self) -> None:
+        """Close the connection (and stop the in-process Milvus Lite server, releasing its file)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._client.close()
+        if _is_lite(self.uri):
+            from milvus_lite.server_manager import server_manager_instance
+
+            server_manager_instance.release_server(self.uri)
+
+    def drop(self) -> None:
+        """Delete the collection and everything in it (reconnecting if closed)."""
+        client = _connect(self.uri) if self._closed else self._client
+        client.drop_collection(self.collection)
+        if client is not self._client:
+            client.close()
+
+
+# ----------------------------------------------------------------------------- a local server for tests
+@contextlib.contextmanager
+def local_server(data_dir: str | os.PathLike, port: int = 0, start_timeout: float = 180) -> Iterator[str]:
+    """Run PyPI's embedded Milvus standalone (``milvus-server``, package ``milvus``) on 127.0.0.1.
+
+    Yields its uri (``http://127.0.0.1:PORT``) once it answers, and stops it afterwards:
+    SIGINT (its own clean stop), then SIGTERM and SIGKILL to its process group, each with a
+    bounded wait (the server binary outlives a plain SIGTERM to the launcher).
+
+    Args:
+        data_dir: where the server keeps its data and logs.
+        port: the proxy port; 0 picks a free one.
+        start_timeout: seconds to wait for the server to answer.
+    """
+    import shutil
+    import signal
+    import socket
+    import subprocess
+    import sys
+
+    exe = shutil.which("milvus-server") or str(Path(sys.executable).with_name("milvus-server"))
+    if not Path(exe).exists():
+        raise SimlibError("milvus-server is not installed: pip install milvus (the embedded standalone server)")
+    if not port:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+    data_dir = Path(data_dir)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    uri = f"http://127.0.0.1:{port}"
+    with open(data_dir / "milvus-server.log", "ab") as log:
+        proc = subprocess.Popen(
+            [exe, "--data", str(data_dir), "--proxy-port", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group, so the server binary can be stopped with it
+        )
+    try:
+        deadline = time.monotonic() + start_timeout
+        while not _answers(uri):
+            if proc.poll() is not None:
+                raise SimlibError(f"milvus-server exited with {proc.returncode}; see {data_dir / 'milvus-server.log'}")
+            if time.monotonic() > deadline:
+                raise SimlibError(f"milvus-server did not answer at {uri} within {start_timeout:.0f} s")
+            time.sleep(0.5)
+        yield uri
+    finally:
+        _stop_group(proc, signal)
+
+
+def _answers(uri: str) -> bool:
+    import socket
+
+    port = int(uri.rsplit(":", 1)[1])
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            pass
+        from pymilvus import MilvusClient
+
+        client = MilvusClient(uri=uri, timeout=5)
+        client.list_collections()
+        client.close()
+        return True
+    except Exception:
+        return False
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any live (non-zombie) process is left in process group ``pgid``."""
+    proc = Path("/proc")
+    if not proc.is_dir():
+        try:
+            os.killpg(pgid, 0)
+            return True
+        except ProcessLookupError:
+            return False
+    for stat in proc.glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z" and int(fields[2]) == pgid:
+            return True
+    return False
+
+
+def _stop_group(proc, signal) -> None:
+    """Stop a process started in its own session and everything in its group, with bounded waits."""
+    import subprocess
+
+    for sig, wait in ((signal.SIGINT, 20), (signal.SIGTERM, 10), (signal.SIGKILL, 10)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=0.2)
+            if not _group_alive(proc.pid):
+                return
