@@ -395,6 +395,12 @@ def build_parser() -> argparse.ArgumentParser:
     # None means "not given": the cached index's own model is kept unless these ask for another.
     p.set_defaults(weights=None, embedding_dim=None)
     p.add_argument("--artifacts", default="artifacts", metavar="DIR", help="index cache (default: artifacts)")
+    p.add_argument(
+        "--index",
+        metavar="DIR",
+        help="serve this index folder as it is (any backend, e.g. one built with `simlib index --backend milvus`)",
+    )
+    p.add_argument("--uri", metavar="URI", help="with --index: reach its Milvus collection at this address")
     p.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     p.add_argument("--share", action="store_true", help="also create a temporary public link (use with --auth)")
@@ -421,15 +427,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         from simlib.gallery import open_gallery
         from simlib.model import model_config
 
-        searcher, note = open_gallery(
-            args.artifacts,
-            data=args.data,
-            model_dir=args.model,
-            weights=args.weights,
-            image_size=args.image_size,
-            embedding_dim=args.embedding_dim,
-            label_column=args.label_column,
-        )
+        if args.index:
+            from simlib.search import Searcher
+
+            searcher = Searcher.load(args.index, model_dir=args.model, uri=args.uri)
+            note = f"loaded {args.index} ({searcher.describe()['backend']}, {len(searcher.index):,} images)"
+        else:
+            searcher, note = open_gallery(
+                args.artifacts,
+                data=args.data,
+                model_dir=args.model,
+                weights=args.weights,
+                image_size=args.image_size,
+                embedding_dim=args.embedding_dim,
+                label_column=args.label_column,
+            )
         _stderr(note)
         if is_untrained(to_dict(model_config(searcher.model))):
             _stderr("note: the model is untrained (random backbone): the page says so")

@@ -6,6 +6,7 @@ The server runs only with ``make test-milvus`` (it starts PyPI's embedded ``milv
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import json
 import os
@@ -268,6 +269,14 @@ def test_searcher_streams_a_gallery_into_milvus_and_agrees_with_faiss(backend, t
         hits = searcher.query(small_table.paths[5], k=50, filters={"baseColour": colour})
         assert hits and all(h.attributes["baseColour"] == colour for h in hits)
         assert searcher.index.attribute_values() == faiss_searcher.index.attribute_values()
+        # the demo app serves it through the same interface (`app_gradio.py --index DIR`)
+        sys.path.insert(0, str(REPO))
+        app = importlib.import_module("app_gradio")
+        assert app.build_parser().parse_args(["--index", "i", "--uri", uri]).uri == uri
+        for i in (3, 20):
+            _, got, _ = app.search(searcher, small_table.paths[i], 6, {"baseColour": [colour]})
+            _, want, _ = app.search(faiss_searcher, small_table.paths[i], 6, {"baseColour": [colour]})
+            assert [h["id"] for h in got["hits"]] == [h["id"] for h in want["hits"]]
     finally:
         searcher.close()
 
