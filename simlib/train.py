@@ -61,7 +61,9 @@ class TrainConfig:
         steps_per_epoch: batches per epoch (0: about one pass over the training images).
         classes_per_batch: P in P×K (images per batch in self mode).
         images_per_class: K in P×K (views per image in self mode).
-        views: views cached per training image on the frozen path (the original + augmented ones).
+        views: views cached per training image on the frozen path: the original, then augmented
+            copies (0: 1 in labels mode, 3 in self mode). Augmented views made batch-hard
+            training on a random backbone collapse in labels mode, so it uses the originals only.
         learning_rate: peak learning rate (0: 1e-3 for a frozen backbone, 1e-4 otherwise).
         warmup_epochs: epochs of linear warm-up before the cosine decay.
         patience: epochs without a better validation Recall@1 before stopping.
@@ -80,7 +82,7 @@ class TrainConfig:
     steps_per_epoch: int = 0
     classes_per_batch: int = 16
     images_per_class: int = 4
-    views: int = 4
+    views: int = 0
     learning_rate: float = 0.0
     warmup_epochs: int = 1
     patience: int = 8
@@ -101,10 +103,15 @@ class TrainConfig:
             raise SimlibError(f"mining must be one of {', '.join(MINING)}, not {self.mining!r}")
         if self.epochs < 1:
             raise SimlibError(f"epochs must be at least 1, not {self.epochs}")
-        if self.views < 2 and self.mode == "self":
+        if self.views == 1 and self.mode == "self":
             raise SimlibError("self mode needs at least 2 views per image")
         if self.minutes < 0:
             raise SimlibError(f"--minutes must be positive, not {self.minutes}")
+
+    @property
+    def n_views(self) -> int:
+        """Views per training image actually used."""
+        return self.views or (1 if self.mode == "labels" else 3)
 
     @property
     def peak_learning_rate(self) -> float:
@@ -193,8 +200,8 @@ def _callbacks():
                 warnings.warn(
                     f"epoch {epoch + 1}: embeddings are collapsing (probe mean cosine "
                     f"{stats['mean_cosine']:.3f}, spread {stats['spread']:.3f}); the loss sitting at the margin "
-                    "means every image maps to the same point. Lower the learning rate, use --backbone frozen, "
-                    "or mining 'semihard'/'all'.",
+                    "means every image maps to the same point. Lower the learning rate, "
+                    "or try --mining semihard or all.",
                     RuntimeWarning,
                     stacklevel=2,
                 )
@@ -296,8 +303,13 @@ def _features_fn(model):
     return fn
 
 
-def _batched(fn, images: np.ndarray, batch: int = 64) -> np.ndarray:
-    return np.concatenate([np.asarray(fn(images[i : i + batch]), np.float32) for i in range(0, len(images), batch)])
+def _batched(fn, images: np.ndarray, batch: int = 64, progress: bool | str = False) -> np.ndarray:
+    from tqdm.auto import tqdm
+
+    starts = range(0, len(images), batch)
+    desc = progress if isinstance(progress, str) else None
+    bar = tqdm(starts, desc=desc, unit="batch", disable=not progress, leave=False)
+    return np.concatenate([np.asarray(fn(images[i : i + batch]), np.float32) for i in bar])
 
 
 def _views(images: np.ndarray, n_views: int, seed: int, size: int, batch: int = 256) -> list[np.ndarray]:
@@ -385,8 +397,8 @@ def fit(
         train_ids = np.arange(len(train_t), dtype=np.int64)
         n_groups = len(train_t)
     p = min(tc.classes_per_batch, n_groups)
-    k = tc.images_per_class if labelled else min(tc.images_per_class, tc.views)
-    steps = tc.steps_per_epoch or max(10, len(train_t) * (1 if labelled else tc.views) // (p * k))
+    k = tc.images_per_class if labelled else min(tc.images_per_class, tc.n_views)
+    steps = tc.steps_per_epoch or max(10, len(train_t) * (1 if labelled else tc.n_views) // (p * k))
     # What validation embeds each epoch. Labels: val images query val + (up to 2,000) train images,
     # which keeps Recall@1 defined and stable on small folders. Self: a fixed augmented copy of each
     # val image must find its original (near-duplicate retrieval, no labels needed).
@@ -394,7 +406,7 @@ def fit(
     sets = {"val": val_images, "probe": val_images[rng.permutation(len(val_images))[:64]]}
     if labelled:
         ref_rows = np.sort(rng.permutation(len(train_images))[:2000])
-        sets["train_refs"] = train_images[ref_rows]
+        sets["train_refs"] = ref_rows  # rows of train_images: their cached features are reused
         ref_labels = np.concatenate([val_t.labels, train_t.labels[ref_rows]])
     else:
         sets["queries"] = _views(val_images, 2, seed=tc.seed + 99, size=size)[1]
@@ -404,7 +416,7 @@ def fit(
     from simlib.metrics import evaluate, knn
 
     setup = _frozen_setup if tc.backbone == "frozen" else _image_setup
-    trainable, train_data, embed = setup(model, train_images, train_ids, sets, tc, p, k, steps, say)
+    trainable, train_data, embed = setup(model, train_images, train_ids, sets, tc, p, k, steps, say, progress)
 
     def val_recall() -> float:
         val = embed("val")
@@ -482,7 +494,7 @@ def fit(
     return result
 
 
-def _frozen_setup(model, train_images, train_ids, sets, tc, p, k, steps, say):
+def _frozen_setup(model, train_images, train_ids, sets, tc, p, k, steps, say, progress):
     """Cache pooled backbone features once; the trainable model is the head on those features."""
     import keras
     import tensorflow as tf
@@ -493,18 +505,20 @@ def _frozen_setup(model, train_images, train_ids, sets, tc, p, k, steps, say):
         layer.trainable = layer.name in ("head_hidden", "projection")
     features = _features_fn(model)
     t0 = time.perf_counter()
-    views = _views(train_images, tc.views, tc.seed, model.input_shape[1])
-    train_feats = np.concatenate([_batched(features, v) for v in views])
+    views = _views(train_images, tc.n_views, tc.seed, model.input_shape[1])
+    train_feats = np.concatenate(
+        [_batched(features, v, progress=progress and f"backbone features, view {i + 1}") for i, v in enumerate(views)]
+    )
     _adapt_feature_norm(model, train_feats)
     cached = {name: _batched(features, images) for name, images in sets.items() if name != "train_refs"}
     if "train_refs" in sets:
-        cached["train_refs"] = _batched(features, sets["train_refs"])
+        cached["train_refs"] = train_feats[sets["train_refs"]]
     say(
-        f"cached backbone features of {len(train_images)} train images × {tc.views} views and "
+        f"cached backbone features of {len(train_images)} train images × {tc.n_views} views and "
         f"{len(sets['val'])} val images in {time.perf_counter() - t0:.1f} s"
     )
     # views of one image share its id: in self mode P×K is then P images × K of their views
-    ids = np.tile(train_ids, tc.views)
+    ids = np.tile(train_ids, tc.n_views)
     batches = pk_batches(ids, p, k, tc.epochs * steps, seed=tc.seed)
     feats_t, ids_t = tf.constant(train_feats), tf.constant(ids)
     ds = tf.data.Dataset.from_tensor_slices(batches)
@@ -523,7 +537,7 @@ def _frozen_setup(model, train_images, train_ids, sets, tc, p, k, steps, say):
     return head, ds, lambda name: np.asarray(head_fn(cached[name]))
 
 
-def _image_setup(model, train_images, train_ids, sets, tc, p, k, steps, say):
+def _image_setup(model, train_images, train_ids, sets, tc, p, k, steps, say, progress):
     """Train on augmented images: conv5 + head (partial) or everything (full)."""
     import tensorflow as tf
 
@@ -559,7 +573,7 @@ def _image_setup(model, train_images, train_ids, sets, tc, p, k, steps, say):
     ).prefetch(2)
 
     def embed(name):
-        images = sets[name]
+        images = train_images[sets[name]] if name == "train_refs" else sets[name]
         return np.concatenate([embed_batch(model, images[i : i + 128]) for i in range(0, len(images), 128)])
 
     return model, ds, embed
