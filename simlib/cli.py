@@ -472,7 +472,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=40, metavar="N", help="most epochs (default 40; early stopping)")
     p.add_argument("--minutes", type=float, default=0, metavar="M", help="time budget for the whole run")
     p.add_argument("--seed", type=int, default=0, help="seeds split, sampler, augmentation and weights")
-    p.add_argument("--mining", default="hard", choices=["hard", "semihard", "all"], help="online triplet mining")
+    p.add_argument(
+        "--mining",
+        default="",
+        choices=["hard", "semihard", "all"],
+        help="online triplet mining (default: hard with labels, all in self mode)",
+    )
     p.add_argument("--margin", type=float, default=0.2, help="triplet margin (default 0.2)")
     p.add_argument("--steps-per-epoch", type=int, default=0, metavar="N", help="0: one pass over the images")
     p.add_argument("--classes-per-batch", type=int, default=16, metavar="P", help="P in P×K (images in self mode)")

@@ -55,7 +55,9 @@ class TrainConfig:
             same image; no labels needed).
         backbone: "frozen" (cache backbone features, train the head), "partial" (conv5 + head)
             or "full".
-        mining: "hard", "semihard" or "all" (see :mod:`simlib.losses`).
+        mining: "hard", "semihard" or "all" (see :mod:`simlib.losses`); "" picks batch-hard in
+            labels mode and batch-all in self mode (every positive there is an augmented view,
+            and the hardest ones are outliers that drive batch-hard towards collapse).
         margin: triplet margin on the unit sphere.
         epochs: most epochs; early stopping and ``minutes`` may end training sooner.
         steps_per_epoch: batches per epoch (0: about one pass over the training images).
@@ -76,7 +78,7 @@ class TrainConfig:
 
     mode: str = "labels"
     backbone: str = "frozen"
-    mining: str = "hard"
+    mining: str = ""
     margin: float = 0.2
     epochs: int = 40
     steps_per_epoch: int = 0
@@ -99,7 +101,7 @@ class TrainConfig:
             raise SimlibError(f"training mode must be 'labels' or 'self', not {self.mode!r}")
         if self.backbone not in BACKBONES:
             raise SimlibError(f"backbone must be frozen, partial or full, not {self.backbone!r}")
-        if self.mining not in MINING:
+        if self.mining and self.mining not in MINING:
             raise SimlibError(f"mining must be one of {', '.join(MINING)}, not {self.mining!r}")
         if self.epochs < 1:
             raise SimlibError(f"epochs must be at least 1, not {self.epochs}")
@@ -107,6 +109,11 @@ class TrainConfig:
             raise SimlibError("self mode needs at least 2 views per image")
         if self.minutes < 0:
             raise SimlibError(f"--minutes must be positive, not {self.minutes}")
+
+    @property
+    def mining_used(self) -> str:
+        """The mining actually used."""
+        return self.mining or ("hard" if self.mode == "labels" else "all")
 
     @property
     def n_views(self) -> int:
@@ -441,7 +448,7 @@ def fit(
     )
     trainable.compile(
         optimizer=keras.optimizers.Adam(schedule),
-        loss=BatchTripletLoss(mining=tc.mining, margin=tc.margin),
+        loss=BatchTripletLoss(mining=tc.mining_used, margin=tc.margin),
         jit_compile=False,  # XLA made CPU train steps 5x slower here
     )
     on_best = None
@@ -465,7 +472,7 @@ def fit(
         callbacks.append(budget)
     before = val_recall()
     say(
-        f"training {tc.backbone} backbone, {tc.mode} mode, {tc.mining} mining: {len(train_t)} train / "
+        f"training {tc.backbone} backbone, {tc.mode} mode, {tc.mining_used} mining: {len(train_t)} train / "
         f"{len(val_t)} val images, P×K = {p}×{k}, {steps} steps/epoch, up to {tc.epochs} epochs; "
         f"val Recall@1 before: {before:.4f}"
     )
