@@ -107,6 +107,18 @@ def test_self_mode_needs_no_labels(small_table):
         fit(unlabelled, SMALL, FAST, progress=False)
 
 
+def test_mixed_bfloat16_model_computes_in_bfloat16_and_returns_float32(small_table):
+    import dataclasses
+
+    from simlib.embed import embed_images
+    from simlib.model import build_embedding_model
+
+    model = build_embedding_model(dataclasses.replace(SMALL, precision="mixed_bfloat16"))
+    assert model.get_layer("head_hidden").compute_dtype == "bfloat16"
+    e = embed_images(model, [small_table.source(0)])
+    assert e.dtype == np.float32 and np.linalg.norm(e) == pytest.approx(1.0, abs=1e-3)
+
+
 def test_bad_train_settings_are_refused():
     with pytest.raises(SimlibError, match="mode"):
         TrainConfig(mode="unsupervised")
@@ -121,8 +133,7 @@ def test_partial_backbone_trains_on_images(small_table):
     import dataclasses
 
     cfg = dataclasses.replace(FAST, backbone="partial", epochs=1, steps_per_epoch=2, learning_rate=1e-4)
-    model_cfg = dataclasses.replace(SMALL, precision="mixed_bfloat16")
-    result = fit(small_table, model_cfg, cfg, progress=False)
+    result = fit(small_table, SMALL, cfg, progress=False)
     assert np.isfinite(result.history["loss"]).all()
     assert result.model.get_layer("resnet50").get_layer("conv5_block3_3_conv").trainable
 
