@@ -87,7 +87,7 @@ class TrainConfig:
     views: int = 0
     learning_rate: float = 0.0
     warmup_epochs: int = 1
-    patience: int = 8
+    patience: int = 15
     minutes: float = 0.0
     val_fraction: float = 0.1
     test_fraction: float = 0.3

@@ -62,13 +62,19 @@ def test_compare_table_and_results_files(small_table, tiny_model, tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_compare(small_index_dir, tmp_path, small_table):
-    from conftest import run_cli
+def test_cli_compare(small_index_dir, tmp_path, product_table):
+    import shutil
 
-    data = small_table.paths[0].rsplit("/images/", 1)[0]
+    from conftest import run_cli, stratified_rows
+
+    data = tmp_path / "folder"  # a small class folder: the full product set takes minutes
+    for row in stratified_rows(product_table.labels, 4, 8, seed=2):
+        folder = data / str(product_table.labels[row]).replace(" ", "_")
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(product_table.paths[row], folder / f"{product_table.ids[row]}.jpg")
     proc = run_cli(
-        "compare", "--data", data, "--model", str(small_index_dir / "model"), "--out", str(tmp_path / "res"), "--json",
-        "--quiet",
+        "compare", "--data", str(data), "--model", str(small_index_dir / "model"), "--out", str(tmp_path / "res"),
+        "--json", "--quiet",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads(proc.stdout.strip().splitlines()[-1])["rows"]
