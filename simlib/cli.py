@@ -1,4 +1,4 @@
-"""The ``simlib`` command line: index, search, eval, explain, calibrate, add, remove.
+"""The ``simlib`` command line: index, search, eval, explain, calibrate, add, remove, train, compare.
 
 Exit codes: 0 success, 1 a user error (one line on stderr saying what to do), 2 bad usage,
 3 done, but some images could not be read (each listed on stderr with its reason).
@@ -337,6 +337,87 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return EXIT_PARTIAL if result.skipped else 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from simlib.config import DEFAULT_IMAGE_SIZE, ModelConfig
+    from simlib.model import resolve_weights
+    from simlib.train import DEFAULT_HEAD_HIDDEN, TrainConfig, fit
+
+    table = get_table(args, materialize=True)
+    train_config = TrainConfig(
+        mode=args.mode,
+        backbone=args.backbone,
+        mining=args.mining,
+        margin=args.margin,
+        epochs=args.epochs,
+        steps_per_epoch=args.steps_per_epoch,
+        classes_per_batch=args.classes_per_batch,
+        images_per_class=args.images_per_class,
+        learning_rate=args.learning_rate,
+        minutes=args.minutes,
+        split_by=args.split_by,
+        seed=args.seed,
+    )
+    model_config = ModelConfig(
+        image_size=args.image_size or DEFAULT_IMAGE_SIZE,
+        embedding_dim=args.embedding_dim,
+        weights=resolve_weights(args.weights),
+        head_hidden=DEFAULT_HEAD_HIDDEN if args.head_hidden is None else args.head_hidden,
+        head_norm=True,
+        precision=args.precision,
+        seed=args.seed,
+    )
+    start = None
+    if args.model:  # continue training a saved model
+        from simlib.model import load_model
+
+        start = load_model(args.model)
+    result = fit(table, model_config, train_config, out=args.out, progress=not args.quiet, model=start)
+    summary = {"out": str(result.out), **result.summary()}
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(
+            f"trained on {table.name}: best epoch {result.best_epoch}, val Recall@1 {result.best_val_recall:.4f}, "
+            f"{result.seconds:.0f} s -> {result.out}"
+        )
+    if result.collapsed:
+        print("warning: the saved embeddings look collapsed (see the collapse monitor in history.csv)", file=sys.stderr)
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from simlib.config import ModelConfig
+    from simlib.evaluation import compare, format_table, save_results
+    from simlib.model import build_embedding_model, load_model, model_config
+
+    table = get_table(args)
+    models, class_models = {}, {}
+    trained = load_model(args.model) if args.model else None
+    base = model_config(trained) if trained is not None else get_model(args).simlib_config
+    untrained = ModelConfig(
+        image_size=base.image_size,
+        embedding_dim=base.embedding_dim,
+        weights=base.weights,
+        seed=base.seed,
+        precision=base.precision,
+    )
+    models["untrained"] = build_embedding_model(untrained)
+    if trained is not None:
+        models["trained"] = trained
+    if args.class_model:
+        class_models["trained"] = load_model(args.class_model)
+    rows = compare(table, models, class_models=class_models, seed=args.seed, progress=not args.quiet)
+    meta = {"data": table.name, "seed": args.seed, "model": args.model, "class_model": args.class_model}
+    if trained is not None and not args.class_model:
+        meta["note"] = "class split: the trained model saw the test classes in training (no --class-model given)"
+    if args.out:
+        save_results(rows, args.out, meta)
+    print(json.dumps({"rows": rows, "meta": meta}) if args.json else format_table(rows))
+    if args.out and not args.json:
+        print(f"saved {args.out}/results.json and results.csv")
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
@@ -417,6 +498,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_model_options(p)
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("train", help="train the embedding model with triplet loss (labels or label-free)")
+    _add_data_options(p, required=True)
+    p.add_argument("--mode", required=True, choices=["labels", "self"], help="labels: P×K mining; self: no labels")
+    p.add_argument("--out", required=True, metavar="DIR", help="model folder to write (e.g. artifacts/model)")
+    p.add_argument(
+        "--backbone",
+        default="frozen",
+        choices=["frozen", "partial", "full"],
+        help="frozen (default): cache backbone features, train the head in seconds; partial: conv5 too; full: all",
+    )
+    p.add_argument("--epochs", type=int, default=40, metavar="N", help="most epochs (default 40; early stopping)")
+    p.add_argument("--minutes", type=float, default=0, metavar="M", help="time budget for the whole run")
+    p.add_argument("--seed", type=int, default=0, help="seeds split, sampler, augmentation and weights")
+    p.add_argument(
+        "--mining",
+        default="",
+        choices=["hard", "semihard", "all"],
+        help="online triplet mining (default: hard with labels, all in self mode)",
+    )
+    p.add_argument("--margin", type=float, default=0.2, help="triplet margin (default 0.2)")
+    p.add_argument("--steps-per-epoch", type=int, default=0, metavar="N", help="0: one pass over the images")
+    p.add_argument("--classes-per-batch", type=int, default=16, metavar="P", help="P in P×K (images in self mode)")
+    p.add_argument("--images-per-class", type=int, default=4, metavar="K", help="K in P×K (views in self mode)")
+    p.add_argument("--learning-rate", type=float, default=0.0, metavar="LR", help="0: 1e-3 frozen, 1e-4 otherwise")
+    p.add_argument("--head-hidden", type=int, metavar="N", help="hidden layer width of the head (0: linear head)")
+    p.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16"])
+    p.add_argument("--split-by", default="image", choices=["image", "class"], help="which held-out split to keep")
+    p.add_argument("--json", action="store_true", help="print the training summary as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_model_options(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("compare", help="before/after table: pixels, untrained and trained models on held-out splits")
+    _add_data_options(p)
+    p.add_argument("--class-model", metavar="DIR", help="model trained with --split-by class, for the class split")
+    p.add_argument("--out", metavar="DIR", help="write results.json and results.csv here")
+    p.add_argument("--seed", type=int, default=0, help="split seed (the one training used)")
+    p.add_argument("--json", action="store_true", help="print the rows as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    _add_model_options(p)
+    p.set_defaults(func=cmd_compare)
     return parser
 
 

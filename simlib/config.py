@@ -9,6 +9,7 @@ from simlib.errors import SimlibError
 
 DEFAULT_IMAGE_SIZE = 64
 DEFAULT_EMBEDDING_DIM = 128
+PRECISIONS = ("float32", "mixed_bfloat16")
 
 T = TypeVar("T")
 
@@ -26,6 +27,12 @@ class ModelConfig:
         backbone: backbone architecture; only "resnet50" is provided.
         seed: seed for the randomly initialised layers.
         trained: True once simlib's triplet training has updated the weights.
+        head_hidden: width of a hidden ReLU layer between pooling and projection; 0 (default)
+            keeps the head a single linear "projection" layer.
+        head_norm: standardise the pooled features before the head (a Keras ``Normalization``
+            layer whose mean and variance training sets from the training images). Random
+            backbones give features with a large shared component that this removes.
+        precision: "float32" or "mixed_bfloat16" (bfloat16 compute, float32 weights and output).
     """
 
     image_size: int = DEFAULT_IMAGE_SIZE
@@ -36,6 +43,9 @@ class ModelConfig:
     backbone: str = "resnet50"
     seed: int = 0
     trained: bool = False
+    head_hidden: int = 0
+    head_norm: bool = False
+    precision: str = "float32"
 
     def __post_init__(self) -> None:
         if not 32 <= self.image_size <= 1024:
@@ -48,6 +58,10 @@ class ModelConfig:
             raise SimlibError(f"resize must be 'pad' or 'crop', not {self.resize!r}")
         if self.backbone != "resnet50":
             raise SimlibError(f"backbone must be 'resnet50', not {self.backbone!r}")
+        if self.head_hidden < 0:
+            raise SimlibError(f"head_hidden must be 0 (linear head) or a layer width, not {self.head_hidden}")
+        if self.precision not in PRECISIONS:
+            raise SimlibError(f"precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
 
 
 @dataclasses.dataclass(frozen=True)

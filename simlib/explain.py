@@ -44,6 +44,9 @@ def explain_layer(model, min_cells: int = MIN_CELLS) -> str:
     return STAGE_LAYERS[0]
 
 
+_HEAD_LAYERS = ("feature_norm", "head_hidden", "projection", "l2_normalize")
+
+
 def _feature_model(model, layer: str):
     """A model from images to (feature map at ``layer``, embedding), cached on ``model``."""
     cache = model.__dict__.setdefault("_simlib_explain", {})
@@ -54,7 +57,10 @@ def _feature_model(model, layer: str):
         inner = keras.Model(backbone.inputs, [backbone.get_layer(layer).output, backbone.output])
         image = keras.Input(model.inputs[0].shape[1:])
         fmap, last = inner(model.get_layer("preprocess")(image))
-        embedding = model.get_layer("l2_normalize")(model.get_layer("projection")(model.get_layer("pool")(last)))
+        embedding = model.get_layer("pool")(last)
+        for layer_name in _HEAD_LAYERS:  # a trained head may standardise and hide a layer first
+            if any(lay.name == layer_name for lay in model.layers):
+                embedding = model.get_layer(layer_name)(embedding)
         cache[layer] = keras.Model(image, [fmap, embedding], name=f"explain_{layer}")
     return cache[layer]
 
@@ -68,7 +74,8 @@ def _cell_maps(model, batch: np.ndarray, layer: str, method: str) -> np.ndarray:
     if method == "features":
         fmap, _ = net(x, training=False)
         f = fmap.numpy().astype(np.float64)
-        if layer == STAGE_LAYERS[-1]:  # project through the head: shares sum to the embedding dot product
+        linear_head = not any(lay.name in ("feature_norm", "head_hidden") for lay in model.layers)
+        if layer == STAGE_LAYERS[-1] and linear_head:  # shares then sum to the embedding dot product
             f = f @ np.asarray(model.get_layer("projection").kernel, np.float64)
         pooled = f.mean(axis=(1, 2))
         return np.stack([f[0] @ pooled[1], f[1] @ pooled[0]])

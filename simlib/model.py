@@ -141,6 +141,20 @@ def build_embedding_model(config: ModelConfig | None = None, **overrides: Any):
         config = ModelConfig(**{**to_dict(config), "weights": resolve_weights("auto")})
     layers = _custom_layers()
     keras.utils.set_random_seed(config.seed)
+    # Keras reads the dtype policy when each layer is created: set it for this build only.
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(config.precision)
+    try:
+        model = _build(config, layers)
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+    model.simlib_config = config
+    return model
+
+
+def _build(config: ModelConfig, layers: dict[str, Any]):
+    import keras
+
     s = config.image_size
     weights = None if config.weights == "none" else config.weights
     inputs = keras.Input((s, s, 3), name="image")
@@ -160,6 +174,16 @@ def build_embedding_model(config: ModelConfig | None = None, **overrides: Any):
     x = backbone(x)
     pool = keras.layers.GlobalAveragePooling2D if config.pooling == "avg" else keras.layers.GlobalMaxPooling2D
     x = pool(name="pool")(x)
+    if config.head_norm:
+        # identity until training adapts it to the training images' feature statistics
+        x = keras.layers.Normalization(axis=-1, name="feature_norm")(x)
+    if config.head_hidden:
+        x = keras.layers.Dense(
+            config.head_hidden,
+            activation="relu",
+            kernel_initializer=keras.initializers.HeUniform(seed=config.seed),
+            name="head_hidden",
+        )(x)
     # Orthogonal projection keeps the angles of the pooled features as far as 128 dims allow,
     # so an untrained head is already a sensible embedding.
     x = keras.layers.Dense(
@@ -169,9 +193,7 @@ def build_embedding_model(config: ModelConfig | None = None, **overrides: Any):
         name="projection",
     )(x)
     outputs = layers["L2Normalize"](name="l2_normalize", dtype="float32")(x)
-    model = keras.Model(inputs, outputs, name="simlib_embedding")
-    model.simlib_config = config
-    return model
+    return keras.Model(inputs, outputs, name="simlib_embedding")
 
 
 def model_config(model) -> ModelConfig:

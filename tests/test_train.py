@@ -1,0 +1,168 @@
+"""Training: a short real run lowers the loss and saves a model the rest of simlib uses unchanged."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+
+import numpy as np
+import pytest
+from conftest import run_cli, stratified_rows
+
+from simlib.config import ModelConfig
+from simlib.errors import SimlibError
+from simlib.train import TrainConfig, collapse_stats, fit, is_collapsed, load_images
+
+SMALL = ModelConfig(image_size=32, embedding_dim=16, weights="none", head_hidden=32, head_norm=True, seed=0)
+# val 1/3 of 6 images per class = 2, so validation has a positive for every query
+FAST = TrainConfig(
+    epochs=3,
+    steps_per_epoch=4,
+    classes_per_batch=4,
+    images_per_class=2,
+    views=2,
+    learning_rate=3e-3,
+    val_fraction=0.34,
+    test_fraction=0.0,
+)
+
+
+def test_collapse_monitor_flags_a_constant_embedding():
+    rng = np.random.default_rng(0)
+    spread_out = rng.normal(size=(64, 32))
+    stats = collapse_stats(spread_out)
+    assert abs(stats["mean_cosine"]) < 0.1 and stats["spread"] > 0.8 and not is_collapsed(stats)
+    constant = np.tile(rng.normal(size=(1, 32)), (64, 1))
+    stats = collapse_stats(constant)
+    assert stats["mean_cosine"] == pytest.approx(1.0) and stats["spread"] < 1e-6 and is_collapsed(stats)
+    # brute force for the mean pairwise cosine
+    unit = spread_out / np.linalg.norm(spread_out, axis=1, keepdims=True)
+    cos = unit @ unit.T
+    assert collapse_stats(spread_out)["mean_cosine"] == pytest.approx(cos[~np.eye(64, dtype=bool)].mean())
+
+
+def test_collapse_monitor_callback_warns_and_logs():
+    from simlib.train import _callbacks
+
+    collapse_monitor = _callbacks()[0](lambda: np.ones((8, 4)))
+    logs: dict = {}
+    with pytest.warns(RuntimeWarning, match="collapsing"):
+        collapse_monitor.on_epoch_end(0, logs)
+    assert logs["collapsed"] == 1.0 and collapse_monitor.collapsed_epochs == [1]
+
+
+def _loss_on(model, images, labels, margin: float = 0.2) -> float:
+    """Mean triplet loss over every (anchor, positive, negative) of the images (not only active ones)."""
+    from simlib.embed import embed_batch
+
+    e = embed_batch(model, images)
+    d = np.linalg.norm(e[:, None] - e[None], axis=-1)
+    same = labels[:, None] == labels[None]
+    valid = (same & ~np.eye(len(e), dtype=bool))[:, :, None] & ~same[:, None, :]
+    return float(np.maximum(d[:, :, None] - d[:, None, :] + margin, 0)[valid].mean())
+
+
+def test_frozen_training_lowers_the_loss_and_saves_a_usable_model(small_table, tmp_path):
+    from simlib.embed import embed_images
+    from simlib.model import build_embedding_model, load_model, model_config
+    from simlib.search import Searcher
+
+    images = load_images(small_table, 32)
+    before = _loss_on(build_embedding_model(SMALL), images, small_table.labels)
+    result = fit(small_table, SMALL, FAST, out=tmp_path / "model", progress=False)
+    after = _loss_on(result.model, images, small_table.labels)
+    assert after < before, (before, after)
+    assert set(result.history) >= {"loss", "val_recall@1", "probe_mean_cosine", "probe_spread", "lr"}
+    assert len(result.history["loss"]) == 3 and 1 <= result.best_epoch <= 3
+    assert result.best_val_recall == max(result.history["val_recall@1"])
+
+    saved = tmp_path / "model"
+    assert {"model.keras", "config.json", "history.csv", "training.json"} <= {p.name for p in saved.iterdir()}
+    info = json.loads((saved / "training.json").read_text())
+    assert info["train_config"]["backbone"] == "frozen" and info["best_epoch"] == result.best_epoch
+    loaded = load_model(saved)
+    cfg = model_config(loaded)
+    assert cfg.trained and cfg.head_hidden == 32 and cfg.image_size == 32
+    probe = [small_table.source(i) for i in range(3)]
+    np.testing.assert_allclose(embed_images(loaded, probe), embed_images(result.model, probe), atol=1e-5)
+    searcher, _ = Searcher.from_table(loaded, small_table, progress=False)
+    hits = searcher.query(small_table.source(0), k=3)
+    assert len(hits) == 3 and hits[0].id == int(small_table.ids[0])
+
+    # the same seed gives the same model
+    again = fit(small_table, SMALL, FAST, progress=False)
+    np.testing.assert_allclose(embed_images(again.model, probe), embed_images(result.model, probe), atol=1e-6)
+
+
+def test_self_mode_needs_no_labels(small_table):
+    import dataclasses
+
+    unlabelled = dataclasses.replace(small_table, labels=None)
+    cfg = dataclasses.replace(FAST, mode="self", val_fraction=0.2, epochs=2)
+    result = fit(unlabelled, SMALL, cfg, progress=False)
+    assert result.model.simlib_config.trained
+    assert 0.0 <= result.best_val_recall <= 1.0 and len(result.history["loss"]) == 2
+    with pytest.raises(SimlibError, match="no labels"):
+        fit(unlabelled, SMALL, FAST, progress=False)
+
+
+def test_mixed_bfloat16_model_computes_in_bfloat16_and_returns_float32(small_table):
+    import dataclasses
+
+    from simlib.embed import embed_images
+    from simlib.model import build_embedding_model
+
+    model = build_embedding_model(dataclasses.replace(SMALL, precision="mixed_bfloat16"))
+    assert model.get_layer("head_hidden").compute_dtype == "bfloat16"
+    e = embed_images(model, [small_table.source(0)])
+    assert e.dtype == np.float32 and np.linalg.norm(e) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_bad_train_settings_are_refused():
+    with pytest.raises(SimlibError, match="mode"):
+        TrainConfig(mode="unsupervised")
+    with pytest.raises(SimlibError, match="backbone"):
+        TrainConfig(backbone="half")
+    with pytest.raises(SimlibError, match="precision"):
+        ModelConfig(precision="float16")
+
+
+@pytest.mark.slow
+def test_partial_backbone_trains_on_images(small_table):
+    import dataclasses
+
+    cfg = dataclasses.replace(FAST, backbone="partial", epochs=1, steps_per_epoch=2, learning_rate=1e-4)
+    result = fit(small_table, SMALL, cfg, progress=False)
+    assert np.isfinite(result.history["loss"]).all()
+    assert result.model.get_layer("resnet50").get_layer("conv5_block3_3_conv").trainable
+
+
+@pytest.mark.slow
+def test_cli_train_end_to_end(product_table, tmp_path):
+    from simlib import cli
+
+    data = tmp_path / "folder"
+    for row in stratified_rows(product_table.labels, 4, 6, seed=1):
+        folder = data / str(product_table.labels[row]).replace(" ", "_")
+        folder.mkdir(parents=True, exist_ok=True)
+        shutil.copy(product_table.paths[row], folder / f"{product_table.ids[row]}.jpg")
+    out = tmp_path / "model"
+    proc = run_cli(
+        "train", "--data", str(data), "--mode", "labels", "--out", str(out), "--weights", "none",
+        "--image-size", "32", "--epochs", "2", "--steps-per-epoch", "3", "--classes-per-batch", "3",
+        "--images-per-class", "2", "--json", "--quiet",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["out"] == str(out) and len(summary["history"]["loss"]) == 2
+    # the trained model works with the unchanged index and eval commands
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert (
+            cli.main(["index", "--data", str(data), "--model", str(out), "--out", str(tmp_path / "idx"), "--quiet"])
+            == 0
+        )
+        assert cli.main(["eval", "--data", str(data), "--model", str(out), "--split", "all", "--quiet"]) == 0
+    bad = run_cli("train", "--data", str(data), "--mode", "labels", "--out", str(out), "--backbone", "half")
+    assert bad.returncode == 2
