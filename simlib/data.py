@@ -112,11 +112,15 @@ class ImageTable:
 
 # ----------------------------------------------------------------------------- locating data
 def find_data_root() -> Path | None:
-    """The first existing data root among ``$SIMLIB_DATA``, ``./data`` and ``../shared/data``."""
+    """The first existing data root among ``$SIMLIB_DATA``, ``./data`` and ``../shared/data``.
+
+    The last two are also tried beside this checkout of simlib, wherever the current folder is.
+    """
     candidates = []
     if os.environ.get("SIMLIB_DATA"):
         candidates.append(Path(os.environ["SIMLIB_DATA"]).expanduser())
-    candidates += [Path("data"), Path("..") / "shared" / "data"]
+    repo = Path(__file__).resolve().parents[1]  # so notebooks (run from notebooks/) find it too
+    candidates += [Path("data"), Path("..") / "shared" / "data", repo / "data", repo.parent / "shared" / "data"]
     for c in candidates:
         if c.is_dir():
             return c.resolve()
