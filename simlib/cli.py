@@ -30,6 +30,11 @@ def _add_model_options(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--image-size", type=int, metavar="N", help="input side in pixels (default 64)")
     g.add_argument("--embedding-dim", type=int, default=128, metavar="D", help="embedding size (default 128)")
+    g.add_argument(
+        "--precision",
+        choices=["float32", "mixed_bfloat16"],
+        help="compute precision (default float32; mixed_bfloat16 is faster on CPUs with AVX-512 BF16 / AMX)",
+    )
 
 
 def _add_data_options(p: argparse.ArgumentParser, required: bool = False) -> None:
@@ -72,8 +77,9 @@ def _parse_filters(items: Sequence[str] | None) -> dict[str, list[str]]:
 def get_model(args: argparse.Namespace):
     """The model named by ``--model``, or a fresh one from ``--weights`` / ``--image-size``."""
     from simlib.config import DEFAULT_IMAGE_SIZE, ModelConfig
-    from simlib.model import build_embedding_model, load_model, model_config, resolve_weights
+    from simlib.model import build_embedding_model, load_model, model_config, resolve_weights, with_precision
 
+    precision = getattr(args, "precision", None)
     if args.model:
         model = load_model(args.model)
         if args.image_size and args.image_size != model_config(model).image_size:
@@ -81,11 +87,12 @@ def get_model(args: argparse.Namespace):
                 f"--image-size {args.image_size} conflicts with the model's own "
                 f"{model_config(model).image_size}: drop --image-size when using --model"
             )
-        return model
+        return with_precision(model, precision) if precision else model
     config = ModelConfig(
         image_size=args.image_size or DEFAULT_IMAGE_SIZE,
         embedding_dim=args.embedding_dim,
         weights=resolve_weights(args.weights),
+        precision=precision or "float32",
     )
     return build_embedding_model(config)
 

@@ -234,8 +234,11 @@ class VectorIndex:
         x = _normalized(queries, self.dim)
         if k < 1:
             raise SimlibError(f"k must be at least 1, not {k}")
-        allowed = self._alive & self._filter_mask(filters)
-        n_allowed = int(allowed.sum())
+        if any(isinstance(v, str) or len(v) for v in (filters or {}).values()):
+            allowed = self._alive & self._filter_mask(filters)
+            n_allowed = int(allowed.sum())
+        else:  # no O(n) mask work per query when nothing is filtered
+            allowed, n_allowed = self._alive, len(self._pos)
         kk = min(k, n_allowed)
         scores = np.full((len(x), k), -np.inf, np.float32)
         ids = np.full((len(x), k), -1, np.int64)

@@ -7,6 +7,7 @@ ResNet's own preprocessing is a layer inside it, so a saved model carries it alo
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import socket
@@ -242,3 +243,35 @@ def load_model(directory: str | os.PathLike):
         raise SimlibError(f"cannot load the model in {directory}: {type(e).__name__}: {str(e)[:200]}") from None
     model.simlib_config = config
     return model
+
+
+def bfloat16_supported() -> bool:
+    """True when bfloat16 maths runs natively: a GPU, or a CPU with AVX-512 BF16 or AMX-BF16.
+
+    Elsewhere TensorFlow emulates bfloat16 and ``precision="mixed_bfloat16"`` is slower than float32.
+    """
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    if {"avx512_bf16", "amx_bf16"} & set(flags):
+        return True
+    import tensorflow as tf
+
+    return bool(tf.config.list_physical_devices("GPU"))
+
+
+def with_precision(model, precision: str):
+    """The same model computing in ``precision`` ("float32" or "mixed_bfloat16"), sharing no state.
+
+    Returns ``model`` itself when it already has that precision. Weights are float32 under both
+    policies, so they are copied unchanged.
+    """
+    config = model_config(model)
+    if config.precision == precision:
+        return model
+    twin = build_embedding_model(dataclasses.replace(config, precision=precision, weights="none"))
+    twin.set_weights(model.get_weights())
+    twin.simlib_config = dataclasses.replace(config, precision=precision)
+    return twin

@@ -1,0 +1,116 @@
+"""Query latency: one image file -> top-K hits (decode, forward, search), p50/p95.
+
+Through ``Searcher.query`` on a product-set gallery, at each image size, and, when the Gradio app
+(``app_gradio.build_demo``) exists, through its running HTTP API with ``gradio_client``. Checks that
+the compiled forward traced once for all queries (no per-call retracing).
+
+    python -m benchmarks.bench_query            # README scale: whole product set, 64 and 128 px
+    python -m benchmarks.bench_query --smoke
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+import time
+
+import numpy as np
+
+from benchmarks import common
+
+GOAL_P50_MS = 150.0
+GOAL_SIZE = 128
+
+
+def latencies(fn, items, repeats: int) -> list[float]:
+    """Milliseconds of ``fn(item)`` for every item, ``repeats`` times."""
+    out = []
+    for _ in range(repeats):
+        for item in items:
+            t0 = time.perf_counter()
+            fn(item)
+            out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+def row_for(path: str, size: int, gallery: int, ms: list[float], traces) -> dict:
+    p50 = common.percentile(ms, 50)
+    return {
+        "path": path,
+        "image_px": size,
+        "gallery": gallery,
+        "queries": len(ms),
+        "p50_ms": p50,
+        "p95_ms": common.percentile(ms, 95),
+        "mean_ms": float(np.mean(ms)),
+        "traces": traces,
+        "goal_p50_met": (p50 <= GOAL_P50_MS) if size == GOAL_SIZE else None,
+    }
+
+
+def gradio_rows(searcher, queries, k: int, size: int, gallery: int, repeats: int) -> list[dict]:
+    """Latency through the running app's API, or a skipped row when the app module is absent."""
+    if importlib.util.find_spec("app_gradio") is None:
+        return [{"path": "gradio API", "image_px": size, "gallery": gallery, "skipped": "app_gradio.py not found"}]
+    from gradio_client import Client, handle_file
+
+    import app_gradio
+
+    demo = app_gradio.build_demo(searcher)
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    try:
+        client = Client(demo.local_url, verbose=False)
+        client.predict(handle_file(queries[0]), k, api_name="/search")  # warm-up
+        ms = latencies(lambda q: client.predict(handle_file(q), k, api_name="/search"), queries, repeats)
+    finally:
+        demo.close()
+    return [row_for("gradio API", size, gallery, ms, None)]
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = common.parser(__doc__.splitlines()[0])
+    p.add_argument("--sizes", default="64,128")
+    p.add_argument("--gallery", type=int, default=0, help="gallery images (0: the whole product set)")
+    p.add_argument("--queries", type=int, default=50, help="distinct query images (not in the gallery)")
+    p.add_argument("-k", type=int, default=10)
+    p.add_argument("--no-gradio", action="store_true", help="skip the Gradio API rows")
+    args = p.parse_args(argv)
+    common.setup_env()
+    if args.smoke:
+        args.sizes, args.gallery, args.queries = "32", 40, 5
+    repeats = args.repeats or (1 if args.smoke else 2)
+    sys.path.insert(0, str(common.REPO))  # app_gradio.py lives at the repository root
+
+    from simlib.config import ModelConfig
+    from simlib.embed import embed_fn
+    from simlib.model import build_embedding_model
+    from simlib.search import Searcher
+
+    table = common.product_table()
+    rng = np.random.default_rng(args.seed)
+    order = rng.permutation(len(table))
+    n_gallery = args.gallery or len(table) - args.queries
+    gallery = table.subset(np.sort(order[:n_gallery]))
+    queries = [table.source(int(i)) for i in order[n_gallery : n_gallery + args.queries]]
+    rows = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        model = build_embedding_model(ModelConfig(image_size=size, weights="none", seed=args.seed))
+        searcher, _ = Searcher.from_table(model, gallery, progress=False)
+        searcher.query(queries[0], k=args.k)  # first call traces the forward for batch size 1 too
+        ms = latencies(lambda q, s=searcher: s.query(q, k=args.k), queries, repeats)
+        rows.append(row_for("Searcher.query", size, len(searcher.index), ms, embed_fn(model).experimental_get_tracing_count()))
+        print(common.table(rows[-1:]), flush=True)
+        if not args.no_gradio:
+            rows += gradio_rows(searcher, queries, args.k, size, len(searcher.index), repeats)
+            print(common.table(rows[-1:]), flush=True)
+    notes = [
+        f"goal: p50 <= {GOAL_P50_MS:.0f} ms at {GOAL_SIZE} px; traces = times the compiled forward was traced "
+        "(1 = no retracing across queries and gallery batches)",
+        f"machine load average at end: {os.getloadavg()[0]:.1f}",
+    ]
+    return common.finish("query", args, rows, notes=notes)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
