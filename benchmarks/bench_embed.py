@@ -102,7 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
         samples.append(raw)
         print(common.table([row]), flush=True)
     notes = [
-        f"medians of {repeats} interleaved rounds; simlib/ceiling goal >= {GOAL_CEILING}, simlib/loop goal >= {GOAL_LOOP}"
+        f"medians of {repeats} interleaved rounds; goals: simlib/ceiling >= {GOAL_CEILING}, simlib/loop >= {GOAL_LOOP}"
     ]
     if args.save_embeddings and not args.smoke:
         from simlib.config import ModelConfig

@@ -55,10 +55,12 @@ def main(argv: list[str] | None = None) -> dict:
 
             def forward(m, x=x):
                 return common.rate(
-                    len(x), lambda: [embed_batch(m, x[i : i + args.batch_size]) for i in range(0, len(x), args.batch_size)]
+                    len(x),
+                    lambda: [embed_batch(m, x[i : i + args.batch_size]) for i in range(0, len(x), args.batch_size)],
                 )
 
-            res = common.interleaved({"f32": lambda: forward(f32), "bf16": lambda: forward(bf16)}, repeats, args.seed)
+            cases = {"f32": lambda m=f32: forward(m), "bf16": lambda m=bf16: forward(m)}
+            res = common.interleaved(cases, repeats, args.seed)
             row.update(
                 float32_img_s=common.median(res["f32"]),
                 bf16_img_s=common.median(res["bf16"]),

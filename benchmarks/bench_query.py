@@ -53,9 +53,8 @@ def gradio_rows(searcher, queries, k: int, size: int, gallery: int, repeats: int
     """Latency through the running app's API, or a skipped row when the app module is absent."""
     if importlib.util.find_spec("app_gradio") is None:
         return [{"path": "gradio API", "image_px": size, "gallery": gallery, "skipped": "app_gradio.py not found"}]
-    from gradio_client import Client, handle_file
-
     import app_gradio
+    from gradio_client import Client, handle_file
 
     demo = app_gradio.build_demo(searcher)
     demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
@@ -99,7 +98,9 @@ def main(argv: list[str] | None = None) -> dict:
         searcher, _ = Searcher.from_table(model, gallery, progress=False)
         searcher.query(queries[0], k=args.k)  # first call traces the forward for batch size 1 too
         ms = latencies(lambda q, s=searcher: s.query(q, k=args.k), queries, repeats)
-        rows.append(row_for("Searcher.query", size, len(searcher.index), ms, embed_fn(model).experimental_get_tracing_count()))
+        rows.append(
+            row_for("Searcher.query", size, len(searcher.index), ms, embed_fn(model).experimental_get_tracing_count())
+        )
         print(common.table(rows[-1:]), flush=True)
         if not args.no_gradio:
             rows += gradio_rows(searcher, queries, args.k, size, len(searcher.index), repeats)

@@ -8,6 +8,7 @@ second, and ratios between interleaved runs survive that far better than absolut
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -89,10 +90,8 @@ def machine() -> dict[str, Any]:
     import importlib.metadata as md
 
     for pkg in ("tensorflow-cpu", "tensorflow", "keras", "faiss-cpu", "numpy", "gradio"):
-        try:
+        with contextlib.suppress(md.PackageNotFoundError):
             info[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            pass
     return info
 
 

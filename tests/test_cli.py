@@ -134,3 +134,17 @@ def test_usage_errors_exit_2():
     assert res.returncode == 2 and "usage:" in res.stderr
     res = run_cli("index", "--out", "x", "--kind", "lsh")
     assert res.returncode == 2
+
+
+def test_index_with_mixed_bfloat16_precision(gallery, tmp_path):
+    out = tmp_path / "bf16"
+    res = run_cli(
+        "index", "--data", str(gallery), "--out", str(out), "--weights", "none", "--image-size", "32",
+        "--precision", "mixed_bfloat16", "--quiet",
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["model_config"]["precision"] == "mixed_bfloat16"
+    res = run_cli("search", str(gallery / "images" / os.listdir(gallery / "images")[0]), "--index", str(out), "--json")
+    assert res.returncode == 0, res.stderr
+    assert len(json.loads(res.stdout)["hits"]) == 5

@@ -34,3 +34,10 @@ def test_index_config_rejects_unknown_kind():
 def test_configs_are_frozen():
     with pytest.raises(AttributeError):
         ModelConfig().image_size = 128  # type: ignore[misc]
+
+
+def test_precision_is_float32_by_default_and_checked():
+    assert ModelConfig().precision == "float32"
+    assert ModelConfig(precision="mixed_bfloat16").precision == "mixed_bfloat16"
+    with pytest.raises(SimlibError, match="precision"):
+        ModelConfig(precision="float16")

@@ -134,3 +134,17 @@ def test_attribute_values_for_filter_menus():
     index = VectorIndex.build(structured(12), records(12), IndexConfig(kind="flat"))
     values = index.attribute_values()
     assert values == {"colour": ["blue", "green", "red"], "label": ["c0", "c1", "c2", "c3"]}
+
+
+def test_unfiltered_search_skips_removed_rows_and_empty_string_filters_still_filter():
+    x = structured(40)
+    recs = records(40)
+    recs[3] = Record(id=recs[3].id, attributes={"colour": ""})
+    index = VectorIndex.build(x, recs, IndexConfig(kind="flat"))
+    index.remove([1000, 1001])
+    _, ids = index.search(x[:2], 5)
+    assert 1000 not in ids and 1001 not in ids
+    _, ids = index.search(x[:1], 5, filters={"colour": ""})
+    assert ids[0, 0] == 1003 and (ids[0, 1:] == -1).all()
+    _, ids = index.search(x[:1], 5, filters={"colour": []})  # an empty list filters nothing
+    assert (ids[0] >= 0).all()

@@ -94,3 +94,30 @@ def test_imagenet_without_network_fails_fast_and_auto_falls_back(tmp_path):
     assert "using an untrained (random) backbone" in out.stderr
     assert out.stderr.count("warning:") == 1
     assert time.time() - t0 < 60
+
+
+def test_mixed_bfloat16_keeps_float32_unit_outputs_close_to_float32(tiny_model, tmp_path):
+    import keras
+
+    from simlib.embed import embed_batch
+    from simlib.model import with_precision
+
+    before = keras.config.dtype_policy().name
+    bf16 = build_embedding_model(
+        ModelConfig(image_size=32, embedding_dim=32, weights="none", precision="mixed_bfloat16")
+    )
+    assert keras.config.dtype_policy().name == before  # the global policy is restored
+    assert bf16.get_layer("resnet50").compute_dtype == "bfloat16"
+    assert bf16.get_layer("preprocess").compute_dtype == "float32"
+    assert model_fingerprint(with_precision(bf16, "float32")) == model_fingerprint(tiny_model)  # same weights
+    assert with_precision(tiny_model, "float32") is tiny_model
+    x = np.random.default_rng(2).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    a, b = embed_batch(tiny_model, x), embed_batch(bf16, x)
+    assert b.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(b, axis=1), 1.0, rtol=1e-5)
+    assert (a * b).sum(1).min() > 0.99  # bfloat16 rounding, not a different model
+    assert not np.array_equal(a, b)
+    save_model(bf16, tmp_path / "bf16")
+    loaded = load_model(tmp_path / "bf16")
+    assert model_config(loaded).precision == "mixed_bfloat16"
+    np.testing.assert_array_equal(embed_batch(loaded, x), b)

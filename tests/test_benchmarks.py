@@ -1,0 +1,36 @@
+"""Every benchmark script runs in smoke mode and writes the JSON rows its README table needs."""
+
+import importlib
+import json
+
+import pytest
+
+SCRIPTS = {
+    "embed": {"image_px", "ceiling_img_s", "simlib_img_s", "loop_img_s", "simlib/ceiling", "simlib/loop", "traces"},
+    "precision": {"image_px", "float32_img_s", "bf16_img_s", "speedup", "cos_mean", "recall1_diff"},
+    "query": {"path", "image_px", "p50_ms", "p95_ms", "traces"},
+    "index": {"n", "kind", "build_s", "mem_mib", "qps_batched", "qps_single", "recall@10"},
+    "train": {"feed", "triplets_s", "ratio"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_benchmark_smoke_run_writes_its_rows(name, tmp_path, data_root, monkeypatch):
+    monkeypatch.setenv("SIMLIB_DATA", str(data_root))
+    module = importlib.import_module(f"benchmarks.bench_{name}")
+    payload = module.main(["--smoke", "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / f"{name}-smoke.json").read_text())
+    assert saved["smoke"] is True and saved["benchmark"] == name
+    assert {"cpu", "cores", "date_utc", "keras", "faiss-cpu"} <= set(saved["machine"])
+    rows = saved["rows"]
+    assert rows and len(rows) == len(payload["rows"])
+    measured = [r for r in rows if r.get("skipped") is None and r.get("triplets_s", 0) is not None]
+    assert measured and all(SCRIPTS[name] <= set(r) for r in measured)
+    if name in ("embed", "query"):
+        assert all(r["traces"] == 1 for r in measured if r.get("traces") is not None)
+    if name == "index":
+        flat = [r for r in rows if r["kind"] == "flat"]
+        assert flat and all(r["recall@10"] == 1.0 for r in flat)
+        assert {r["kind"] for r in rows} == {"flat", "hnsw", "ivfpq"}
+    if name == "train":
+        assert any("placeholder" in r["feed"] for r in rows)
