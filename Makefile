@@ -10,6 +10,8 @@ export TF_CPP_MIN_LOG_LEVEL ?= 2
 
 .PHONY: venv test test-fast test-milvus lint format demo demo-cli notebooks bench clean
 
+.PHONY: venv test test-fast lint format demo demo-cli notebooks bench bench-smoke clean
+
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
@@ -55,6 +57,20 @@ notebooks: venv
 		$(BIN)/papermill "$$nb" "$(ARTIFACTS)/notebooks/$$(basename $$nb)" --cwd notebooks \
 			-p WEIGHTS $(WEIGHTS) -p IMAGE_SIZE $(IMAGE_SIZE) || exit 1; \
 	done
+
+# Benchmarks at README scale (tens of minutes on 2 cores; results in benchmarks/results/, the table in
+# benchmarks/results/report.md). `make bench-smoke` runs each script at toy size in seconds.
+BENCHES := embed precision query index train
+bench: venv
+	$(BIN)/python -m benchmarks.bench_embed --save-embeddings
+	$(BIN)/python -m benchmarks.bench_precision
+	$(BIN)/python -m benchmarks.bench_query
+	$(BIN)/python -m benchmarks.bench_index
+	$(BIN)/python -m benchmarks.bench_train
+	$(BIN)/python -m benchmarks.report
+
+bench-smoke: venv
+	for b in $(BENCHES); do $(BIN)/python -m benchmarks.bench_$$b --smoke || exit 1; done
 
 clean:
 	rm -rf $(ARTIFACTS) .pytest_cache .ruff_cache test-artifacts

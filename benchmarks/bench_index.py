@@ -86,7 +86,7 @@ def measure(index, queries: np.ndarray, n_single: int, repeats: int) -> tuple[fl
 def sweep(kind: str) -> list[dict]:
     """Search settings worth comparing per kind (build settings stay at IndexConfig's defaults)."""
     if kind == "hnsw":
-        return [{"hnsw_ef_search": ef} for ef in (16, 32, 64, 128)]
+        return [{"hnsw_ef_search": ef} for ef in (16, 32, 48, 64, 128)]
     if kind == "ivfpq":
         return [{"ivf_nprobe": p} for p in (8, 16, 32, 64)]
     return [{}]
@@ -145,7 +145,11 @@ def run_size(name: str, db: np.ndarray, queries: np.ndarray, kinds, n_single: in
 
 def main(argv: list[str] | None = None) -> dict:
     p = common.parser(__doc__.splitlines()[0])
-    p.add_argument("--sizes", default="10000,100000,1000000", help="database sizes (comma-separated)")
+    p.add_argument(
+        "--sizes",
+        default="10000,100000,1000000",
+        help="database sizes (comma-separated; '' for the real embeddings only)",
+    )
     p.add_argument("--dim", type=int, default=128)
     p.add_argument("--queries", type=int, default=1000, help="batched queries per size")
     p.add_argument("--single", type=int, default=200, help="queries timed one at a time")
@@ -160,7 +164,7 @@ def main(argv: list[str] | None = None) -> dict:
     repeats = args.repeats or (1 if args.smoke else 3)
     kinds = args.kinds.split(",")
     rows = []
-    for n in (int(s) for s in args.sizes.split(",")):
+    for n in (int(s) for s in args.sizes.split(",") if s.strip()):
         db = structured_vectors(n, args.dim, seed=args.seed)
         queries = structured_vectors(args.queries, args.dim, seed=args.seed + 1_000_003)
         rows += run_size("synthetic", db, queries, kinds, args.single, repeats)

@@ -51,6 +51,21 @@ class Record:
     attributes: dict[str, str] = dataclasses.field(default_factory=dict)
 
 
+def import_faiss():
+    """Import FAISS with OpenMP threads that sleep when idle (``OMP_WAIT_POLICY=PASSIVE``).
+
+    OpenMP threads otherwise spin after every parallel region, taking the cores TensorFlow's
+    threads (and anything else on a shared machine) need: on 2 busy cores one exact query over
+    10k vectors took ~100 ms spinning against ~1 ms passive (benchmarks/bench_index.py). The
+    policy is read once, when the OpenMP runtime loads, so it is set before the first import;
+    a value the user set is kept.
+    """
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    import faiss
+
+    return faiss
+
+
 def resolve_kind(kind: str, n: int) -> str:
     """The concrete index kind for ``kind`` ("auto" picks exact below 100k vectors, else HNSW)."""
     if kind != "auto":
@@ -229,7 +244,7 @@ class VectorIndex:
             ``(scores, ids)``, both (q, k), best first; missing results are padded with
             score ``-inf`` and id ``-1``.
         """
-        import faiss
+        faiss = import_faiss()
 
         x = _normalized(queries, self.dim)
         if k < 1:
@@ -258,7 +273,7 @@ class VectorIndex:
         return scores, ids
 
     def _search_params(self, sel):
-        import faiss
+        faiss = import_faiss()
 
         c = self.config
         if self.kind == "hnsw":
@@ -296,7 +311,7 @@ class VectorIndex:
             write_extra: called with the temporary folder to add files (e.g. the model) to the same
                 atomic write.
         """
-        import faiss
+        faiss = import_faiss()
 
         self.compact()  # tombstones are not persisted
         directory = Path(directory)
@@ -329,7 +344,7 @@ class VectorIndex:
     @classmethod
     def load(cls, directory: str | os.PathLike) -> VectorIndex:
         """Open an index folder written by :meth:`save`, checking it is whole and consistent."""
-        import faiss
+        faiss = import_faiss()
 
         directory = Path(directory)
         recover_dir(directory)
@@ -430,7 +445,7 @@ def _read_records(path: Path) -> list[Record]:
 
 def _new_faiss_index(dim: int, kind: str, config: IndexConfig, train: np.ndarray | None):
     """An empty FAISS index of ``kind``, trained on ``train`` where the kind needs it."""
-    import faiss
+    faiss = import_faiss()
 
     if kind == "flat":
         return faiss.IndexFlatIP(dim)

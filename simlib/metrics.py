@@ -32,7 +32,9 @@ def knn(
     Returns:
         ``(scores, indices)``, both (q, min(k, n - ref_includes_query)), best first.
     """
-    import faiss
+    from simlib.index import import_faiss
+
+    faiss = import_faiss()
 
     query = np.ascontiguousarray(query, dtype=np.float32)
     reference = np.ascontiguousarray(reference, dtype=np.float32)
