@@ -86,9 +86,9 @@ def measure(index, queries: np.ndarray, n_single: int, repeats: int) -> tuple[fl
 def sweep(kind: str) -> list[dict]:
     """Search settings worth comparing per kind (build settings stay at IndexConfig's defaults)."""
     if kind == "hnsw":
-        return [{"hnsw_ef_search": ef} for ef in (16, 32, 48, 64, 128)]
+        return [{"hnsw_ef_search": ef} for ef in (32, 64, 128)]
     if kind == "ivfpq":
-        return [{"ivf_nprobe": p} for p in (8, 16, 32, 64)]
+        return [{"ivf_nprobe": p} for p in (16, 64)]
     return [{}]
 
 
@@ -151,9 +151,10 @@ def main(argv: list[str] | None = None) -> dict:
         help="database sizes (comma-separated; '' for the real embeddings only)",
     )
     p.add_argument("--dim", type=int, default=128)
-    p.add_argument("--queries", type=int, default=1000, help="batched queries per size")
-    p.add_argument("--single", type=int, default=200, help="queries timed one at a time")
+    p.add_argument("--queries", type=int, default=300, help="batched queries per size")
+    p.add_argument("--single", type=int, default=50, help="queries timed one at a time")
     p.add_argument("--kinds", default="flat,hnsw,ivfpq")
+    p.add_argument("--name", default="index", help="result file name (index-real for a real-embeddings-only run)")
     p.add_argument(
         "--real", default=None, help=".npy of real embeddings (default: benchmarks/results/product-embeddings.npy)"
     )
@@ -161,7 +162,7 @@ def main(argv: list[str] | None = None) -> dict:
     common.setup_env()
     if args.smoke:
         args.sizes, args.queries, args.single = "2000", 100, 20
-    repeats = args.repeats or (1 if args.smoke else 3)
+    repeats = args.repeats or (1 if args.smoke else 2)
     kinds = args.kinds.split(",")
     rows = []
     for n in (int(s) for s in args.sizes.split(",") if s.strip()):
@@ -182,7 +183,7 @@ def main(argv: list[str] | None = None) -> dict:
     elif not args.smoke:
         notes.append(f"real embeddings skipped: {real} not found (bench_embed writes it)")
     return common.finish(
-        "index",
+        args.name,
         args,
         rows,
         columns=[

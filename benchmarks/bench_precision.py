@@ -4,7 +4,7 @@ Same weights under both policies (``simlib.model.with_precision``). Speed: the c
 pre-decoded batches, interleaved. Cost, on the product set's held-out test split: cosine agreement
 of each image's two embeddings, agreement of the top-1 neighbour, and Recall@1 under each.
 
-    python -m benchmarks.bench_precision        # README scale: 64 / 128 / 224 px speed, quality at 64 and 128
+    python -m benchmarks.bench_precision        # README scale: 64 / 128 / 224 px speed, quality at 64
     python -m benchmarks.bench_precision --smoke
 """
 
@@ -20,8 +20,8 @@ from benchmarks import common
 def main(argv: list[str] | None = None) -> dict:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--sizes", default="64,128,224", help="sizes for the speed comparison")
-    p.add_argument("--quality-sizes", default="64,128", help="sizes for the quality comparison")
-    p.add_argument("--images", type=int, default=256, help="images per speed round")
+    p.add_argument("--quality-sizes", default="64", help="sizes for the quality comparison")
+    p.add_argument("--images", type=int, default=128, help="images per speed round")
     p.add_argument("--quality-images", type=int, default=0, help="test-split images for quality (0: all)")
     p.add_argument("--batch-size", type=int, default=32)
     args = p.parse_args(argv)

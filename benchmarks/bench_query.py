@@ -4,7 +4,7 @@ Through ``Searcher.query`` on a product-set gallery, at each image size, and, wh
 (``app_gradio.build_demo``) exists, through its running HTTP API with ``gradio_client``. Checks that
 the compiled forward traced once for all queries (no per-call retracing).
 
-    python -m benchmarks.bench_query            # README scale: whole product set, 64 and 128 px
+    python -m benchmarks.bench_query            # README scale: 1,000-image gallery, 64 and 128 px
     python -m benchmarks.bench_query --smoke
 """
 
@@ -57,7 +57,9 @@ def gradio_rows(searcher, queries, k: int, size: int, gallery: int, repeats: int
     from gradio_client import Client, handle_file
 
     demo = app_gradio.build_demo(searcher)
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True)
+    # the app's own launch settings (which folders it may serve) when it has them
+    settings = app_gradio.launch_settings(searcher) if hasattr(app_gradio, "launch_settings") else {}
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **settings)
     try:
         client = Client(demo.local_url, verbose=False)
         client.predict(handle_file(queries[0]), k, api_name="/search")  # warm-up
@@ -70,7 +72,7 @@ def gradio_rows(searcher, queries, k: int, size: int, gallery: int, repeats: int
 def main(argv: list[str] | None = None) -> dict:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--sizes", default="64,128")
-    p.add_argument("--gallery", type=int, default=0, help="gallery images (0: the whole product set)")
+    p.add_argument("--gallery", type=int, default=1000, help="gallery images (0: the whole product set)")
     p.add_argument("--queries", type=int, default=50, help="distinct query images (not in the gallery)")
     p.add_argument("-k", type=int, default=10)
     p.add_argument("--no-gradio", action="store_true", help="skip the Gradio API rows")

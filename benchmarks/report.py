@@ -85,6 +85,9 @@ def render(results_dir: Path = common.RESULTS_DIR) -> str:
             parts.append(f"**{title}**: not run (`python -m benchmarks.bench_{name}`)\n")
             continue
         payload = json.loads(path.read_text(encoding="utf-8"))
+        extra = results_dir / f"{name}-real.json"  # a separate real-embeddings run, when there is one
+        if extra.is_file():
+            payload["rows"] += json.loads(extra.read_text(encoding="utf-8"))["rows"]
         machine = machine or payload["machine"]
         rows = [{columns[k]: r.get(k) for k in columns} for r in payload["rows"]]
         used = [c for c in columns.values() if any(r[c] is not None for r in rows)]
