@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> dict:
         rows.append(row)
         samples.append(raw)
         print(common.table([row]), flush=True)
+        common.save_partial("embed", args, rows)
     notes = [
         f"medians of {repeats} interleaved rounds; goals: simlib/ceiling >= {GOAL_CEILING}, simlib/loop >= {GOAL_LOOP}"
     ]

@@ -169,6 +169,7 @@ def main(argv: list[str] | None = None) -> dict:
         db = structured_vectors(n, args.dim, seed=args.seed)
         queries = structured_vectors(args.queries, args.dim, seed=args.seed + 1_000_003)
         rows += run_size("synthetic", db, queries, kinds, args.single, repeats)
+        common.save_partial(args.name, args, rows)
         del db
         gc.collect()
     real = common.RESULTS_DIR / "product-embeddings.npy" if args.real is None else args.real

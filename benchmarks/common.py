@@ -80,7 +80,7 @@ def machine() -> dict[str, Any]:
         "cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "bf16_flags": sorted(cpu_flags() & {"avx512_bf16", "amx_bf16", "amx_tile", "avx512f"}),
         "python": platform.python_version(),
-        "load_average_at_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
     try:
         with open("/proc/meminfo", encoding="utf-8") as f:
@@ -159,10 +159,17 @@ def table(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = None) 
     return "\n".join(lines)
 
 
+def save_partial(name: str, args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
+    """Save the rows measured so far (``"partial": true``), so a long run stopped early keeps them."""
+    finish(name, args, rows, partial=True, quiet=True)
+
+
 def finish(name: str, args: argparse.Namespace, rows: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
     """Print the table and save ``<out>/<name>[-smoke].json`` with the machine record; returns the payload."""
+    quiet = extra.pop("quiet", False)
     payload = {
         "benchmark": name,
+        "partial": False,
         "smoke": bool(args.smoke),
         "machine": machine(),
         "args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
@@ -172,6 +179,8 @@ def finish(name: str, args: argparse.Namespace, rows: list[dict[str, Any]], **ex
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / f"{name}{'-smoke' if args.smoke else ''}.json"
     path.write_text(json.dumps(payload, indent=2, default=float) + "\n", encoding="utf-8")
+    if quiet:
+        return payload
     print(f"\n## {name}\n")
     print(table(rows, extra.get("columns")))
     for note in extra.get("notes", []):

@@ -91,7 +91,7 @@ def render(results_dir: Path = common.RESULTS_DIR) -> str:
         machine = machine or payload["machine"]
         rows = [{columns[k]: r.get(k) for k in columns} for r in payload["rows"]]
         used = [c for c in columns.values() if any(r[c] is not None for r in rows)]
-        load = payload["machine"].get("load_average_at_start")
+        load = payload["machine"].get("load_average", payload["machine"].get("load_average_at_start"))
         when = (
             f"{payload['machine']['date_utc']}, load average {load[0]:.1f}" if load else payload["machine"]["date_utc"]
         )

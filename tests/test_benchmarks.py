@@ -34,3 +34,14 @@ def test_benchmark_smoke_run_writes_its_rows(name, tmp_path, data_root, monkeypa
         assert {r["kind"] for r in rows} == {"flat", "hnsw", "ivfpq"}
     if name == "train":
         assert any("placeholder" in r["feed"] for r in rows)
+
+
+def test_report_renders_every_result_and_names_the_missing(tmp_path):
+    from benchmarks import report
+
+    row = {"image_px": 64, "ceiling_img_s": 200.0, "simlib_img_s": 190.0, "simlib/ceiling": 0.95}
+    machine = {"date_utc": "2026-01-01T00:00:00+00:00", "cpu": "test CPU", "cores": 2, "python": "3.11", "keras": "3"}
+    (tmp_path / "embed.json").write_text(json.dumps({"machine": machine, "rows": [row]}))
+    text = report.render(tmp_path)
+    assert "test CPU, 2 cores" in text and "| 64 | 200 | 190 |" in text and "0.95" in text
+    assert "not run (`python -m benchmarks.bench_index`)" in text
