@@ -582,6 +582,7 @@ def image_pipeline(
                 errors.add(r, f"{type(e).__name__}: {e}")
         return images, ok
 
+    @tf.autograph.experimental.do_not_convert  # plain TF calls: nothing for AutoGraph to convert
     def tf_load(batch_rows):
         images, ok = tf.numpy_function(load, [batch_rows], [tf.uint8, tf.bool], stateful=False)
         images.set_shape((None, size, size, 3))

@@ -397,7 +397,7 @@ _FAISS_TYPES = {"flat": "IndexFlatIP", "hnsw": "IndexHNSWFlat", "ivfpq": "IndexR
 
 def _read_faiss(path: Path):
     """``faiss.read_index`` with a clear error, refusing declared sizes the file cannot hold."""
-    import faiss
+    faiss = import_faiss()
 
     if not path.is_file():
         raise SimlibError(f"{path} is missing; rebuild the index")
