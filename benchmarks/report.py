@@ -19,6 +19,7 @@ SECTIONS = {
             "ceiling_img_s": "forward only (ceiling)",
             "simlib_img_s": "simlib pipeline",
             "loop_img_s": "per-image predict loop",
+            "decode_img_s": "decode only",
             "simlib/ceiling": "simlib / ceiling (goal ≥ 0.9)",
             "simlib/loop": "simlib / loop (goal ≥ 10)",
         },

@@ -81,7 +81,7 @@ class IndexConfig:
 
     kind: str = "auto"
     hnsw_m: int = 32
-    hnsw_ef_search: int = 64
+    hnsw_ef_search: int = 128
     hnsw_ef_construction: int = 40
     ivf_nlist: int = 0
     ivf_nprobe: int = 16

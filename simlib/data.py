@@ -589,9 +589,9 @@ def image_pipeline(
         ok.set_shape((None,))
         return images, batch_rows, ok
 
-    # Decoding costs 5-10 % of a ResNet50 forward, so few workers keep up with the model. More would
-    # take cores from the model's own threads: on 2 cores AUTOTUNE's per-image calls slowed
-    # indexing to ~0.65x the bare forward (benchmarks/bench_embed.py), one per-batch worker to ~0.95x.
+    # Decoding costs 5-12 % of a ResNet50 forward (benchmarks/bench_embed.py), so one worker per
+    # 8 cores keeps up with the model. More take cores from the model's own intra-op threads: on
+    # 2 cores AUTOTUNE's per-image calls ran two decode threads and an autotuner beside them.
     workers = max(1, (os.cpu_count() or 1) // 8)
     options = tf.data.Options()
     options.threading.private_threadpool_size = workers
