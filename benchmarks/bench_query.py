@@ -53,8 +53,9 @@ def gradio_rows(searcher, queries, k: int, size: int, gallery: int, repeats: int
     """Latency through the running app's API, or a skipped row when the app module is absent."""
     if importlib.util.find_spec("app_gradio") is None:
         return [{"path": "gradio API", "image_px": size, "gallery": gallery, "skipped": "app_gradio.py not found"}]
-    import app_gradio
     from gradio_client import Client, handle_file
+
+    import app_gradio
 
     demo = app_gradio.build_demo(searcher)
     # the app's own launch settings (which folders it may serve) when it has them
