@@ -8,9 +8,7 @@ WEIGHTS ?= auto
 IMAGE_SIZE ?= 64
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv test test-fast test-milvus lint format demo demo-cli notebooks bench clean
-
-.PHONY: venv test test-fast lint format demo demo-cli notebooks bench bench-smoke clean
+.PHONY: venv test test-fast test-milvus lint format demo demo-cli notebooks bench bench-smoke clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -370,7 +370,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         weights=resolve_weights(args.weights),
         head_hidden=DEFAULT_HEAD_HIDDEN if args.head_hidden is None else args.head_hidden,
         head_norm=True,
-        precision=args.precision,
+        precision=args.precision or "float32",
         seed=args.seed,
     )
     start = None
@@ -531,7 +531,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images-per-class", type=int, default=4, metavar="K", help="K in P×K (views in self mode)")
     p.add_argument("--learning-rate", type=float, default=0.0, metavar="LR", help="0: 1e-3 frozen, 1e-4 otherwise")
     p.add_argument("--head-hidden", type=int, metavar="N", help="hidden layer width of the head (0: linear head)")
-    p.add_argument("--precision", default="float32", choices=["float32", "mixed_bfloat16"])
     p.add_argument("--split-by", default="image", choices=["image", "class"], help="which held-out split to keep")
     p.add_argument("--json", action="store_true", help="print the training summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
