@@ -24,6 +24,8 @@ from simlib.index import MANIFEST_FILE, VectorIndex
 
 INDEX_SUBDIR = "index"
 MODEL_SUBDIR = "model"  # where `simlib train` and the course save a trained model inside the artifacts
+FEEDBACK_SUBDIR = "feedback"  # the app's feedback store
+UPLOADS_SUBDIR = "gallery_uploads"  # images the app added to the gallery (the only artifacts it serves)
 
 
 def _stderr(message: str) -> None:
@@ -69,6 +71,7 @@ def open_gallery(
     embedding_dim: int | None = None,
     label_column: str = "articleType",
     progress: bool = True,
+    calibrate: bool = True,
     log: Callable[[str], None] = _stderr,
 ):
     """Open the searcher an app serves, building and caching its index when needed.
@@ -91,6 +94,9 @@ def open_gallery(
         embedding_dim: a fresh model's embedding size (default 128); a cached model keeps its own.
         label_column: product layout: the ``styles.csv`` column used as the label.
         progress: show a progress bar while indexing.
+        calibrate: after indexing a labelled gallery, calibrate its "no good match" threshold
+            (:func:`simlib.calibrate.calibrate_threshold`: 20 % of the images query the rest) and
+            save it with the index. A loaded index keeps the threshold it has (``simlib calibrate``).
         log: where the one-line notes go (default: stderr).
 
     Returns:
@@ -157,7 +163,10 @@ def open_gallery(
 
     if not reasons:
         searcher = Searcher(model, index)  # type: ignore[arg-type]
-        return searcher, f"loaded {index_dir} ({len(index):,} images)"  # type: ignore[arg-type]
+        note = f"loaded {index_dir} ({len(index):,} images)"  # type: ignore[arg-type]
+        if searcher.threshold is None:
+            note += f"; no 'no good match' threshold: run `simlib calibrate --index {index_dir}` to add one"
+        return searcher, note
 
     if table is None:
         table = index_table(index)  # type: ignore[arg-type]
@@ -171,12 +180,32 @@ def open_gallery(
     if len(result.skipped) > 5:
         log(f"... and {len(result.skipped) - 5} more unreadable images skipped")
     searcher.index.manifest["skipped_paths"] = [str(Path(table.source(r)).resolve()) for r in result.skipped]
+    if calibrate and table.has_labels:
+        _calibrate(searcher, log)
     searcher.save(index_dir)
     note = (
         f"indexed {len(searcher.index):,} images in {elapsed:.1f} s (skipped {len(result.skipped)}), "
         f"cached in {index_dir}"
     )
     return searcher, note
+
+
+def _calibrate(searcher, log: Callable[[str], None]) -> None:
+    """Calibrate the "no good match" threshold on the gallery's own labels; a gallery too small is only noted."""
+    from simlib.calibrate import calibrate_threshold
+
+    t0 = time.perf_counter()
+    try:
+        info = calibrate_threshold(searcher)
+    except SimlibError as e:
+        log(f"no 'no good match' threshold: {e}")
+        return
+    log(
+        f"calibrated the 'no good match' threshold: {info['score']:.4f} (top-1 same-class precision "
+        f"{info['precision']:.2f} on {info['n_queries']} validation queries, {time.perf_counter() - t0:.1f} s)"
+    )
+    if not info["reached"]:
+        log(f"warning: no threshold reaches precision {info['target']}; using the most precise one")
 
 
 def gallery_folders(index: VectorIndex) -> list[Path]:
@@ -198,3 +227,45 @@ def example_images(index: VectorIndex, n: int = 6) -> list[str]:
         return [r.path for r in records[::step][:n]]  # type: ignore[misc]
     largest = sorted(by_label, key=lambda lab: (-len(by_label[lab]), lab))[:n]
     return [by_label[lab][0] for lab in largest]
+
+
+def app_folders(artifacts: str | os.PathLike) -> dict[str, Path]:
+    """Where an app keeps what it writes: ``{"root", "index", "feedback", "uploads"}``.
+
+    ``root`` is the artifacts folder, or the folder holding it when ``artifacts`` is itself an
+    index folder: an index folder is replaced whole on every save, so nothing else may live in it.
+    """
+    index_dir = index_dir_in(artifacts)
+    root = index_dir.parent if index_dir == Path(artifacts) else Path(artifacts)
+    return {
+        "root": root,
+        "index": index_dir,
+        "feedback": root / FEEDBACK_SUBDIR,
+        "uploads": root / UPLOADS_SUBDIR,
+    }
+
+
+def store_upload(image, folder: str | os.PathLike) -> Path:
+    """Save an uploaded image into ``folder`` as PNG, named by the SHA-256 of its pixels; returns its path.
+
+    Decoding and re-encoding drops the upload's metadata (a phone photo's GPS position among it),
+    and the content name makes a second upload of the same picture the same file, which
+    :meth:`simlib.search.Searcher.add_images` then recognises as already indexed.
+    """
+    import hashlib
+    import threading
+
+    from PIL import Image
+
+    from simlib.data import open_image
+
+    rgb = np.asarray(open_image(image), np.uint8)
+    digest = hashlib.sha256(f"{rgb.shape}".encode() + rgb.tobytes()).hexdigest()[:32]
+    folder = Path(folder)
+    target = folder / f"{digest}.png"
+    if not target.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{digest}.{os.getpid()}.{threading.get_ident()}.tmp"
+        Image.fromarray(rgb).save(tmp, "PNG")
+        os.replace(tmp, target)  # the index never names a half-written file
+    return target.resolve()

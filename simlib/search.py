@@ -64,20 +64,39 @@ def table_records(table: ImageTable, rows: Sequence[int] | np.ndarray) -> list[R
 class Searcher:
     """A model and the index it built: ``Searcher(model, index).query(image, k)``."""
 
-    def __init__(self, model, index: IndexBackend, check: bool = True) -> None:
+    def __init__(self, model, index: IndexBackend, check: bool = True, fingerprint: str | None = None) -> None:
+        """Pair ``model`` with ``index``.
+
+        Args:
+            model: the embedding model.
+            index: the index it built.
+            check: refuse an index whose manifest names another model's fingerprint.
+            fingerprint: ``model_fingerprint(model)`` when the caller has it already.
+
+        The model must not change afterwards (the index would be stale anyway): its fingerprint,
+        which hashes every weight, is computed once and cached.
+        """
         if index.dim != model_config(model).embedding_dim:
             raise SimlibError(
                 f"this index holds {index.dim}-d vectors but the model makes "
                 f"{model_config(model).embedding_dim}-d ones: rebuild the index with this model"
             )
-        built_by = index.manifest.get("model_fingerprint")
-        if check and built_by and built_by != model_fingerprint(model):
-            raise SimlibError(
-                "this index was built by a different model (fingerprint "
-                f"{built_by} vs {model_fingerprint(model)}): rebuild it with `simlib index --model ...`"
-            )
         self.model = model
         self.index = index
+        self._fingerprint = fingerprint
+        built_by = index.manifest.get("model_fingerprint")
+        if check and built_by and built_by != self.fingerprint:
+            raise SimlibError(
+                "this index was built by a different model (fingerprint "
+                f"{built_by} vs {self.fingerprint}): rebuild it with `simlib index --model ...`"
+            )
+
+    @property
+    def fingerprint(self) -> str:
+        """:func:`simlib.model.model_fingerprint` of the model, computed on first use and then cached."""
+        if self._fingerprint is None:
+            self._fingerprint = model_fingerprint(self.model)
+        return self._fingerprint
 
     # ------------------------------------------------------------------ building and saving
     @classmethod
@@ -117,8 +136,9 @@ class Searcher:
                 + next(iter(result.skipped.values()), "none")
             )
         index = VectorIndex.build(result.embeddings, table_records(table, result.rows), config)
-        index.manifest.update(model_fingerprint=model_fingerprint(model), data=table.name)
-        return cls(model, index, check=False), result
+        fingerprint = model_fingerprint(model)
+        index.manifest.update(model_fingerprint=fingerprint, data=table.name)
+        return cls(model, index, check=False, fingerprint=fingerprint), result
 
     @classmethod
     def from_table_streaming(
@@ -165,13 +185,14 @@ class Searcher:
                 f"none of the {len(table)} images could be read; first error: "
                 + next(iter(errors.reasons.values()), "none")
             )
-        index.manifest.update(model_fingerprint=model_fingerprint(model), data=table.name)
+        fingerprint = model_fingerprint(model)
+        index.manifest.update(model_fingerprint=fingerprint, data=table.name)
         result = EmbedResult(
             embeddings=np.zeros((0, model_config(model).embedding_dim), np.float32),
             rows=np.concatenate(done),
             skipped=dict(sorted(errors.reasons.items())),
         )
-        return cls(model, index, check=False), result
+        return cls(model, index, check=False, fingerprint=fingerprint), result
 
     def save(self, directory: str | os.PathLike, reuse_model: str | os.PathLike | None = None) -> Path:
         """Write index and model into one folder, atomically.
@@ -184,7 +205,7 @@ class Searcher:
         """
         import shutil
 
-        fingerprint = model_fingerprint(self.model)
+        fingerprint = self.fingerprint
         extra = {
             "backend": self.index.backend,
             "model_fingerprint": fingerprint,
@@ -421,7 +442,10 @@ class Searcher:
         return cached[1]
 
     def describe(self) -> dict[str, Any]:
-        """Gallery size, index kind, model settings: what a status line shows."""
+        """Gallery size, index kind, model settings, calibrated threshold: what a status line shows.
+
+        Cheap enough to call on every query (the model fingerprint is cached).
+        """
         cfg = model_config(self.model)
         return {
             "gallery_size": len(self.index),
@@ -431,7 +455,8 @@ class Searcher:
             "embedding_dim": cfg.embedding_dim,
             "weights": cfg.weights,
             "trained": cfg.trained,
-            "model_fingerprint": model_fingerprint(self.model),
+            "model_fingerprint": self.fingerprint,
+            "threshold": self.threshold,
         }
 
 

@@ -41,6 +41,8 @@ def test_first_start_builds_and_caches_second_loads(artifacts, gallery_dir):
 
     folder, logged, note = artifacts
     assert note.startswith("indexed 8 images") and "no index" in logged[0]
+    # 8 images are too few to calibrate "no good match" (2 validation queries): said, not fatal.
+    assert any(line.startswith("no 'no good match' threshold: only 2 validation") for line in logged), logged
     assert (folder / "index" / "manifest.json").is_file() and index_dir_in(folder) == folder / "index"
     assert index_dir_in(folder / "index") == folder / "index"  # an index folder given directly
     cached = Searcher.load(folder / "index")
@@ -49,7 +51,7 @@ def test_first_start_builds_and_caches_second_loads(artifacts, gallery_dir):
     # Nothing to rebuild, with or without --data naming the same images.
     for data in (None, str(gallery_dir)):
         again, note = open_gallery(folder, data=data, progress=False, log=logged.append)
-        assert note.startswith("loaded"), note
+        assert note.startswith("loaded") and "run `simlib calibrate" in note, note
         assert [(h.id, round(h.score, 5)) for h in again.query(query, k=3)] == expected
     # Only the images' own folder is served: resolved through the symlinks, never the gallery root above.
     assert gallery_folders(cached.index) == [Path(query).parent]
@@ -85,3 +87,25 @@ def test_index_table_and_examples(small_index_dir, small_table):
     examples = example_images(index, n=5)
     labels = {r.path: r.label for r in index.records()}
     assert len(examples) == 5 and len({labels[p] for p in examples}) == 5
+
+
+def test_a_labelled_gallery_is_calibrated_when_indexed(tmp_path, product_table):
+    """open_gallery calibrates "no good match" on a labelled gallery and saves it with the index."""
+    from simlib.gallery import open_gallery
+    from simlib.index import VectorIndex
+
+    gallery = tmp_path / "gallery"
+    for label in ("Watches", "Sandals", "Tshirts"):
+        (gallery / label).mkdir(parents=True)
+        for r in np.flatnonzero(product_table.labels == label)[:10]:
+            (gallery / label / Path(product_table.paths[r]).name).symlink_to(product_table.paths[r])
+    logged: list[str] = []
+    searcher, _ = open_gallery(
+        tmp_path / "artifacts", data=str(gallery), weights="none", image_size=32, progress=False, log=logged.append
+    )
+    line = next(ln for ln in logged if ln.startswith("calibrated the 'no good match' threshold"))
+    saved = VectorIndex.load(tmp_path / "artifacts" / "index").manifest["threshold"]
+    assert saved["n_queries"] == 6 and saved["method"] == "top-1 same-class precision"  # 20 % of 3 x 10
+    assert searcher.threshold == saved["score"] and f"{saved['score']:.4f}" in line
+    again, note = open_gallery(tmp_path / "artifacts", progress=False, log=logged.append)
+    assert note.startswith("loaded") and "calibrate" not in note and again.threshold == saved["score"]

@@ -67,3 +67,17 @@ def test_describe_reports_what_a_status_line_needs(searcher, small_table):
     info = searcher.describe()
     assert info["gallery_size"] == len(small_table)
     assert info["weights"] == "none" and info["trained"] is False and info["image_size"] == 32
+    assert info["threshold"] is None  # not calibrated
+
+
+def test_fingerprint_is_computed_once(small_index_dir):
+    """describe() is called on every app query: it must not hash ~24 M weights each time."""
+    from simlib.model import model_fingerprint
+
+    searcher = Searcher.load(small_index_dir)
+    first = searcher.describe()["model_fingerprint"]
+    assert first == model_fingerprint(searcher.model) == searcher.index.manifest["model_fingerprint"]
+    kernel = searcher.model.get_layer("projection").kernel
+    kernel.assign(kernel.numpy() + 1.0)  # a changed model now hashes differently...
+    assert model_fingerprint(searcher.model) != first
+    assert searcher.describe()["model_fingerprint"] == searcher.fingerprint == first  # ...but the cache holds
