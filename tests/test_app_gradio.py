@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -46,11 +47,52 @@ def query_path(searcher) -> str:
 
 @pytest.fixture(scope="module")
 def server(searcher, small_index_dir):
-    """The real app on 127.0.0.1 with its real launch settings; yields its URL."""
-    demo = app.build_demo(searcher, k=4)
+    """The real app on 127.0.0.1 with its real launch settings; yields its URL.
+
+    Its feedback goes to ``feedback/`` beside the index folder (see ``simlib.gallery.app_folders``).
+    """
+    demo = app.build_demo(searcher, k=4, artifacts=small_index_dir)
     url, _ = app.serve(demo, searcher, port=free_port(), artifacts=small_index_dir, log=lambda m: None)
     yield url
     demo.close()
+
+
+@pytest.fixture(scope="module")
+def copies_index_dir(tmp_path_factory, small_table, tiny_model) -> Path:
+    """An index (in ``<artifacts>/index``) of 12 real images plus exact copies of the first two, in another folder."""
+    import shutil
+
+    from simlib.data import ImageTable
+    from simlib.search import Searcher
+
+    copies = tmp_path_factory.mktemp("copies")
+    paths = [small_table.paths[i] for i in range(0, 48, 4)]
+    for n in range(2):
+        shutil.copy(paths[n], copies / f"copy{n}.jpg")
+    paths += [str(copies / f"copy{n}.jpg") for n in range(2)]
+    labels = [small_table.labels[i] for i in range(0, 48, 4)] + [small_table.labels[0], small_table.labels[4]]
+    table = ImageTable(ids=np.arange(len(paths)), paths=tuple(paths), labels=np.asarray(labels, dtype=object))
+    searcher, _ = Searcher.from_table(tiny_model, table, progress=False)
+    return searcher.save(tmp_path_factory.mktemp("artifacts") / "index")
+
+
+@pytest.fixture
+def copies_artifacts(copies_index_dir, tmp_path) -> Path:
+    """A fresh, writable artifacts folder holding a copy of ``copies_index_dir``."""
+    import shutil
+
+    shutil.copytree(copies_index_dir, tmp_path / "artifacts" / "index")
+    return tmp_path / "artifacts"
+
+
+@contextlib.contextmanager
+def threshold(searcher, score: float):
+    """The searcher's index calibrated at ``score`` (as ``simlib calibrate`` stores it) for a while."""
+    searcher.index.manifest["threshold"] = {"score": score, "method": "test"}
+    try:
+        yield
+    finally:
+        searcher.index.manifest.pop("threshold")
 
 
 def client(url: str, tmp_path: Path, auth=None):
@@ -141,19 +183,144 @@ def test_status_notice_auth_and_share_message(searcher):
     assert app.share_failure(gradio_said).endswith("[Missing file: /x/frpc]")
 
 
-def test_launch_settings_serve_only_the_gallery(searcher, small_index_dir):
+def test_launch_settings_serve_only_the_gallery(searcher, small_index_dir, copies_artifacts):
     settings = app.launch_settings(searcher, small_index_dir)
     folders = {str(Path(r.path).parent) for r in searcher.index.records()}
     assert set(settings["allowed_paths"]) == folders
-    assert settings["blocked_paths"] == [str(Path(small_index_dir).resolve())]
+    # An index folder given as the artifacts: it and the feedback beside it are blocked, not the folder around.
+    index_dir = Path(small_index_dir).resolve()
+    assert settings["blocked_paths"] == sorted([str(index_dir), str(index_dir.parent / "feedback")])
     assert settings["max_file_size"] == app.MAX_UPLOAD and settings["show_error"]
+    # An artifacts folder with --allow-add: its gallery_uploads/ is served, everything else in it blocked.
+    (copies_artifacts / "model").mkdir()
+    (copies_artifacts / "notes.txt").write_text("private")
+    root = copies_artifacts.resolve()
+    settings = app.launch_settings(searcher, copies_artifacts, allow_add=True)
+    assert set(settings["allowed_paths"]) == folders | {str(root / "gallery_uploads")}
+    blocked = {root / "index", root / "feedback", root / "model", root / "notes.txt"}
+    assert set(settings["blocked_paths"]) == {str(p) for p in blocked}
+    assert app.launch_settings(searcher, copies_artifacts)["allowed_paths"] == sorted(folders)
+
+
+def test_collapse_threshold_suits_the_model():
+    untrained = {"weights": "none", "trained": False, "threshold": None}
+    assert app.collapse_threshold(untrained) == app.UNTRAINED_COLLAPSE_AT
+    assert app.collapse_threshold({**untrained, "trained": True}) == app.COLLAPSE_AT
+    assert app.collapse_threshold({**untrained, "weights": "imagenet"}) == app.COLLAPSE_AT
+    # Halfway from the calibrated "good match" score to 1, when that is stricter.
+    assert app.collapse_threshold({**untrained, "threshold": 0.9997}) == pytest.approx(0.99985)
+    assert app.collapse_threshold({**untrained, "trained": True, "threshold": 0.7}) == app.COLLAPSE_AT
+    assert app.collapse_threshold({**untrained, "trained": True, "threshold": 0.98}) == pytest.approx(0.99)
+
+
+def test_copies_are_merged_and_counted(copies_index_dir):
+    from simlib.search import Searcher
+
+    searcher = Searcher.load(copies_index_dir)
+    original = searcher.index.records()[0]
+    assert searcher.index.record(12).path.endswith("copy0.jpg")
+    _, plain, _ = app.search(searcher, original.path, 3)
+    assert {plain["hits"][0]["id"], plain["hits"][1]["id"]} == {original.id, 12}  # the copy ranks with it
+    at = 0.99999  # exact copies only: the tiny 32 px test model crowds distinct photos above the app's 0.9998
+    gallery, results, status = app.search(searcher, original.path, 3, collapse=at)
+    assert results["hits"][0]["id"] in (original.id, 12) and results["hits"][0]["duplicates"] == 1
+    assert 12 not in [h["id"] for h in results["hits"][1:]] and len(results["hits"]) == 3
+    assert gallery[0][1].endswith(" · +1 copy") and results["collapse"] == at
+    merged = results["merged"]  # the other copy too, when its original is in the top 3
+    assert merged == sum(h["duplicates"] for h in results["hits"]) and merged in (1, 2)
+    assert status.endswith(f"3 results, {merged} near-duplicate{'s' * (merged > 1)} merged")
+
+
+def test_weak_results_and_no_good_match(searcher, query_path):
+    """Weak results are labelled; the banner speaks only when nothing clears the calibrated threshold."""
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)
+    _, plain, _ = app.search(searcher, query_path, 5)
+    assert plain["threshold"] is None and plain["no_good_match"] is None and app.no_match_banner(plain) == ""
+    third = plain["hits"][2]["score"]
+    with threshold(searcher, third + 1e-6):
+        gallery, results, _ = app.search(searcher, query_path, 5)
+    assert [h["weak"] for h in results["hits"]] == [False, False, True, True, True]
+    assert [c.endswith(" · weak") for _, c in gallery] == [False, False, True, True, True]
+    assert results["no_good_match"] is False and app.no_match_banner(results) == ""
+    _, noisy, _ = app.search(searcher, noise, 5)
+    with threshold(searcher, (noisy["hits"][0]["score"] + 1) / 2):
+        _, results, _ = app.search(searcher, noise, 5)
+        _, itself, _ = app.search(searcher, query_path, 5)  # a gallery image finds itself at 1.0
+    assert results["no_good_match"] is True and all(h["weak"] for h in results["hits"])
+    assert app.no_match_banner(results).startswith("### No good match")
+    assert itself["no_good_match"] is False
+
+
+def test_explain_shows_both_images_with_heat_maps(searcher, query_path):
+    from PIL import Image
+
+    from simlib.errors import SimlibError
+
+    second = searcher.query(query_path, k=2)[1]
+    e = app.explain(searcher, query_path, second.id, rank=2)
+    for name, path in (("query", query_path), ("result", second.path)):
+        w, h = Image.open(path).size  # 60 x 80 product photos: under EXPLAIN_SIZE, shown as they are
+        assert e[name].shape == e[f"{name}_heat"].shape == (h, w, 3) and e[f"{name}_heat"].dtype == np.uint8
+        assert not np.array_equal(e[name], e[f"{name}_heat"])  # the heat is blended over the image
+    assert e["id"] == second.id and e["score"] == pytest.approx(second.score, abs=1e-5) and not e["weak"]
+    assert e["text"].startswith(f"**#2** · cosine similarity **{second.score:.4f}**")
+    big = np.zeros((1000, 600, 3), np.uint8)  # an upload is shrunk for display, aspect kept
+    assert app.explain(searcher, big, second.id)["query_heat"].shape == (app.EXPLAIN_SIZE, 154, 3)
+    with pytest.raises(SimlibError, match="not in the index"):
+        app.explain(searcher, query_path, 10_000)
+    with pytest.raises(SimlibError, match="whole number"):
+        app.gallery_id("3; rm -rf")
+
+
+def test_feedback_round_trips(searcher, query_path, tmp_path):
+    from simlib.feedback import FeedbackStore, feedback_triplets
+
+    store = FeedbackStore(tmp_path / "feedback")
+    hits = searcher.query(query_path, k=3)
+    app.record_feedback(store, searcher, query_path, hits[1].id, "similar")
+    app.record_feedback(store, searcher, query_path, hits[2].id, "not_similar")
+    back = store.read()
+    assert [(e.result_id, e.verdict, e.result_path) for e in back] == [
+        (hits[1].id, "similar", hits[1].path),
+        (hits[2].id, "not_similar", hits[2].path),
+    ]
+    assert [e.score for e in back] == pytest.approx([hits[1].score, hits[2].score], abs=1e-5)
+    assert {e.model_fingerprint for e in back} == {searcher.fingerprint}
+    assert feedback_triplets(store.path) == [(back[0].query, hits[1].path, hits[2].path)]
+    with pytest.raises(SimlibError, match="verdict"):
+        app.record_feedback(store, searcher, query_path, hits[1].id, "meh")
+
+
+def test_add_to_gallery_saves_the_index(copies_artifacts, small_table, tiny_model):
+    from PIL import Image
+
+    from simlib.index import VectorIndex
+    from simlib.search import Searcher
+
+    index_dir, uploads = copies_artifacts / "index", copies_artifacts / "gallery_uploads"
+    searcher = Searcher.load(index_dir)
+    new = small_table.paths[1]  # not in this gallery (it holds every 4th image)
+    message, added = app.add_to_gallery(searcher, Path(new).read_bytes(), index_dir, uploads)
+    assert added == [14] and message.startswith("Added to the gallery as image 14") and "15 images" in message
+    reloaded = Searcher.load(index_dir)  # saved, with the same model
+    first = reloaded.query(new, k=1)[0]
+    assert first.id == 14 and first.score == pytest.approx(1.0, abs=1e-5) and Path(first.path).parent == uploads
+    assert np.array_equal(np.asarray(Image.open(first.path)), np.asarray(Image.open(new).convert("RGB")))
+    message, added = app.add_to_gallery(searcher, new, index_dir, uploads)  # the same picture again
+    assert added == [] and message.startswith("Not added: already in the index (id 14)")
+    assert len(VectorIndex.load(index_dir)) == 15 and len(list(uploads.iterdir())) == 1
 
 
 # ----------------------------------------------------------------------------- the real server
 def test_api_matches_searcher_query(server, searcher, query_path, tmp_path):
     c = client(server, tmp_path)
     gallery, results, status = c.predict(app_file(query_path), 7, api_name="/search")
-    hits = searcher.query(query_path, k=7)
+    # Near-duplicates are merged by default, at the threshold suited to the model.
+    at = app.collapse_threshold(searcher.describe())
+    hits = searcher.query(query_path, k=7, collapse_duplicates=at)
+    assert results["collapse"] == at and results["merged"] == sum(h.duplicates for h in hits)
+    assert [(h["duplicates"], h["weak"]) for h in results["hits"]] == [(h.duplicates, False) for h in hits]
+    assert results["no_good_match"] is None  # not calibrated
     assert len(gallery) == 7 and all(Path(g["image"]).is_file() for g in gallery)
     assert [g["caption"] for g in gallery] == [app.hit_caption(h) for h in hits]
     assert [(h["id"], h["label"], h["gallery_path"]) for h in results["hits"]] == [
@@ -161,9 +328,74 @@ def test_api_matches_searcher_query(server, searcher, query_path, tmp_path):
     ]
     np.testing.assert_allclose([h["score"] for h in results["hits"]], [h.score for h in hits], atol=1e-5)
     assert "7 results" in status
-    # The filters are optional keyword parameters named after the attributes.
+    # The filters are optional keyword parameters named after the attributes, as is collapse.
     _, results, _ = c.predict(app_file(query_path), 3, baseColour=["Black", "White"], api_name="/search")
     assert results["hits"] and all(h["attributes"]["baseColour"] in ("Black", "White") for h in results["hits"])
+    _, results, status = c.predict(app_file(query_path), 7, collapse=False, api_name="/search")
+    assert [h["id"] for h in results["hits"]] == [h.id for h in searcher.query(query_path, k=7)]
+    assert results["collapse"] is None and results["merged"] is None and "merged" not in status
+
+
+def test_api_explain_and_feedback(server, searcher, query_path, small_index_dir, tmp_path):
+    """/explain returns both heat maps and the score; /feedback stores a verdict that reads back."""
+    from gradio_client.exceptions import AppError
+    from PIL import Image
+
+    from simlib.feedback import FeedbackStore
+
+    c = client(server, tmp_path)
+    assert {"/search", "/explain", "/feedback"} <= set(
+        c.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    )
+    second = searcher.query(query_path, k=2)[1]
+    query_heat, result_heat, details = c.predict(app_file(query_path), second.id, api_name="/explain")
+    assert Image.open(query_heat).size == Image.open(query_path).size
+    assert Image.open(result_heat).size == Image.open(second.path).size
+    assert details["id"] == second.id and details["score"] == pytest.approx(second.score, abs=1e-5)
+    store = FeedbackStore(Path(small_index_dir).parent / "feedback")
+    before = len(store.read()) if store.path.exists() else 0
+    message = c.predict(app_file(query_path), second.id, "not_similar", api_name="/feedback")
+    assert message == f"Thank you: gallery image {second.id} marked **not similar** (saved for training)."
+    entries = store.read()
+    assert len(entries) == before + 1 and entries[-1].result_id == second.id and entries[-1].verdict == "not_similar"
+    assert entries[-1].score == pytest.approx(second.score, abs=1e-5)
+
+    with pytest.raises(AppError, match="not in the index"):
+        c.predict(app_file(query_path), 99_999, api_name="/explain")
+    with pytest.raises(AppError, match="verdict must be"):
+        c.predict(app_file(query_path), second.id, "love it", api_name="/feedback")
+    assert len(store.read()) == before + 1
+
+
+def test_add_to_gallery_only_with_the_flag(server, searcher, copies_artifacts, small_table, tmp_path):
+    """Without --allow-add there is no such endpoint; with it an added image is indexed, saved and served."""
+    import httpx
+
+    assert (
+        "/add_to_gallery"
+        not in client(server, tmp_path).view_api(print_info=False, return_format="dict")["named_endpoints"]
+    )
+    from simlib.search import Searcher
+
+    growing = Searcher.load(copies_artifacts / "index")
+    demo = app.build_demo(growing, artifacts=copies_artifacts, allow_add=True)
+    url, _ = app.serve(demo, growing, port=free_port(), artifacts=copies_artifacts, allow_add=True, log=lambda m: None)
+    try:
+        c = client(url, tmp_path)
+        new = small_table.paths[1]
+        message, status = c.predict(app_file(new), api_name="/add_to_gallery")
+        assert message.startswith("Added to the gallery as image 14") and status.startswith("gallery: 15 images")
+        _, results, _ = c.predict(app_file(new), 1, api_name="/search")
+        added = results["hits"][0]
+        assert (
+            added["id"] == 14 and Path(added["gallery_path"]).parent == (copies_artifacts / "gallery_uploads").resolve()
+        )
+        files = url.rstrip("/") + "/gradio_api/file="
+        assert httpx.get(files + added["gallery_path"]).status_code == 200  # served although added after launch
+        for private in ("index/manifest.json", "index/model/config.json"):
+            assert httpx.get(files + str((copies_artifacts / private).resolve())).status_code == 403, private
+    finally:
+        demo.close()
 
 
 def app_file(path):
@@ -206,7 +438,8 @@ def test_server_files_cannot_be_named_as_queries(server, searcher):
     ]
     no_filters = [[]] * len(app.filter_fields(searcher.index.attribute_values()))
     for payload, message in cases:
-        r = httpx.post(server.rstrip("/") + "/gradio_api/call/search", json={"data": [payload, 3, *no_filters]})
+        data = [payload, 3, *no_filters, True]
+        r = httpx.post(server.rstrip("/") + "/gradio_api/call/search", json={"data": data})
         event = r.json()["event_id"]
         answer = httpx.get(server.rstrip("/") + f"/gradio_api/call/search/{event}", timeout=30).text
         assert "event: error" in answer and message in answer and "hits" not in answer, answer
