@@ -51,7 +51,7 @@ COLLAPSE_AT = 0.97
 # (nearest distinct neighbours: median 0.998, 99th percentile 0.9998) and JPEG re-encoded copies at
 # 0.9998-0.99999 (measured at 64 px on the product set).
 UNTRAINED_COLLAPSE_AT = 0.9998
-EXPLAIN_SIZE = 256  # the explanation's images are shown this large at most: a phone photo is not heat-mapped whole
+EXPLAIN_SIZE = 256  # the explanation's images are this large on their longer side
 VERDICT_LABELS = {"similar": "similar", "not_similar": "not similar"}
 
 
@@ -159,7 +159,7 @@ def no_match_banner(results: Mapping[str, Any] | None) -> str:
     if not results or not results.get("no_good_match"):
         return ""
     hits = results.get("hits") or []
-    best = f" (the best scores {hits[0]['score']:.4f})" if hits else ""
+    best = f" (best score {hits[0]['score']:.4f})" if hits else ""
     return (
         f"### No good match\nNo gallery image reaches the calibrated similarity threshold "
         f"{results['threshold']:.4f}{best}: the results below are only the closest images, marked weak."
@@ -232,12 +232,19 @@ def search(
 
 
 def _display_image(image: Any):
-    """The image as an RGB PIL image at most :data:`EXPLAIN_SIZE` pixels on its longer side."""
+    """The image as RGB, scaled to :data:`EXPLAIN_SIZE` pixels on its longer side (up or down), aspect kept.
+
+    A 60x80 catalogue photo is enlarged so its heat map can be read; a phone photo is shrunk
+    instead of being heat-mapped and sent back whole.
+    """
+    from PIL import Image
+
     from simlib.data import open_image
 
     img = open_image(image)
-    img.thumbnail((EXPLAIN_SIZE, EXPLAIN_SIZE))
-    return img
+    scale = EXPLAIN_SIZE / max(img.size)
+    size = (max(1, round(img.width * scale)), max(1, round(img.height * scale)))
+    return img.resize(size, Image.Resampling.LANCZOS) if size != img.size else img
 
 
 def explain(searcher, image: Any, result_id: int, lock: Any = None, rank: int | None = None) -> dict[str, Any]:
@@ -251,8 +258,9 @@ def explain(searcher, image: Any, result_id: int, lock: Any = None, rank: int | 
         rank: the result's rank, for the text (None: not said).
 
     Returns:
-        ``{"query", "query_heat", "result", "result_heat"}`` as RGB uint8 arrays (the heat maps
-        blended over the images by :func:`simlib.explain.overlay`), and ``"score"`` (cosine),
+        ``{"query", "query_heat", "result", "result_heat"}`` as RGB uint8 arrays, each
+        :data:`EXPLAIN_SIZE` pixels on its longer side (the heat maps blended over the images by
+        :func:`simlib.explain.overlay`), and ``"score"`` (cosine),
         ``"weak"``, ``"id"``, ``"label"``, ``"text"`` (one Markdown line for the page).
 
     Raises:
@@ -629,16 +637,25 @@ def build_demo(
                 )
                 status = gr.Markdown(status_text(info), label="status", elem_id="status")
                 with gr.Column(visible=False, elem_id="explain") as explain_box:
+                    gr.Markdown(
+                        "### Why are they similar?\nThe heat maps mark the regions of each image whose features "
+                        "match the other image (red: most, blue: least)."
+                    )
                     explain_text = gr.Markdown(elem_id="explain-text")
                     with gr.Row():
                         images = [
                             gr.Image(
-                                label=label, interactive=False, height=200, format="png", elem_id=f"explain-{name}"
+                                label=label,
+                                interactive=False,
+                                height=220,
+                                format="png",
+                                buttons=["fullscreen"],
+                                elem_id=f"explain-{name}",
                             )
                             for name, label in (
                                 ("query", "query"),
-                                ("query-heat", "query: what matches"),
-                                ("result-heat", "result: what matches"),
+                                ("query-heat", "query heat map"),
+                                ("result-heat", "result heat map"),
                                 ("result", "result"),
                             )
                         ]

@@ -1,4 +1,5 @@
-"""The demo page in a real headless Chromium: upload and webcam queries, a bad file; screenshots kept."""
+"""The demo page in a real headless Chromium: upload and webcam queries, a bad file, explain and feedback;
+screenshots kept."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ def searcher(small_index_dir):
 
 @pytest.fixture(scope="module")
 def url(searcher, small_index_dir):
-    demo = app.build_demo(searcher, k=K)
+    demo = app.build_demo(searcher, k=K, artifacts=small_index_dir)  # feedback goes beside the index
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -121,3 +122,48 @@ def test_bad_file_shows_one_clear_error(page, tmp_path):
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "app_bad_file.png"))
     assert "holiday.png: not an image" in text and "Traceback" not in text
+
+
+def test_click_a_result_explains_it_and_takes_feedback(page, searcher, small_index_dir):
+    """Click the second result: both images and their heat maps, the score; then "Not similar" is stored."""
+    from simlib.feedback import FeedbackStore
+
+    image = searcher.index.records()[0].path
+    store = FeedbackStore(Path(small_index_dir).parent / "feedback")
+    before = len(store.read()) if store.path.exists() else 0
+    page.locator("#query input[type=file]").set_input_files(image)
+    page.wait_for_selector("#query img")
+    search_and_wait(page, "before_explain")
+    assert not page.locator("#explain").is_visible()
+    page.locator("#results .thumbnail-item").nth(1).click()
+    page.wait_for_function(
+        "[...document.querySelectorAll('#explain img')].filter(i => i.complete && i.naturalWidth > 0).length === 4"
+    )
+    text = page.locator("#explain-text").inner_text()
+    second = searcher.query(image, k=2, collapse_duplicates=app.collapse_threshold(searcher.describe()))[1]
+    assert text.startswith("#2 · cosine similarity ") and f"{second.score:.4f}" in text, text
+    page.click("#fb-not-similar")
+    page.wait_for_function("document.querySelector('#feedback-status').innerText.includes('not similar')")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "app_explain_feedback.png"), full_page=True)
+    entries = store.read()
+    assert len(entries) == before + 1
+    assert (entries[-1].result_id, entries[-1].verdict) == (second.id, "not_similar")
+
+
+def test_no_good_match_banner(page, searcher):
+    """With a calibrated threshold no result clears, the page says "No good match" and labels every result weak."""
+    image = searcher.index.records()[0].path
+    searcher.index.manifest["threshold"] = {"score": 1.01, "method": "test"}  # the served searcher, for this test
+    try:
+        page.locator("#query input[type=file]").set_input_files(image)
+        page.wait_for_selector("#query img")
+        captions = search_and_wait(page, "no_good_match")
+        page.wait_for_selector("#no-match", state="visible")
+        banner = page.locator("#no-match").inner_text()
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "app_no_good_match.png"), full_page=True)
+    finally:
+        searcher.index.manifest.pop("threshold")
+    assert banner.startswith("No good match") and "1.0100" in banner
+    assert len(captions) == K and all(c.endswith(" · weak") for c in captions)

@@ -259,12 +259,13 @@ def test_explain_shows_both_images_with_heat_maps(searcher, query_path):
     second = searcher.query(query_path, k=2)[1]
     e = app.explain(searcher, query_path, second.id, rank=2)
     for name, path in (("query", query_path), ("result", second.path)):
-        w, h = Image.open(path).size  # 60 x 80 product photos: under EXPLAIN_SIZE, shown as they are
-        assert e[name].shape == e[f"{name}_heat"].shape == (h, w, 3) and e[f"{name}_heat"].dtype == np.uint8
+        assert Image.open(path).size == (60, 80)  # product photos are enlarged to EXPLAIN_SIZE for display
+        assert e[name].shape == e[f"{name}_heat"].shape == (app.EXPLAIN_SIZE, 192, 3)
+        assert e[f"{name}_heat"].dtype == np.uint8
         assert not np.array_equal(e[name], e[f"{name}_heat"])  # the heat is blended over the image
     assert e["id"] == second.id and e["score"] == pytest.approx(second.score, abs=1e-5) and not e["weak"]
     assert e["text"].startswith(f"**#2** · cosine similarity **{second.score:.4f}**")
-    big = np.zeros((1000, 600, 3), np.uint8)  # an upload is shrunk for display, aspect kept
+    big = np.zeros((1000, 600, 3), np.uint8)  # a large upload is shrunk, aspect kept
     assert app.explain(searcher, big, second.id)["query_heat"].shape == (app.EXPLAIN_SIZE, 154, 3)
     with pytest.raises(SimlibError, match="not in the index"):
         app.explain(searcher, query_path, 10_000)
@@ -349,8 +350,7 @@ def test_api_explain_and_feedback(server, searcher, query_path, small_index_dir,
     )
     second = searcher.query(query_path, k=2)[1]
     query_heat, result_heat, details = c.predict(app_file(query_path), second.id, api_name="/explain")
-    assert Image.open(query_heat).size == Image.open(query_path).size
-    assert Image.open(result_heat).size == Image.open(second.path).size
+    assert Image.open(query_heat).size == Image.open(result_heat).size == (192, app.EXPLAIN_SIZE)
     assert details["id"] == second.id and details["score"] == pytest.approx(second.score, abs=1e-5)
     store = FeedbackStore(Path(small_index_dir).parent / "feedback")
     before = len(store.read()) if store.path.exists() else 0
