@@ -821,9 +821,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         auth = parse_auth(args.auth)
         if not 1 <= args.k <= MAX_K:
             raise SimlibError(f"-k must be between 1 and {MAX_K}")
-        from simlib.config import to_dict
         from simlib.gallery import open_gallery
-        from simlib.model import model_config
 
         if args.index:
             from simlib.search import Searcher
@@ -841,9 +839,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 label_column=args.label_column,
             )
         _stderr(note)
-        if is_untrained(to_dict(model_config(searcher.model))):
+        if is_untrained(searcher.describe()):
             _stderr("note: the model is untrained (random backbone): the page says so")
-        demo = build_demo(searcher, k=args.k, artifacts=args.artifacts, allow_add=args.allow_add)
+        # Feedback and added images go beside the served index (see simlib.gallery.app_folders).
+        folder = args.index or args.artifacts
+        demo = build_demo(searcher, k=args.k, artifacts=folder, allow_add=args.allow_add)
         serve(
             demo,
             searcher,
@@ -851,7 +851,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             port=args.port,
             share=args.share,
             auth=auth,
-            artifacts=args.artifacts,
+            artifacts=folder,
             allow_add=args.allow_add,
         )
         if args.allow_add:
