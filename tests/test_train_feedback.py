@@ -56,9 +56,10 @@ def test_training_with_feedback_moves_the_rejected_result_away(small_table, tmp_
     from simlib.model import build_embedding_model, load_model, model_config, save_model
 
     start = save_model(build_embedding_model(SMALL), tmp_path / "served")
-    store, y, z = _feedback(small_table, load_model(start), tmp_path / "feedback")
+    served = load_model(start)
+    store, y, z = _feedback(small_table, served, tmp_path / "feedback")
     query = store.read()[0].query
-    before = _cosines(load_model(start), query, [y, z])
+    before = _cosines(served, query, [y, z])
 
     tc = dataclasses.replace(FAST, feedback_weight=2.0)
     with_fb = fit(small_table, train_config=tc, progress=False, model=load_model(start), feedback=store.directory,
@@ -77,10 +78,6 @@ def test_training_with_feedback_moves_the_rejected_result_away(small_table, tmp_
     info = json.loads((tmp_path / "refined" / "training.json").read_text())
     assert info["feedback_triplets"] == 1 and info["train_config"]["feedback_weight"] == 2.0
 
-    # deterministic with a seed
-    again = fit(small_table, train_config=tc, progress=False, model=load_model(start), feedback=store.path)
-    np.testing.assert_allclose(_cosines(again.model, query, [y, z]), after, atol=1e-5)
-
 
 def test_feedback_images_fill_missing_positives_and_negatives(small_table, tmp_path):
     from simlib.train import load_images
@@ -96,7 +93,7 @@ def test_feedback_images_fill_missing_positives_and_negatives(small_table, tmp_p
     second = 1 - first
     assert not np.array_equal(p[first], a[first])  # an augmented copy of the anchor, not the anchor itself
     assert any(np.array_equal(n[second], g) for g in gallery)  # a gallery image
-    a2, p2, n2 = feedback_images(store.path, gallery, 32, seed=0)
+    _, p2, n2 = feedback_images(store.path, gallery, 32, seed=0)
     assert np.array_equal(p2, p) and np.array_equal(n2, n)
 
     empty = FeedbackStore(tmp_path / "empty")
@@ -105,6 +102,7 @@ def test_feedback_images_fill_missing_positives_and_negatives(small_table, tmp_p
         feedback_images(empty.directory, gallery, 32)
 
 
+@pytest.mark.slow
 def test_cli_train_with_feedback(product_table, tmp_path):
     data = tmp_path / "folder"
     rows = stratified_rows(product_table.labels, 4, 6, seed=1)
