@@ -52,6 +52,7 @@ def _feedback(small_table, model, folder):
     return store, small_table.source(y), small_table.source(z)
 
 
+@pytest.mark.slow  # about 30 s alone on 2 cores (three models, two fits), 70 s under load
 def test_training_with_feedback_moves_the_rejected_result_away(small_table, tmp_path):
     from simlib.model import build_embedding_model, load_model, model_config, save_model
 
