@@ -363,6 +363,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         minutes=args.minutes,
         split_by=args.split_by,
         seed=args.seed,
+        feedback_weight=args.feedback_weight,
     )
     model_config = ModelConfig(
         image_size=args.image_size or DEFAULT_IMAGE_SIZE,
@@ -378,7 +379,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         from simlib.model import load_model
 
         start = load_model(args.model)
-    result = fit(table, model_config, train_config, out=args.out, progress=not args.quiet, model=start)
+    result = fit(
+        table, model_config, train_config, out=args.out, progress=not args.quiet, model=start, feedback=args.feedback
+    )
     summary = {"out": str(result.out), **result.summary()}
     if args.json:
         print(json.dumps(summary))
@@ -532,6 +535,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--learning-rate", type=float, default=0.0, metavar="LR", help="0: 1e-3 frozen, 1e-4 otherwise")
     p.add_argument("--head-hidden", type=int, metavar="N", help="hidden layer width of the head (0: linear head)")
     p.add_argument("--split-by", default="image", choices=["image", "class"], help="which held-out split to keep")
+    p.add_argument(
+        "--feedback",
+        metavar="FILE",
+        help="also train on user feedback (a feedback folder or its feedback.jsonl): queries as anchors, "
+        "results marked similar as positives, not similar as hard negatives; with --model DIR it refines that model",
+    )
+    p.add_argument("--feedback-weight", type=float, default=1.0, metavar="W", help="weight of the feedback loss")
     p.add_argument("--json", action="store_true", help="print the training summary as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     _add_model_options(p)

@@ -159,8 +159,8 @@ def feedback_triplets(
     The latest verdict on a (query, result) pair wins. Each query yields
     ``max(#positives, #negatives)`` triplets pairing its positives and negatives in turn
     (cycling the shorter list); a query with only one kind gives triplets with ``None`` for the
-    other, for the training sampler to fill (a same-class image as positive, or a random
-    gallery image as negative).
+    other, for training to fill (:func:`simlib.train.feedback_images`: an augmented copy of the
+    query as positive, a random gallery image as negative).
 
     Args:
         source: a feedback file or folder, or entries from :func:`read_feedback`.

@@ -224,11 +224,41 @@ def _loss_classes() -> dict[str, Any]:
         def get_config(self):
             return {**super().get_config(), "mining": self.mining, "margin": self.margin, "distance": self.distance}
 
-    _CLASSES.update(TripletLoss=TripletLoss, BatchTripletLoss=BatchTripletLoss)
+    @keras.saving.register_keras_serializable(package="simlib")
+    class FeedbackTripletLoss(BatchTripletLoss):
+        """A mined batch followed by ``n_feedback`` offline triplets: batch loss + weight × triplet loss.
+
+        ``y_pred`` is (B + 3F, d): the labelled batch's embeddings, then F anchors, F positives and
+        F negatives (user feedback); ``y_true`` is (B + 3F,), only its first B ids are read.
+
+        Args:
+            n_feedback: F, the offline triplets at the end of each batch.
+            weight: weight of their mean triplet loss.
+            mining, margin, distance: as for :class:`BatchTripletLoss` (the margin serves both parts).
+        """
+
+        def __init__(self, n_feedback=8, weight=1.0, mining="hard", margin=DEFAULT_MARGIN, distance="euclidean", **kw):
+            kw.setdefault("name", f"batch_{mining}_feedback_triplet_loss")
+            super().__init__(mining=mining, margin=margin, distance=distance, **kw)
+            self.n_feedback = int(n_feedback)
+            self.weight = float(weight)
+
+        def call(self, y_true, y_pred):
+            ops = _ops()
+            f = self.n_feedback
+            batch = mined_triplet_loss(y_true[: -3 * f], y_pred[: -3 * f], self.mining, self.margin, self.distance)
+            a, p, n = y_pred[-3 * f : -2 * f], y_pred[-2 * f : -f], y_pred[-f:]
+            offline = triplet_loss(a, p, n, self.margin, self.distance)
+            return ops.mean(batch) + self.weight * ops.mean(offline)
+
+        def get_config(self):
+            return {**super().get_config(), "n_feedback": self.n_feedback, "weight": self.weight}
+
+    _CLASSES.update(TripletLoss=TripletLoss, BatchTripletLoss=BatchTripletLoss, FeedbackTripletLoss=FeedbackTripletLoss)
     return _CLASSES
 
 
 def __getattr__(name: str) -> Any:
-    if name in ("TripletLoss", "BatchTripletLoss"):
+    if name in ("TripletLoss", "BatchTripletLoss", "FeedbackTripletLoss"):
         return _loss_classes()[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

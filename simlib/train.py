@@ -74,6 +74,9 @@ class TrainConfig:
         test_fraction: share held out for testing (never seen here; see :mod:`simlib.evaluation`).
         split_by: "image" or "class": the split the held-out parts come from.
         seed: seeds the split, the sampler, the augmentations and the weights.
+        feedback_weight: weight of the feedback triplets' loss added to each batch's loss (with
+            ``fit(..., feedback=...)``).
+        feedback_batch: feedback triplets drawn (with replacement) for each batch.
     """
 
     mode: str = "labels"
@@ -93,6 +96,8 @@ class TrainConfig:
     test_fraction: float = 0.3
     split_by: str = "image"
     seed: int = 0
+    feedback_weight: float = 1.0
+    feedback_batch: int = 8
 
     def __post_init__(self) -> None:
         from simlib.losses import MINING
@@ -109,6 +114,8 @@ class TrainConfig:
             raise SimlibError("self mode needs at least 2 views per image")
         if self.minutes < 0:
             raise SimlibError(f"--minutes must be positive, not {self.minutes}")
+        if self.feedback_weight < 0 or self.feedback_batch < 1:
+            raise SimlibError("the feedback weight must be >= 0 and the feedback batch at least 1")
 
     @property
     def mining_used(self) -> str:
@@ -349,6 +356,7 @@ def fit(
     out: str | Path | None = None,
     progress: bool = True,
     model=None,
+    feedback=None,
 ) -> TrainResult:
     """Train an embedding model with triplet loss and (optionally) save it.
 
@@ -361,7 +369,12 @@ def fit(
         out: folder to save the trained model in (``model.keras``, ``config.json``,
             ``history.csv``, ``training.json``); None keeps it in memory only.
         progress: show progress bars and per-epoch lines.
-        model: start from this simlib model instead of building one.
+        model: start from this simlib model instead of building one (e.g. ``load_model(dir)`` of
+            the served model, to refine it with feedback).
+        feedback: user feedback to train on as well: a feedback folder or ``feedback.jsonl``,
+            entries from :func:`simlib.feedback.read_feedback`, or triplets from
+            :func:`simlib.feedback.feedback_triplets`. Each batch's loss becomes the mined batch
+            loss + ``feedback_weight`` × the triplet loss of ``feedback_batch`` feedback triplets.
 
     Returns:
         A :class:`TrainResult` holding the model with its best validation weights.
@@ -422,8 +435,14 @@ def fit(
     from simlib.losses import BatchTripletLoss
     from simlib.metrics import evaluate, knn
 
+    triplets = None
+    if feedback is not None:
+        triplets = feedback_images(feedback, train_images, size, cfg.resize, tc.seed)
     setup = _frozen_setup if tc.backbone == "frozen" else _image_setup
     trainable, train_data, embed = setup(model, train_images, train_ids, sets, tc, p, k, steps, say, progress)
+    loss = BatchTripletLoss(mining=tc.mining_used, margin=tc.margin)
+    if triplets is not None:
+        train_data, loss = _add_feedback(train_data, triplets, model, tc, steps, say)
 
     def val_recall() -> float:
         val = embed("val")
@@ -448,7 +467,7 @@ def fit(
     )
     trainable.compile(
         optimizer=keras.optimizers.Adam(schedule),
-        loss=BatchTripletLoss(mining=tc.mining_used, margin=tc.margin),
+        loss=loss,
         jit_compile=False,  # XLA made CPU train steps 5x slower here
     )
     on_best = None
@@ -497,8 +516,97 @@ def fit(
         + (" (time budget reached)" if budget is not None and budget.hit else "")
     )
     if out is not None:
-        result.out = _save(model, cfg, out, tc, result, seconds, before=before)
+        extra = None if triplets is None else {"feedback_triplets": len(triplets[0])}
+        result.out = _save(model, cfg, out, tc, result, seconds, before=before, extra=extra)
     return result
+
+
+# ----------------------------------------------------------------------------- feedback
+def feedback_images(
+    feedback: Any, gallery: np.ndarray, size: int, resize: str = "pad", seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """User feedback as (anchor, positive, negative) uint8 image arrays, each (T, S, S, 3).
+
+    The query is the anchor, a result marked similar the positive, one marked not similar the
+    (hard) negative. A missing positive is an augmented copy of the anchor; a missing negative a
+    random ``gallery`` image (both seeded). Triplets whose images can no longer be read are left
+    out with a warning.
+
+    Args:
+        feedback: a feedback folder or file, :class:`simlib.feedback.Feedback` entries, or
+            ``(anchor, positive | None, negative | None)`` path triplets.
+        gallery: uint8 (N, S, S, 3) images to draw missing negatives from (the training images).
+        size: image side in pixels.
+        resize: the model's resize mode.
+        seed: seeds the augmentations and the random negatives.
+
+    Raises:
+        SimlibError: the feedback holds no usable triplet.
+    """
+    import os
+
+    from simlib.data import prepare_image
+    from simlib.feedback import feedback_triplets
+    from simlib.samplers import Augmenter
+
+    items = feedback if not isinstance(feedback, str | os.PathLike) else None
+    if items is not None and all(isinstance(t, tuple) for t in items):
+        triplets = list(items)
+    else:
+        triplets = feedback_triplets(feedback if items is None else items)
+    cache: dict[str, np.ndarray | None] = {}
+
+    def image(path: str | None) -> np.ndarray | None:
+        if path is not None and path not in cache:
+            try:
+                cache[path] = prepare_image(path, size, resize)
+            except SimlibError as e:
+                warnings.warn(f"feedback image left out: {e}", RuntimeWarning, stacklevel=3)
+                cache[path] = None
+        return None if path is None else cache[path]
+
+    rng = np.random.default_rng(seed + 7)
+    augment = Augmenter(size, seed=seed + 7)
+    anchors, positives, negatives = [], [], []
+    for a_path, p_path, n_path in triplets:
+        a, pos, neg = image(a_path), image(p_path), image(n_path)
+        if a is None or (p_path is not None and pos is None) or (n_path is not None and neg is None):
+            continue
+        anchors.append(a)
+        positives.append(pos if pos is not None else augment(a[None])[0])
+        negatives.append(neg if neg is not None else gallery[rng.integers(len(gallery))])
+    if not anchors:
+        raise SimlibError(
+            "the feedback holds no usable triplet (no verdict on a result with an image file that can be read)"
+        )
+    return np.stack(anchors), np.stack(positives), np.stack(negatives)
+
+
+def _add_feedback(train_data, triplets, model, tc, steps, say):
+    """Append ``feedback_batch`` feedback triplets to every batch; returns (dataset, loss)."""
+    import tensorflow as tf
+
+    from simlib.losses import FeedbackTripletLoss
+
+    t0 = time.perf_counter()
+    images = np.concatenate(triplets)  # anchors, then positives, then negatives
+    # The frozen path trains the head on cached backbone features: the feedback's are cached too.
+    frozen = tc.backbone == "frozen"
+    inputs = _batched(_features_fn(model), images) if frozen else images.astype(np.float32)
+    n, f = len(triplets[0]), tc.feedback_batch
+    a, p, neg = (tf.constant(inputs[i * n : (i + 1) * n]) for i in range(3))
+    picks = np.random.default_rng(tc.seed + 11).integers(n, size=(tc.epochs * steps, f))
+    pad = tf.fill((3 * f,), tf.constant(-1, tf.int64))
+
+    def join(batch, pick):
+        x, y = batch
+        x = tf.concat([x, tf.gather(a, pick), tf.gather(p, pick), tf.gather(neg, pick)], axis=0)
+        return x, tf.concat([y, pad], axis=0)
+
+    ds = tf.data.Dataset.zip(train_data, tf.data.Dataset.from_tensor_slices(picks)).map(join).prefetch(2)
+    say(f"feedback: {n} triplets, {f} per batch, weight {tc.feedback_weight} ({time.perf_counter() - t0:.1f} s)")
+    loss = FeedbackTripletLoss(n_feedback=f, weight=tc.feedback_weight, mining=tc.mining_used, margin=tc.margin)
+    return ds, loss
 
 
 def _frozen_setup(model, train_images, train_ids, sets, tc, p, k, steps, say, progress):
@@ -586,7 +694,7 @@ def _image_setup(model, train_images, train_ids, sets, tc, p, k, steps, say, pro
     return model, ds, embed
 
 
-def _save(model, cfg, out, tc, result, seconds, before=None) -> Path:
+def _save(model, cfg, out, tc, result, seconds, before=None, extra=None) -> Path:
     """Save the model (trained=True) with its history and training settings."""
     from simlib.model import save_model
     from simlib.storage import save_json
@@ -598,6 +706,7 @@ def _save(model, cfg, out, tc, result, seconds, before=None) -> Path:
         info.update(result.summary())
         info["val_recall@1_before"] = before
         _write_csv(out / HISTORY_FILE, result.history)
+    info.update(extra or {})
     save_json(out / TRAINING_FILE, info)
     return out
 
