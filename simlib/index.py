@@ -105,6 +105,7 @@ class VectorIndex:
         self._labels: list[str | None] = []
         self._attrs: list[dict[str, str]] = []
         self._pos: dict[int, int] = {}
+        self._columns: dict[tuple[str, int], np.ndarray] = {}
         self.manifest: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ construction
@@ -286,12 +287,22 @@ class VectorIndex:
     def _filter_mask(self, filters: Filters | None) -> np.ndarray:
         mask = np.ones(len(self._ids), bool)
         for key, want in (filters or {}).items():
-            allowed = {want} if isinstance(want, str) else set(want)
-            if not allowed:
-                continue
-            col = self._labels if key == "label" else [a.get(key) for a in self._attrs]
-            mask &= np.fromiter((v in allowed for v in col), bool, len(col))
+            allowed = [want] if isinstance(want, str) else list(want)
+            if allowed:
+                mask &= np.isin(self._column(key), allowed)
         return mask
+
+    def _column(self, key: str) -> np.ndarray:
+        """One attribute (or "label") for every row, as an array; cached until rows change."""
+        # rows are only appended or rebuilt by compact(), which changes their count: (key, n) is a safe key
+        cache_key = (key, len(self._ids))
+        col = self._columns.get(cache_key)
+        if col is None:
+            values = self._labels if key == "label" else [a.get(key) for a in self._attrs]
+            col = np.asarray(["\0" if v is None else v for v in values], dtype=object)  # None matches nothing
+            self._columns = {k: v for k, v in self._columns.items() if k[1] == len(self._ids)}
+            self._columns[cache_key] = col
+        return col
 
     def close(self) -> None:
         """Nothing to release (the interface's Milvus backend holds connections)."""

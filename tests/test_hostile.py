@@ -11,6 +11,7 @@ import io
 import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -88,18 +89,40 @@ def test_exif_rotated_jpeg_decodes_upright():
     assert np.abs(sideways - want).mean() > 30  # ignoring EXIF would be caught
 
 
+# Runs a `python -c CODE ...` or `python -m MODULE ...` command line and, at exit, writes the
+# process's own peak RSS (VmHWM of its post-exec address space) to a file. getrusage/wait4 cannot be
+# used: Linux carries the parent's peak across fork and exec into the child's ru_maxrss, so a child
+# of a pytest process holding TensorFlow would report gigabytes it never used.
+_HWM_WRAPPER = """
+import atexit, runpy, sys
+out, mode, target, *rest = sys.argv[1:]
+def _hwm():
+    line = next(l for l in open("/proc/self/status") if l.startswith("VmHWM:"))
+    open(out, "w").write(line.split()[1])
+atexit.register(_hwm)
+if mode == "-c":
+    sys.argv = ["-c", *rest]
+    exec(compile(target, "<string>", "exec"), {"__name__": "__main__"})
+else:
+    sys.argv = [target, *rest]
+    runpy.run_module(target, run_name="__main__", alter_sys=True)
+"""
+
+
 def _peak_rss_mb(args: list[str], cwd: Path = REPO) -> tuple[int, float, str]:
-    """Run ``args``; return (exit code, peak RSS of that process in MB, stderr)."""
-    with (
-        open(os.devnull, "w") as out,
-        subprocess.Popen(
-            args, cwd=cwd, stdout=out, stderr=subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(REPO)}
-        ) as p,
-    ):
-        err = p.stderr.read().decode(errors="replace")  # type: ignore[union-attr]
-        _, status, usage = os.wait4(p.pid, 0)
-        p.returncode = os.waitstatus_to_exitcode(status)
-    return p.returncode, usage.ru_maxrss / 1024, err
+    """Run ``python -c|-m ...``; return (exit code, peak RSS of that process in MB, stderr)."""
+    assert args[0] == sys.executable and args[1] in ("-c", "-m")
+    with tempfile.NamedTemporaryFile(suffix=".hwm") as hwm:
+        p = subprocess.run(
+            [sys.executable, "-c", _HWM_WRAPPER, hwm.name, *args[1:]],
+            cwd=cwd,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            timeout=300,
+        )
+        kb = Path(hwm.name).read_text().strip()
+    return p.returncode, int(kb) / 1024, p.stderr.decode(errors="replace")
 
 
 def test_bomb_refused_before_decoding(tmp_path):
