@@ -326,20 +326,9 @@ class VectorIndex:
 
         self.compact()  # tombstones are not persisted
         directory = Path(directory)
-        manifest = {
-            **self.manifest,
-            **(extra or {}),
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "simlib_version": __version__,
-            "faiss_version": faiss.__version__,
-            "dimension": self.dim,
-            "metric": "cosine (inner product of unit vectors)",
-            "kind": self.kind,
-            "count": len(self),
-            "index_config": to_dict(self.config),
-            "saved_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        }
+        manifest = index_manifest(
+            self, extra, faiss_version=faiss.__version__, metric="cosine (inner product of unit vectors)"
+        )
         with atomic_dir(directory) as tmp:
             faiss.write_index(self._index, str(tmp / INDEX_FILE))
             with open(tmp / RECORDS_FILE, "w", encoding="utf-8") as f:
@@ -452,6 +441,23 @@ def _read_records(path: Path) -> list[Record]:
     if len({r.id for r in records}) != len(records):
         raise SimlibError(f"{path} is corrupt (repeated ids); rebuild the index")
     return records
+
+
+def index_manifest(index: Any, extra: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
+    """The manifest every backend writes: its own entries, ``extra``, the common fields, then ``fields``."""
+    return {
+        **index.manifest,
+        **(extra or {}),
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "simlib_version": __version__,
+        "dimension": index.dim,
+        "kind": index.kind,
+        "count": len(index),
+        "index_config": to_dict(index.config),
+        "saved_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        **fields,
+    }
 
 
 def _new_faiss_index(dim: int, kind: str, config: IndexConfig, train: np.ndarray | None):

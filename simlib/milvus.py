@@ -25,7 +25,6 @@ kind, attribute fields) and, when saved by a searcher, ``model/``; the vectors l
 from __future__ import annotations
 
 import contextlib
-import datetime
 import os
 import re
 import time
@@ -37,10 +36,16 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from simlib import __version__
-from simlib.config import IndexConfig, from_dict, to_dict
+from simlib.config import IndexConfig, from_dict
 from simlib.errors import SimlibError
-from simlib.index import FORMAT, FORMAT_VERSION, MANIFEST_FILE, Filters, Record, _normalized, resolve_kind
+from simlib.index import (
+    MANIFEST_FILE,
+    Filters,
+    Record,
+    _normalized,
+    index_manifest,
+    resolve_kind,
+)
 from simlib.storage import atomic_dir, load_json, recover_dir, save_json
 
 TOKEN_ENV = "MILVUS_TOKEN"
@@ -460,25 +465,17 @@ class MilvusIndex:
 
         self.settle()
         directory = Path(directory)
-        manifest = {
-            **self.manifest,
-            **(extra or {}),
-            "format": FORMAT,
-            "format_version": FORMAT_VERSION,
-            "simlib_version": __version__,
-            "backend": self.backend,
-            "uri": self.uri,
-            "collection": self.collection,
-            "attribute_fields": self.fields,
-            "pymilvus_version": pymilvus.__version__,
-            "milvus_index_type": INDEX_TYPES[self.kind],
-            "dimension": self.dim,
-            "metric": "cosine (COSINE metric)",
-            "kind": self.kind,
-            "count": len(self),
-            "index_config": to_dict(self.config),
-            "saved_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        }
+        manifest = index_manifest(
+            self,
+            extra,
+            backend=self.backend,
+            uri=self.uri,
+            collection=self.collection,
+            attribute_fields=self.fields,
+            pymilvus_version=pymilvus.__version__,
+            milvus_index_type=INDEX_TYPES[self.kind],
+            metric="cosine (COSINE metric)",
+        )
         with atomic_dir(directory) as tmp:
             save_json(tmp / MANIFEST_FILE, manifest)
             if write_extra is not None:
