@@ -53,6 +53,14 @@ def product_table(product_dir: Path):
     return load_product_set(product_dir)
 
 
+def structured(n, d=32, rank=8, noise=0.1, seed=0):
+    """Low-rank plus noise unit vectors: realistic for recall tests (isotropic noise makes recall meaningless)."""
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n, rank)) @ rng.standard_normal((rank, d)) + noise * rng.standard_normal((n, d))
+    x = x.astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
 def stratified_rows(labels: np.ndarray, n_classes: int, per_class: int, seed: int = 0) -> np.ndarray:
     """Rows of the ``n_classes`` largest classes, ``per_class`` each (deterministic)."""
     from simlib.data import ImageTable, sample_per_class

@@ -21,21 +21,13 @@ from simlib.config import IndexConfig
 from simlib.errors import SimlibError
 from simlib.index import Record, VectorIndex
 from simlib.milvus import filter_expression, public_uri, quote
-from tests.conftest import REPO, run_cli, stratified_rows
+from tests.conftest import REPO, run_cli, stratified_rows, structured
 
 D = 32
 N = 300
 INJECTION = 'x" or id > 0 or "'
 RECALL_TOLERANCE = 0.95  # approximate kinds; exact ("flat") results must equal brute force up to ties
 _names = itertools.count()
-
-
-def structured(n, d=D, rank=8, noise=0.1, seed=0):
-    """Low-rank plus noise unit vectors (isotropic noise makes recall meaningless)."""
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n, rank)) @ rng.standard_normal((rank, d)) + noise * rng.standard_normal((n, d))
-    x = x.astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
 def records(n, start=0):

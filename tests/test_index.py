@@ -4,14 +4,7 @@ import pytest
 from simlib.config import IndexConfig
 from simlib.errors import SimlibError
 from simlib.index import Record, VectorIndex, resolve_kind
-
-
-def structured(n, d=32, rank=8, noise=0.1, seed=0):
-    """Low-rank plus noise vectors: realistic for recall tests (isotropic noise is not)."""
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n, rank)) @ rng.standard_normal((rank, d)) + noise * rng.standard_normal((n, d))
-    x = x.astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
+from tests.conftest import structured
 
 
 def records(n, start=0):
