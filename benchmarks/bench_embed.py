@@ -10,7 +10,7 @@ For each image size, interleaved round by round on the same product-set images:
 Also saves the product-set embeddings at the first size (``results/product-embeddings.npy``) for
 ``bench_index``'s real-data rows.
 
-    python -m benchmarks.bench_embed            # README scale: 256 images at 64, 128, 224 px
+    python -m benchmarks.bench_embed            # README scale: 1,024 images at 64, 128, 224 px
     python -m benchmarks.bench_embed --smoke
 """
 
@@ -84,7 +84,7 @@ def run_size(table, size: int, batch_size: int, n_loop: int, repeats: int, seed:
 def main(argv: list[str] | None = None) -> dict:
     p = common.parser(__doc__.splitlines()[0])
     p.add_argument("--sizes", default="64,128,224")
-    p.add_argument("--images", type=int, default=256, help="product-set images (the first N by id)")
+    p.add_argument("--images", type=int, default=1024, help="product-set images (the first N by id)")
     p.add_argument("--loop-images", type=int, default=32, help="images for the slow per-image predict loop")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--save-embeddings", action="store_true", help="also embed the whole product set at the first size")

@@ -4,8 +4,9 @@ Interleaved rounds of the same compiled train step (minimal triplet loss written
 two ways: ``cached`` from uint8 tensors decoded beforehand, and ``pipeline`` from simlib's tf.data
 ``image_pipeline`` decoding the JPEGs as it goes. Their ratio is what the input pipeline costs.
 
-The row for ``simlib.train`` (the training pipeline and its frozen-backbone path, being written in
-another branch) is a marked placeholder until that module lands: see ``simlib_train_row``.
+Then ``simlib.train.fit`` itself: with a full backbone (its augmenting P×K sampler and Keras' fit
+loop, steady-state step time against the bare step), and the frozen-backbone path end to end (decode,
+feature caching, head training) on the whole product set.
 
     python -m benchmarks.bench_train            # README scale: 64 px, 32 triplets per step
     python -m benchmarks.bench_train --smoke    # 32 px, frozen backbone, 1 step
@@ -13,7 +14,6 @@ another branch) is a marked placeholder until that module lands: see ``simlib_tr
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 
 import numpy as np
@@ -61,17 +61,77 @@ def make_train_step(model, learning_rate: float = 1e-4):
     return step
 
 
-def simlib_train_row() -> dict:
-    """PLACEHOLDER(simlib.train): triplets/s of simlib's own training pipeline and the frozen-backbone path.
+def step_timer():
+    """A Keras callback recording when training began and when each batch ended."""
+    import time
 
-    Fill in once ``simlib/train.py`` is merged: time its train loop on the same triplets as below, and its
-    frozen-backbone path end to end (feature caching + head training), and report them beside ``cached``.
+    import keras
+
+    class StepTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.began, self.ends = None, []
+
+        def on_train_begin(self, logs=None):
+            self.began = time.perf_counter()
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.ends.append(time.perf_counter())
+
+        def steady_step_s(self) -> float:
+            """Median seconds per step, leaving out the first two (tracing, warm-up)."""
+            gaps = np.diff(self.ends[1:])
+            return float(np.median(gaps)) if len(gaps) else float("nan")
+
+    return StepTimer()
+
+
+def simlib_fit_row(table, size: int, triplets: int, steps: int, seed: int) -> dict:
+    """``simlib.train.fit`` with a full backbone: its augmenting P×K sampler feeding Keras' fit.
+
+    The batch holds 3 × ``triplets`` images (P×K = ``triplets``·3/4 classes × 4), the images the
+    bare step sees for ``triplets`` triplets, so triplet-equivalents/s = images/s / 3 compare step for step.
     """
-    present = importlib.util.find_spec("simlib.train") is not None
+    from simlib.config import ModelConfig
+    from simlib.train import TrainConfig, fit
+
+    timer = step_timer()
+    p, k = max(2, 3 * triplets // 4), 4
+    tc = TrainConfig(backbone="full", epochs=1, steps_per_epoch=steps + 2, classes_per_batch=p, images_per_class=k,
+                     seed=seed)  # fmt: skip
+    fit(table, ModelConfig(image_size=size, weights="none", seed=seed), tc, progress=False, callbacks=[timer])
+    images_s = p * k / timer.steady_step_s()
     return {
-        "feed": "simlib.train (placeholder)",
-        "triplets_s": None,
-        "note": "simlib.train present: benchmark not written yet" if present else "simlib.train not merged yet",
+        "feed": "simlib.train.fit (full backbone, augmenting P×K sampler)",
+        "triplets_s": images_s / 3,
+        "note": f"P×K = {p}×{k} images/step, batch-hard; triplets/s = images/s / 3; median of {steps} steps",
+    }
+
+
+def simlib_frozen_row(table, size: int, seed: int, epochs: int) -> dict:
+    """The frozen-backbone path end to end: decode, cache backbone features, train the head."""
+    import time
+
+    from simlib.config import ModelConfig
+    from simlib.train import RECOMMENDED_HEAD, TrainConfig, fit
+
+    timer = step_timer()
+    t0 = time.perf_counter()
+    result = fit(
+        table,
+        ModelConfig(image_size=size, weights="none", seed=seed, **RECOMMENDED_HEAD),
+        TrainConfig(seed=seed, epochs=epochs),
+        progress=False,
+        callbacks=[timer],
+    )
+    total = time.perf_counter() - t0
+    return {
+        "feed": "simlib.train.fit (frozen backbone, end to end)",
+        "images": len(table),
+        "seconds": total,
+        "setup_s": timer.began - t0,
+        "epochs": len(result.history.get("loss", [])),
+        "note": "setup = decode + cache backbone features + first validation; the rest trains the head",
     }
 
 
@@ -81,10 +141,13 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--triplets", type=int, default=32, help="triplets per step")
     p.add_argument("--steps", type=int, default=4, help="steps per round and feed")
     p.add_argument("--freeze-backbone", action="store_true", help="train only the projection (fast to trace)")
+    p.add_argument("--fit-images", type=int, default=1000, help="product-set images for the simlib.train.fit row")
+    p.add_argument("--frozen-epochs", type=int, default=40, help="most epochs of the frozen end-to-end run")
     args = p.parse_args(argv)
     common.setup_env()
     if args.smoke:
         args.image_size, args.triplets, args.steps, args.freeze_backbone = 32, 4, 1, True
+        args.fit_images, args.frozen_epochs = 200, 1
     repeats = args.repeats or (1 if args.smoke else 3)
 
     import tensorflow as tf
@@ -124,11 +187,22 @@ def main(argv: list[str] | None = None) -> dict:
             "triplets_s": common.median(res["pipeline"]),
             "ratio": common.median(res["pipeline"]) / cached_rate,
         },
-        simlib_train_row(),
     ]
     for r in rows:
-        r.update(image_px=size, triplets_per_step=b, backbone="frozen" if args.freeze_backbone else "trained")
-    notes = ["ratio = pipeline-fed / cached-fed triplets/s (1.0: the input pipeline is not the bottleneck)"]
+        r.update(backbone="frozen" if args.freeze_backbone else "trained")
+    print(common.table(rows), flush=True)
+    subset = table.subset(np.random.default_rng(args.seed).permutation(len(table))[: args.fit_images])
+    fit_row = simlib_fit_row(subset, size, b, max(args.steps, 3), args.seed)
+    rows.append({**fit_row, "ratio": fit_row["triplets_s"] / cached_rate, "backbone": "trained"})
+    print(common.table(rows[-1:]), flush=True)
+    full = table if not args.smoke else subset
+    rows.append({**simlib_frozen_row(full, size, args.seed, args.frozen_epochs), "backbone": "frozen"})
+    for r in rows:
+        r.update(image_px=size, triplets_per_step=b)
+    notes = [
+        "ratio = triplets/s against the bare step fed cached tensors (1.0: the input is not the bottleneck)",
+        "simlib.train.fit rows add Keras' fit loop, batch-hard mining and augmentation to the input",
+    ]
     return common.finish("train", args, rows, samples=res, notes=notes)
 
 

@@ -22,7 +22,7 @@ import math
 import sys
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -357,6 +357,7 @@ def fit(
     progress: bool = True,
     model=None,
     feedback=None,
+    callbacks: Sequence[Any] = (),
 ) -> TrainResult:
     """Train an embedding model with triplet loss and (optionally) save it.
 
@@ -375,6 +376,8 @@ def fit(
             entries from :func:`simlib.feedback.read_feedback`, or triplets from
             :func:`simlib.feedback.feedback_triplets`. Each batch's loss becomes the mined batch
             loss + ``feedback_weight`` × the triplet loss of ``feedback_batch`` feedback triplets.
+        callbacks: more Keras callbacks for the training loop (e.g. ``keras.callbacks.TensorBoard``);
+            they see the trained part only: the head on a frozen backbone, else the whole model.
 
     Returns:
         A :class:`TrainResult` holding the model with its best validation weights.
@@ -484,6 +487,7 @@ def fit(
         monitor,
         keras.callbacks.EarlyStopping(monitor="val_recall@1", mode="max", patience=tc.patience),
         history,
+        *callbacks,
     ]
     budget = None
     if tc.minutes:

@@ -6,6 +6,7 @@ import contextlib
 import importlib
 import json
 import os
+import re
 import socket
 import statistics
 import subprocess
@@ -335,6 +336,23 @@ def test_api_matches_searcher_query(server, searcher, query_path, tmp_path):
     _, results, status = c.predict(app_file(query_path), 7, collapse=False, api_name="/search")
     assert [h["id"] for h in results["hits"]] == [h.id for h in searcher.query(query_path, k=7)]
     assert results["collapse"] is None and results["merged"] is None and "merged" not in status
+
+
+def readme_block(starts_with: str) -> str:
+    """The README's code block whose first line starts with ``starts_with``."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
+    return next(b for b in blocks if b.startswith(starts_with))
+
+
+def test_readme_http_api_example_matches_searcher_query(server, searcher, query_path):
+    # The README's plain-HTTP example (kept-alive connection), run as written against the real app.
+    code = readme_block("import json, httpx").replace('"http://127.0.0.1:7860/"', repr(server))
+    scope: dict = {}
+    exec(code.replace('open("query.jpg"', f"open({query_path!r}"), scope)
+    hits = searcher.query(query_path, k=10, collapse_duplicates=app.collapse_threshold(searcher.describe()))
+    assert [h["id"] for h in scope["results"]["hits"]] == [h.id for h in hits]
+    assert len(scope["gallery"]) == len(hits) and "10 results" in scope["status"]
 
 
 def test_api_explain_and_feedback(server, searcher, query_path, small_index_dir, tmp_path):
