@@ -3,7 +3,7 @@ import pytest
 
 from simlib.config import IndexConfig
 from simlib.errors import SimlibError
-from simlib.index import Record, VectorIndex, resolve_kind
+from simlib.index import BLAS_THRESHOLD, Record, VectorIndex, import_faiss, resolve_kind
 from tests.conftest import structured
 
 
@@ -25,12 +25,15 @@ def brute(x, q, k, allowed=None):
 
 def test_exact_index_equals_brute_force():
     x = structured(500)
-    q = structured(20, seed=1)
+    q = structured(40, seed=1)
     index = VectorIndex.build(x, records(500), IndexConfig(kind="flat"))
-    scores, ids = index.search(q, 10)
-    want_s, want_i = brute(x, q, 10)
-    np.testing.assert_allclose(scores, want_s, atol=1e-5)
-    assert (ids == want_i + 1000).mean() > 0.99  # ties may swap
+    # 40 queries take FAISS's BLAS path (simlib lowers its threshold to 20), 5 its per-query scan.
+    assert import_faiss().cvar.distance_compute_blas_threshold <= BLAS_THRESHOLD < 40
+    for batch in (q, q[:5]):
+        scores, ids = index.search(batch, 10)
+        want_s, want_i = brute(x, batch, 10)
+        np.testing.assert_allclose(scores, want_s, atol=1e-5)
+        assert (ids == want_i + 1000).mean() > 0.99  # ties may swap
 
 
 @pytest.mark.parametrize("kind", ["hnsw", "ivfpq"])
