@@ -794,6 +794,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve this index folder as it is (any backend, e.g. one built with `simlib index --backend milvus`)",
     )
     p.add_argument("--uri", metavar="URI", help="with --index: reach its Milvus collection at this address")
+    p.add_argument(
+        "--mmap",
+        action="store_true",
+        help="with --index: map the FAISS index's vectors from disk, not into memory (read-only; indexes past RAM)",
+    )
     p.add_argument("--host", default=DEFAULT_HOST, help=f"address to listen on (default {DEFAULT_HOST})")
     p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     p.add_argument("--share", action="store_true", help="also create a temporary public link (use with --auth)")
@@ -823,10 +828,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SimlibError(f"-k must be between 1 and {MAX_K}")
         from simlib.gallery import open_gallery
 
+        if args.mmap and (not args.index or args.allow_add):
+            raise SimlibError(
+                "--mmap needs --index DIR and cannot be combined with --allow-add (a mapped index is read-only)"
+            )
         if args.index:
             from simlib.search import Searcher
 
-            searcher = Searcher.load(args.index, model_dir=args.model, uri=args.uri)
+            searcher = Searcher.load(args.index, model_dir=args.model, uri=args.uri, mmap=args.mmap)
             note = f"loaded {args.index} ({searcher.describe()['backend']}, {len(searcher.index):,} images)"
         else:
             searcher, note = open_gallery(

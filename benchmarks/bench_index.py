@@ -92,8 +92,59 @@ def sweep(kind: str) -> list[dict]:
     return [{}]
 
 
-def run_size(name: str, db: np.ndarray, queries: np.ndarray, kinds, n_single: int, repeats: int) -> list[dict]:
-    """All kinds and settings on one database; recall against the exact (flat) index."""
+# Run in a fresh process per mode: loading there shows the memory an index takes (RssAnon: the
+# process's own pages; mapped file pages are page cache the system can reclaim).
+LOAD_PROBE = """
+import json, sys, time
+import numpy as np
+from simlib.index import VectorIndex, import_faiss
+
+def anon_mib():
+    with open("/proc/self/status", encoding="ascii") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("RssAnon")) / 1024
+
+import_faiss()
+queries = np.load(sys.argv[3])
+before, t0 = anon_mib(), time.perf_counter()
+index = VectorIndex.load(sys.argv[1], mmap=sys.argv[2] == "mmap")
+load_s = time.perf_counter() - t0
+t0 = time.perf_counter()
+for q in queries:
+    index.search(q, 10)
+qps = len(queries) / (time.perf_counter() - t0)
+print(json.dumps({"load_s": load_s, "mem_mib": anon_mib() - before, "qps_single": qps}))
+"""
+
+
+def load_rows(index, queries: np.ndarray, name: str) -> list[dict]:
+    """Save ``index``, then load it read into memory and memory-mapped, each in a fresh process."""
+    import json
+    import subprocess
+    import tempfile
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        index.save(f"{tmp}/index")
+        np.save(f"{tmp}/queries.npy", queries)
+        for mode in ("read", "mmap"):
+            out = subprocess.run(
+                [sys.executable, "-c", LOAD_PROBE, f"{tmp}/index", mode, f"{tmp}/queries.npy"],
+                capture_output=True, text=True, check=True, cwd=common.REPO,
+            ).stdout  # fmt: skip
+            probe = json.loads(out.strip().splitlines()[-1])
+            rows.append({"data": name, "n": len(index), "kind": index.kind, "setting": f"loaded ({mode})", **probe})
+            print(common.table(rows[-1:]), flush=True)
+    return rows
+
+
+def run_size(
+    name: str, db: np.ndarray, queries: np.ndarray, kinds, n_single: int, repeats: int, load_probe_min: int = 1_000_000
+) -> list[dict]:
+    """All kinds and settings on one database; recall against the exact (flat) index.
+
+    From ``load_probe_min`` vectors on, the kind ``auto`` picks and IVF-PQ are also saved and
+    reloaded, read and memory-mapped (:func:`load_rows`).
+    """
     from simlib.config import IndexConfig
     from simlib.index import VectorIndex, resolve_kind
 
@@ -138,6 +189,8 @@ def run_size(name: str, db: np.ndarray, queries: np.ndarray, kinds, n_single: in
             )
             print(common.table(rows[-1:]), flush=True)
         index.config = base
+        if kind in (auto_kind, "ivfpq") and n >= load_probe_min:
+            rows += load_rows(index, queries[:n_single], name)
         del index
         gc.collect()
     return rows
@@ -168,7 +221,8 @@ def main(argv: list[str] | None = None) -> dict:
     for n in (int(s) for s in args.sizes.split(",") if s.strip()):
         db = structured_vectors(n, args.dim, seed=args.seed)
         queries = structured_vectors(args.queries, args.dim, seed=args.seed + 1_000_003)
-        rows += run_size("synthetic", db, queries, kinds, args.single, repeats)
+        probe_min = min(int(x) for x in args.sizes.split(",")) if args.smoke else 1_000_000
+        rows += run_size("synthetic", db, queries, kinds, args.single, repeats, probe_min)
         common.save_partial(args.name, args, rows)
         del db
         gc.collect()
@@ -200,6 +254,7 @@ def main(argv: list[str] | None = None) -> dict:
             "speedup_batched",
             "speedup_single",
             "recall@10",
+            "load_s",
         ],
         notes=notes,
     )

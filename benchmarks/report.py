@@ -67,6 +67,7 @@ SECTIONS = {
             "speedup_batched": "× exact batched",
             "speedup_single": "× exact single",
             "recall@10": "recall@10",
+            "load_s": "load s",
         },
     ),
     "train": (

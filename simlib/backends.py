@@ -90,12 +90,13 @@ def manifest_backend(directory: str | os.PathLike) -> str:
     return str(load_json(directory / MANIFEST_FILE).get("backend", "faiss"))
 
 
-def open_index(directory: str | os.PathLike, uri: str | None = None) -> IndexBackend:
+def open_index(directory: str | os.PathLike, uri: str | None = None, mmap: bool = False) -> IndexBackend:
     """Reopen an index folder with the backend its manifest names.
 
     Args:
         directory: folder written by ``Searcher.save`` / ``index.save`` (or its ``manifest.json``).
         uri: Milvus only: reach the collection at this address instead of the manifest's.
+        mmap: FAISS only: memory-map the vectors (see :meth:`simlib.index.VectorIndex.load`).
     """
     directory = Path(directory)
     if directory.name == MANIFEST_FILE:
@@ -106,7 +107,9 @@ def open_index(directory: str | os.PathLike, uri: str | None = None) -> IndexBac
             raise SimlibError(f"{directory} is a FAISS index: --uri applies to Milvus indexes only")
         from simlib.index import VectorIndex
 
-        return VectorIndex.load(directory)
+        return VectorIndex.load(directory, mmap=mmap)
+    if mmap:
+        raise SimlibError(f"{directory} is a {backend} index: memory-mapping (--mmap) applies to FAISS indexes only")
     if backend == "milvus":
         from simlib.milvus import MilvusIndex
 

@@ -183,7 +183,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         have = manifest_backend(args.index)
         if have != args.backend:
             raise SimlibError(f"{args.index} is a {have} index, not {args.backend}: drop --backend or fix --index")
-    searcher = Searcher.load(args.index, model_dir=args.model, uri=args.uri)
+    searcher = Searcher.load(args.index, model_dir=args.model, uri=args.uri, mmap=args.mmap)
     try:
         hits = searcher.query(
             args.image,
@@ -465,6 +465,11 @@ def build_parser() -> argparse.ArgumentParser:
         const=0.97,
         metavar="THRESHOLD",
         help="merge results near-identical (cosine >= THRESHOLD, default 0.97) to a better one; fill the top-K",
+    )
+    p.add_argument(
+        "--mmap",
+        action="store_true",
+        help="memory-map the FAISS index's vectors, not read them into memory (read-only; for indexes past RAM)",
     )
     _add_backend_options(p, search=True)
     p.set_defaults(func=cmd_search)

@@ -115,6 +115,7 @@ class VectorIndex:
         self._pos: dict[int, int] = {}
         self._columns: dict[tuple[str, int], np.ndarray] = {}
         self.manifest: dict[str, Any] = {}
+        self.mapped = False  # vectors memory-mapped from the file (load(mmap=True)): adding is refused
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -138,6 +139,9 @@ class VectorIndex:
         if len(x) != len(records):
             raise SimlibError(f"{len(x)} vectors but {len(records)} records")
         new_ids = [int(r.id) for r in records]
+        if self.mapped:
+            # FAISS aborts the whole process when it grows a mapped vector store
+            raise SimlibError("this index was opened memory-mapped (read-only): reopen it without mmap to add images")
         clash = [i for i in new_ids if i in self._pos]
         if clash or len(set(new_ids)) != len(new_ids):
             raise SimlibError(f"ids already in the index or repeated: {sorted(set(clash))[:5] or new_ids[:5]}")
@@ -177,6 +181,7 @@ class VectorIndex:
         else:
             fresh._index = _new_faiss_index(self.dim, self.kind, self.config, None)
         self._index, self._ids, self._alive = fresh._index, fresh._ids, fresh._alive
+        self.mapped = False  # the rebuilt index lives in memory
         self._paths, self._labels, self._attrs, self._pos = fresh._paths, fresh._labels, fresh._attrs, fresh._pos
 
     # ------------------------------------------------------------------ reading
@@ -350,8 +355,16 @@ class VectorIndex:
         return directory
 
     @classmethod
-    def load(cls, directory: str | os.PathLike) -> VectorIndex:
-        """Open an index folder written by :meth:`save`, checking it is whole and consistent."""
+    def load(cls, directory: str | os.PathLike, mmap: bool = False) -> VectorIndex:
+        """Open an index folder written by :meth:`save`, checking it is whole and consistent.
+
+        Args:
+            directory: the index folder.
+            mmap: map the stored vectors from the file instead of reading them into memory: the
+                index opens at once and its vectors take page cache the system can reclaim, not
+                process memory (an index larger than RAM can be searched). Searching and removing
+                work as usual; adding is refused.
+        """
         faiss = import_faiss()
 
         directory = Path(directory)
@@ -373,7 +386,7 @@ class VectorIndex:
             raise SimlibError(
                 f"{directory / MANIFEST_FILE} is damaged ({type(e).__name__}: {e}); rebuild the index"
             ) from None
-        faiss_index = _read_faiss(directory / INDEX_FILE)
+        faiss_index = _read_faiss(directory / INDEX_FILE, mmap)
         records = _read_records(directory / RECORDS_FILE)
         if faiss_index.d != dim or faiss_index.ntotal != len(records) or count != len(records):
             raise SimlibError(
@@ -396,6 +409,7 @@ class VectorIndex:
         index._attrs = [dict(r.attributes) for r in records]
         index._pos = {r.id: p for p, r in enumerate(records)}
         index.manifest = manifest
+        index.mapped = mmap
         return index
 
 
@@ -403,8 +417,11 @@ class VectorIndex:
 _FAISS_TYPES = {"flat": "IndexFlatIP", "hnsw": "IndexHNSWFlat", "ivfpq": "IndexRefineFlat"}
 
 
-def _read_faiss(path: Path):
-    """``faiss.read_index`` with a clear error, refusing declared sizes the file cannot hold."""
+def _read_faiss(path: Path, mmap: bool = False):
+    """``faiss.read_index`` with a clear error, refusing declared sizes the file cannot hold.
+
+    ``mmap`` maps the flat vector stores (every kind's full vectors) instead of reading them.
+    """
     faiss = import_faiss()
 
     if not path.is_file():
@@ -417,7 +434,7 @@ def _read_faiss(path: Path):
         previous = faiss.get_deserialization_vector_byte_limit()
         faiss.set_deserialization_vector_byte_limit(2 * path.stat().st_size + 2**30)
     try:
-        return faiss.read_index(str(path))
+        return faiss.read_index(str(path), faiss.IO_FLAG_MMAP_IFC if mmap else 0)
     except (RuntimeError, MemoryError) as e:
         first = (str(e).splitlines() or [type(e).__name__])[0]
         raise SimlibError(f"{path} is corrupt ({first[-160:]}); rebuild the index") from None

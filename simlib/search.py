@@ -224,15 +224,20 @@ class Searcher:
 
     @classmethod
     def load(
-        cls, index_dir: str | os.PathLike, model_dir: str | os.PathLike | None = None, uri: str | None = None
+        cls,
+        index_dir: str | os.PathLike,
+        model_dir: str | os.PathLike | None = None,
+        uri: str | None = None,
+        mmap: bool = False,
     ) -> Searcher:
         """Open an index folder with its own model, or with ``model_dir`` (checked to be the same model).
 
         The backend (FAISS or Milvus) is the one the folder's manifest names; ``uri`` reaches a
-        Milvus collection at another address than the manifest's.
+        Milvus collection at another address than the manifest's; ``mmap`` memory-maps a FAISS
+        index's vectors instead of reading them (read-only: for indexes larger than memory).
         """
         index_dir = Path(index_dir)
-        index = open_index(index_dir, uri=uri)
+        index = open_index(index_dir, uri=uri, mmap=mmap)
         try:
             model = load_model(
                 Path(model_dir) if model_dir else index_dir / index.manifest.get("model_dir", MODEL_SUBDIR)

@@ -171,6 +171,12 @@ def test_uploaded_image_only_from_the_upload_folder(tmp_path):
         app.uploaded_image({"url": "data:image/png;base64,!!"}, folder)
 
 
+def test_mmap_needs_an_index_and_no_adding(small_index_dir, capsys):
+    for argv in (["--mmap"], ["--index", str(small_index_dir), "--mmap", "--allow-add"]):
+        assert app.main(argv) == 1
+        assert "--mmap needs --index DIR and cannot be combined with --allow-add" in capsys.readouterr().err
+
+
 def test_status_notice_auth_and_share_message(searcher):
     info = searcher.describe()
     assert app.is_untrained(info)

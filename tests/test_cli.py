@@ -47,6 +47,16 @@ def test_index_builds_and_reports_the_corrupt_image(built, gallery):
     assert (out / "model" / "model.keras").is_file()
 
 
+def test_search_mmap_gives_the_same_hits(built):
+    _, out = built
+    first = json.loads((out / "records.jsonl").read_text().splitlines()[3])
+    runs = [
+        run_cli("search", first["path"], "--index", str(out), "-k", "5", "--json", *extra) for extra in ([], ["--mmap"])
+    ]
+    assert all(r.returncode == 0 for r in runs), runs[1].stderr
+    assert json.loads(runs[0].stdout)["hits"] == json.loads(runs[1].stdout)["hits"]
+
+
 def test_search_json_and_table(built, gallery):
     _, out = built
     first = json.loads((out / "records.jsonl").read_text().splitlines()[0])

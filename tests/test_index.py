@@ -1,10 +1,14 @@
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 from simlib.config import IndexConfig
 from simlib.errors import SimlibError
 from simlib.index import BLAS_THRESHOLD, Record, VectorIndex, import_faiss, resolve_kind
-from tests.conftest import structured
+from tests.conftest import REPO, structured
 
 
 def records(n, start=0):
@@ -93,6 +97,57 @@ def test_remove_add_and_save_load_round_trip(tmp_path, kind):
     loaded.add(structured(1, seed=9), [Record(5, "/g/new.jpg")])
     loaded.save(tmp_path / "idx")
     assert len(VectorIndex.load(tmp_path / "idx")) == 299
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw", "ivfpq"])
+def test_mmap_load_searches_the_same_and_refuses_adding(tmp_path, kind):
+    x = structured(2000, d=64)
+    q = structured(30, d=64, seed=5)
+    VectorIndex.build(x, records(2000), IndexConfig(kind=kind)).save(tmp_path / "idx")
+    read, mapped = VectorIndex.load(tmp_path / "idx"), VectorIndex.load(tmp_path / "idx", mmap=True)
+    assert mapped.mapped and not read.mapped
+    for a, b in zip(mapped.search(q, 10), read.search(q, 10), strict=True):
+        np.testing.assert_array_equal(a, b)
+    with pytest.raises(SimlibError, match="memory-mapped"):  # FAISS itself would abort the process
+        mapped.add(structured(1, d=64, seed=9), [Record(5)])
+    # Removing works (tombstones; compaction rebuilds in memory) and the result saves and reloads.
+    assert mapped.remove(list(range(1000, 1700))) == 700 and not mapped.mapped
+    mapped.save(tmp_path / "idx2")
+    assert len(VectorIndex.load(tmp_path / "idx2", mmap=True)) == 1300
+
+
+# Process-private memory (RssAnon) taken by loading an index; mapped file pages are not in it.
+LOAD_RSS = """
+import sys
+from simlib.index import VectorIndex, import_faiss
+
+def anon_mib():
+    with open("/proc/self/status", encoding="ascii") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith("RssAnon")) / 1024
+
+import_faiss()
+before = anon_mib()
+index = VectorIndex.load(sys.argv[1], mmap=sys.argv[2] == "mmap")
+index.search(index.vectors(index._alive.nonzero()[0][:5]), 3)
+print(anon_mib() - before)
+"""
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="reads the process's resident memory")
+def test_mmap_load_keeps_the_vectors_out_of_process_memory(tmp_path):
+    x = np.tile(structured(1000, d=128), (128, 1))  # 128,000 vectors: 62.5 MiB of float32
+    VectorIndex.build(x, records(len(x)), IndexConfig(kind="flat")).save(tmp_path / "idx")
+    # A fresh process per mode: memory this one freed would be reused and hide the difference.
+    grew = {
+        mode: float(
+            subprocess.run(
+                [sys.executable, "-c", LOAD_RSS, str(tmp_path / "idx"), mode],
+                capture_output=True, text=True, check=True, cwd=REPO,
+            ).stdout
+        )
+        for mode in ("read", "mmap")
+    }  # fmt: skip
+    assert grew["read"] - grew["mmap"] > 50, grew
 
 
 def test_many_removals_compact_the_index():
