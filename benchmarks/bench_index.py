@@ -211,6 +211,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument(
         "--real", default=None, help=".npy of real embeddings (default: benchmarks/results/product-embeddings.npy)"
     )
+    p.add_argument(
+        "--real-model",
+        default=None,
+        metavar="DIR",
+        help="instead: embed the product set with this model (e.g. trained)",
+    )
     args = p.parse_args(argv)
     common.setup_env()
     if args.smoke:
@@ -228,13 +234,23 @@ def main(argv: list[str] | None = None) -> dict:
         gc.collect()
     real = common.RESULTS_DIR / "product-embeddings.npy" if args.real is None else args.real
     notes = []
+    label = "product set (untrained, bench_embed)"  # bench_embed embeds with weights=none
+    if args.real_model and not args.smoke:
+        from simlib.embed import embed_table
+        from simlib.model import load_model
+
+        model = load_model(args.real_model)
+        trained = "trained" if model.simlib_config.trained else "untrained"
+        label = f"product set ({trained}, {model.simlib_config.image_size} px)"
+        real = common.RESULTS_DIR / "product-embeddings-model.npy"
+        np.save(real, embed_table(model, common.product_table(), progress=False).embeddings)
     if real and not args.smoke and common.Path(real).is_file():
         emb = np.load(real).astype(np.float32)
         rng = np.random.default_rng(args.seed)
         q_rows = rng.choice(len(emb), size=min(500, len(emb) // 5), replace=False)
         mask = np.ones(len(emb), bool)
         mask[q_rows] = False
-        rows += run_size("product set", emb[mask], emb[q_rows], kinds, min(args.single, len(q_rows)), repeats)
+        rows += run_size(label, emb[mask], emb[q_rows], kinds, min(args.single, len(q_rows)), repeats)
     elif not args.smoke:
         notes.append(f"real embeddings skipped: {real} not found (bench_embed writes it)")
     return common.finish(
