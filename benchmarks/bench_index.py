@@ -88,7 +88,7 @@ def sweep(kind: str) -> list[dict]:
     if kind == "hnsw":
         return [{"hnsw_ef_search": ef} for ef in (32, 64, 128)]
     if kind == "ivfpq":
-        return [{"ivf_nprobe": p} for p in (16, 64)]
+        return [{"ivf_nprobe": p} for p in (0, 16)]  # 0: the default, a sixteenth of the cells
     return [{}]
 
 
@@ -137,6 +137,16 @@ def load_rows(index, queries: np.ndarray, name: str) -> list[dict]:
     return rows
 
 
+def describe(setting: dict, index) -> str:
+    """A search setting as the table shows it (IVF's automatic nprobe with the value it resolves to)."""
+    if setting.get("ivf_nprobe") == 0:
+        from simlib.index import import_faiss
+
+        nlist = import_faiss().extract_index_ivf(index._index).nlist
+        return f"ivf_nprobe=auto ({index.config.nprobe(nlist)} of {nlist})"
+    return ", ".join(f"{k}={v}" for k, v in setting.items()) or "-"
+
+
 def run_size(
     name: str, db: np.ndarray, queries: np.ndarray, kinds, n_single: int, repeats: int, load_probe_min: int = 1_000_000
 ) -> list[dict]:
@@ -175,7 +185,7 @@ def run_size(
                     "data": name,
                     "n": n,
                     "kind": kind,
-                    "setting": ", ".join(f"{k}={v}" for k, v in setting.items()) or "-",
+                    "setting": describe(setting, index),
                     "default": default,
                     "auto": kind == auto_kind and default,
                     "build_s": build_s,

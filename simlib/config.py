@@ -74,8 +74,9 @@ class IndexConfig:
         hnsw_ef_search: HNSW search breadth (recall/speed trade-off).
         hnsw_ef_construction: HNSW build breadth.
         ivf_nlist: IVF cells; 0 picks about 4*sqrt(n).
-        ivf_nprobe: IVF cells visited per query.
-        pq_m: PQ sub-quantisers (must divide the dimension).
+        ivf_nprobe: IVF cells visited per query; 0 visits a sixteenth of the cells (at least 16):
+            a fixed 16 found only 0.74 of the true top-10 at 100k vectors (0.97 at a sixteenth).
+        pq_m: PQ sub-quantisers (must divide the dimension): bytes per vector code.
         rerank_factor: IVF-PQ candidates re-ranked exactly per result.
     """
 
@@ -84,13 +85,19 @@ class IndexConfig:
     hnsw_ef_search: int = 128
     hnsw_ef_construction: int = 40
     ivf_nlist: int = 0
-    ivf_nprobe: int = 16
-    pq_m: int = 16
+    ivf_nprobe: int = 0
+    pq_m: int = 32
     rerank_factor: int = 8
+
+    def nprobe(self, nlist: int) -> int:
+        """IVF cells a search visits in an index of ``nlist`` cells."""
+        return max(1, min(nlist, self.ivf_nprobe or max(16, nlist // 16)))
 
     def __post_init__(self) -> None:
         if self.kind not in ("auto", "flat", "hnsw", "ivfpq"):
             raise SimlibError(f"index kind must be auto, flat, hnsw or ivfpq, not {self.kind!r}")
+        if self.ivf_nprobe < 0 or self.pq_m < 1 or self.rerank_factor < 1:
+            raise SimlibError("ivf_nprobe must be >= 0 (0: automatic), pq_m and rerank_factor >= 1")
 
 
 def to_dict(config: Any) -> dict[str, Any]:

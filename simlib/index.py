@@ -293,7 +293,7 @@ class VectorIndex:
         if self.kind == "hnsw":
             return faiss.SearchParametersHNSW(sel=sel, efSearch=max(c.hnsw_ef_search, 1))
         if self.kind == "ivfpq":
-            base = faiss.SearchParametersIVF(sel=sel, nprobe=c.ivf_nprobe)
+            base = faiss.SearchParametersIVF(sel=sel, nprobe=c.nprobe(faiss.extract_index_ivf(self._index).nlist))
             return faiss.IndexRefineSearchParameters(k_factor=float(c.rerank_factor), base_index_params=base)
         return faiss.SearchParameters(sel=sel)
 
@@ -509,7 +509,7 @@ def _new_faiss_index(dim: int, kind: str, config: IndexConfig, train: np.ndarray
         nbits = int(min(8, max(4, math.floor(math.log2(n / 39)))))
         quantizer = faiss.IndexFlatIP(dim)
         ivf = faiss.IndexIVFPQ(quantizer, dim, nlist, config.pq_m, nbits, faiss.METRIC_INNER_PRODUCT)
-        ivf.nprobe = config.ivf_nprobe
+        ivf.nprobe = config.nprobe(nlist)
         index = faiss.IndexRefineFlat(ivf)
         index.k_factor = float(config.rerank_factor)
         index.train(train)  # faiss' Python wrappers keep quantizer and ivf alive with the index

@@ -434,7 +434,8 @@ class MilvusIndex:
         if len(x) == 0 or expr == f"{ID} < 0":
             return scores, ids
         c = self.config
-        params = {"hnsw": {"ef": max(c.hnsw_ef_search, k)}, "ivfpq": {"nprobe": c.ivf_nprobe}}.get(self.kind, {})
+        nlist = c.ivf_nlist or max(8, int(4 * np.sqrt(max(len(self), 1))))  # as at creation (about)
+        params = {"hnsw": {"ef": max(c.hnsw_ef_search, k)}, "ivfpq": {"nprobe": c.nprobe(nlist)}}.get(self.kind, {})
         results = self._client.search(
             self.collection,
             data=x.tolist(),

@@ -41,3 +41,12 @@ def test_precision_is_float32_by_default_and_checked():
     assert ModelConfig(precision="mixed_bfloat16").precision == "mixed_bfloat16"
     with pytest.raises(SimlibError, match="precision"):
         ModelConfig(precision="float16")
+
+
+def test_ivf_nprobe_automatic_and_fixed():
+    auto = IndexConfig(kind="ivfpq")
+    assert [auto.nprobe(n) for n in (10, 100, 1265, 4000)] == [10, 16, 79, 250]
+    assert IndexConfig(kind="ivfpq", ivf_nprobe=64).nprobe(4000) == 64
+    assert IndexConfig(kind="ivfpq", ivf_nprobe=64).nprobe(40) == 40
+    with pytest.raises(SimlibError, match="ivf_nprobe"):
+        IndexConfig(ivf_nprobe=-1)
