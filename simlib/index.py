@@ -502,13 +502,12 @@ def _new_faiss_index(dim: int, kind: str, config: IndexConfig, train: np.ndarray
             raise SimlibError(
                 f"an IVF-PQ index needs at least {IVFPQ_MIN:,} vectors to train ({n} given): use --kind flat"
             )
-        if dim % config.pq_m:
-            raise SimlibError(f"pq_m={config.pq_m} must divide the dimension {dim}")
+        pq_m = max(m for m in range(1, config.pq_m + 1) if dim % m == 0)  # sub-quantisers must divide dim
         nlist = config.ivf_nlist or int(min(max(4 * math.sqrt(n), 8), n // 39))
         # 8-bit codes need 256 x 39 training points; fewer bits on small sets keep k-means well fed
         nbits = int(min(8, max(4, math.floor(math.log2(n / 39)))))
         quantizer = faiss.IndexFlatIP(dim)
-        ivf = faiss.IndexIVFPQ(quantizer, dim, nlist, config.pq_m, nbits, faiss.METRIC_INNER_PRODUCT)
+        ivf = faiss.IndexIVFPQ(quantizer, dim, nlist, pq_m, nbits, faiss.METRIC_INNER_PRODUCT)
         ivf.nprobe = config.nprobe(nlist)
         index = faiss.IndexRefineFlat(ivf)
         index.k_factor = float(config.rerank_factor)

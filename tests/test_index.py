@@ -199,3 +199,11 @@ def test_unfiltered_search_skips_removed_rows_and_empty_string_filters_still_fil
     assert ids[0, 0] == 1003 and (ids[0, 1:] == -1).all()
     _, ids = index.search(x[:1], 5, filters={"colour": []})  # an empty list filters nothing
     assert (ids[0] >= 0).all()
+
+
+def test_ivfpq_fits_its_code_size_to_the_dimension():
+    x = structured(2000, d=24)  # the default 32 sub-quantisers do not divide 24: 24 are used
+    index = VectorIndex.build(x, records(2000), IndexConfig(kind="ivfpq"))
+    faiss = import_faiss()
+    assert faiss.downcast_index(faiss.extract_index_ivf(index._index)).pq.M == 24
+    assert index.search(x[:3], 1)[1][:, 0].tolist() == [1000, 1001, 1002]
