@@ -44,7 +44,7 @@ def test_benchmark_smoke_run_writes_its_rows(name, tmp_path, data_root, monkeypa
         assert {r["kind"] for r in rows} == {"flat", "hnsw", "ivfpq"}
         assert sorted(r["setting"] for r in others if r["kind"] == "flat") == ["loaded (mmap)", "loaded (read)"]
     if name == "train":
-        assert any(r["feed"].startswith("simlib.train.fit (full backbone") and r["triplets_s"] > 0 for r in measured)
+        assert any(r["feed"].startswith("simlib.train.fit (") and r["triplets_s"] > 0 for r in measured)
         assert len(others) == 1 and others[0]["seconds"] > others[0]["setup_s"] > 0
 
 
