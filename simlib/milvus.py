@@ -153,6 +153,11 @@ def _connect(uri: str, token: str | None = None):
         raise SimlibError(f"could not connect to Milvus at {uri}: {str(e)[:200]}{hint}") from None
 
 
+def default_nlist(n: int) -> int:
+    """IVF cells for a collection of about ``n`` vectors."""
+    return max(8, int(4 * np.sqrt(max(n, 1))))
+
+
 # ----------------------------------------------------------------------------- the index
 class MilvusIndex:
     """Cosine top-K search with ids, metadata and filters, in a Milvus collection.
@@ -230,12 +235,21 @@ class MilvusIndex:
         if kind == "hnsw":
             params = {"M": config.hnsw_m, "efConstruction": config.hnsw_ef_construction}
         elif kind == "ivfpq":
-            params = {"nlist": config.ivf_nlist or max(8, int(4 * np.sqrt(max(expected_count, 1))))}
+            params = {"nlist": config.ivf_nlist or default_nlist(expected_count)}
         index_params = client.prepare_index_params()
         index_params.add_index(field_name=VECTOR, index_type=INDEX_TYPES[kind], metric_type="COSINE", params=params)
         client.create_collection(collection, schema=schema, index_params=index_params, consistency_level="Strong")
         client.load_collection(collection)
-        return cls(client, uri, collection, int(dim), config, fields, kind)
+        index = cls(client, uri, collection, int(dim), config, fields, kind)
+        if "nlist" in params:
+            index.manifest["ivf_nlist"] = params["nlist"]  # searches probe a share of these cells
+        return index
+
+    def _nlist(self) -> int:
+        """IVF cells of the collection's index: as created (folders from before: estimated once)."""
+        if "ivf_nlist" not in self.manifest:
+            self.manifest["ivf_nlist"] = self.config.ivf_nlist or default_nlist(len(self))
+        return int(self.manifest["ivf_nlist"])
 
     def add(self, vectors: np.ndarray, records: Sequence[Record]) -> None:
         """Insert vectors with their records in chunks; ids must be new to the index."""
@@ -434,8 +448,11 @@ class MilvusIndex:
         if len(x) == 0 or expr == f"{ID} < 0":
             return scores, ids
         c = self.config
-        nlist = c.ivf_nlist or max(8, int(4 * np.sqrt(max(len(self), 1))))  # as at creation (about)
-        params = {"hnsw": {"ef": max(c.hnsw_ef_search, k)}, "ivfpq": {"nprobe": c.nprobe(nlist)}}.get(self.kind, {})
+        params: dict[str, Any] = {}
+        if self.kind == "hnsw":
+            params = {"ef": max(c.hnsw_ef_search, k)}
+        elif self.kind == "ivfpq":
+            params = {"nprobe": c.nprobe(self._nlist())}
         results = self._client.search(
             self.collection,
             data=x.tolist(),

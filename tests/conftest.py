@@ -61,6 +61,15 @@ def structured(n, d=32, rank=8, noise=0.1, seed=0):
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
+def brute(x, q, k, allowed=None):
+    """Exact top-k by inner product (``allowed``: a boolean mask of usable rows): the reference for indexes."""
+    s = q @ x.T
+    if allowed is not None:
+        s[:, ~allowed] = -np.inf
+    order = np.argsort(-s, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(s, order, 1), order
+
+
 def stratified_rows(labels: np.ndarray, n_classes: int, per_class: int, seed: int = 0) -> np.ndarray:
     """Rows of the ``n_classes`` largest classes, ``per_class`` each (deterministic)."""
     from simlib.data import ImageTable, sample_per_class

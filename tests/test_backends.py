@@ -21,7 +21,7 @@ from simlib.config import IndexConfig
 from simlib.errors import SimlibError
 from simlib.index import Record, VectorIndex
 from simlib.milvus import filter_expression, public_uri, quote
-from tests.conftest import REPO, run_cli, stratified_rows, structured
+from tests.conftest import REPO, brute, run_cli, stratified_rows, structured
 
 D = 32
 N = 300
@@ -39,14 +39,6 @@ def records(n, start=0):
             attrs["colour"] = INJECTION  # a crafted value must only ever match itself
         out.append(Record(id=1000 + i, path=f"/g/{i}.jpg", label=f"c{i % 4}", attributes=attrs))
     return out
-
-
-def brute(x, q, k, allowed=None):
-    s = q @ x.T
-    if allowed is not None:
-        s[:, ~allowed] = -np.inf
-    order = np.argsort(-s, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(s, order, 1), order
 
 
 # ----------------------------------------------------------------------------- backends

@@ -8,7 +8,7 @@ import pytest
 from simlib.config import IndexConfig
 from simlib.errors import SimlibError
 from simlib.index import BLAS_THRESHOLD, Record, VectorIndex, import_faiss, resolve_kind
-from tests.conftest import REPO, structured
+from tests.conftest import REPO, brute, structured
 
 
 def records(n, start=0):
@@ -17,14 +17,6 @@ def records(n, start=0):
         Record(id=1000 + i, path=f"/g/{i}.jpg", label=f"c{i % 4}", attributes={"colour": colours[i % 3]})
         for i in range(start, start + n)
     ]
-
-
-def brute(x, q, k, allowed=None):
-    s = q @ x.T
-    if allowed is not None:
-        s[:, ~allowed] = -np.inf
-    order = np.argsort(-s, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(s, order, 1), order
 
 
 def test_exact_index_equals_brute_force():
