@@ -202,7 +202,6 @@ def search(
     Raises:
         SimlibError: no image, a bad image or a bad ``k``, with a message for the user.
     """
-    from simlib.embed import embed_images
     from simlib.search import no_good_match
 
     if image is None:
@@ -210,7 +209,7 @@ def search(
     if not 1 <= int(k) <= MAX_K:
         raise SimlibError(f"k must be between 1 and {MAX_K}, not {k}")
     t0 = time.perf_counter()
-    vector = embed_images(searcher.model, [image])[0]
+    vector = searcher.embedder.embed_images([image])[0]
     with lock or contextlib.nullcontext():
         hits = searcher.query_vector(vector, int(k), dict(filters or {}) or None, collapse_duplicates=collapse)
         info = searcher.describe()
@@ -268,7 +267,6 @@ def explain(searcher, image: Any, result_id: int, lock: Any = None, rank: int | 
     """
     import numpy as np
 
-    from simlib.embed import embed_images
     from simlib.explain import overlay, similarity_maps
 
     if image is None:
@@ -281,8 +279,8 @@ def explain(searcher, image: Any, result_id: int, lock: Any = None, rank: int | 
     if not record.path:
         raise SimlibError(f"gallery image {record.id} has no file to show")
     result = _display_image(record.path)
-    score = float(embed_images(searcher.model, [image])[0] @ stored)
-    query_heat, result_heat = similarity_maps(searcher.model, query, result)
+    score = float(searcher.embedder.embed_images([image])[0] @ stored)
+    query_heat, result_heat = similarity_maps(searcher.embedder, query, result)
     weak = threshold is not None and score < threshold
     text = (f"**#{rank}** · " if rank else "") + f"cosine similarity **{score:.4f}**"
     text += (f" · {record.label}" if record.label else "") + (
@@ -313,7 +311,6 @@ def record_feedback(store, searcher, image: Any, result_id: int, verdict: str, l
     Raises:
         SimlibError: no image, a bad image, an unknown id or verdict.
     """
-    from simlib.embed import embed_images
     from simlib.feedback import VERDICTS
     from simlib.search import Hit
 
@@ -321,7 +318,7 @@ def record_feedback(store, searcher, image: Any, result_id: int, verdict: str, l
         raise SimlibError("no query image: search first, then mark a result")
     if verdict not in VERDICTS:
         raise SimlibError(f"verdict must be one of {', '.join(VERDICTS)}, not {verdict!r}")
-    vector = embed_images(searcher.model, [image])[0]
+    vector = searcher.embedder.embed_images([image])[0]
     with lock or contextlib.nullcontext():
         record = searcher.index.record(int(result_id))
         score = float(vector @ searcher.index.vectors_of([record.id])[0])
@@ -464,9 +461,7 @@ def share_failure(gradio_output: str) -> str:
 def _blank_image(searcher):
     import numpy as np
 
-    from simlib.model import model_config
-
-    s = model_config(searcher.model).image_size
+    s = searcher.embedder.image_size
     return np.full((s, s, 3), 255, np.uint8)
 
 

@@ -47,7 +47,7 @@ def run_size(table, size: int, batch_size: int, n_loop: int, repeats: int, seed:
     def loop() -> float:
         def run():
             for i in loop_rows:
-                model.predict(prepare_image(table.source(i), size)[None].astype(np.float32), verbose=0)
+                model.model.predict(prepare_image(table.source(i), size)[None].astype(np.float32), verbose=0)
 
         return common.rate(len(loop_rows), run)
 
@@ -56,14 +56,14 @@ def run_size(table, size: int, batch_size: int, n_loop: int, repeats: int, seed:
 
     # warm-up: trace the compiled forward and predict's function, open the files once
     embed_batch(model, x[:batch_size])
-    model.predict(x[:1].astype(np.float32), verbose=0)
+    model.model.predict(x[:1].astype(np.float32), verbose=0)
     decode()
     res = common.interleaved(
         {"ceiling": ceiling, "simlib": simlib_pipeline, "loop": loop, "decode": decode}, repeats, seed
     )
     med = {k: common.median(v) for k, v in res.items()}
     # embed_batch's compiled function must have traced exactly once for all batch sizes
-    traces = model._simlib_embed_fn.experimental_get_tracing_count()
+    traces = model.forward.experimental_get_tracing_count()
     row = {
         "image_px": size,
         "images": n,

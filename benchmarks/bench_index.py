@@ -247,11 +247,11 @@ def main(argv: list[str] | None = None) -> dict:
     label = "product set (untrained, bench_embed)"  # bench_embed embeds with weights=none
     if args.real_model and not args.smoke:
         from simlib.embed import embed_table
-        from simlib.model import load_model
+        from simlib.model import Embedder
 
-        model = load_model(args.real_model)
-        trained = "trained" if model.simlib_config.trained else "untrained"
-        label = f"product set ({trained}, {model.simlib_config.image_size} px)"
+        model = Embedder.load(args.real_model)
+        trained = "trained" if model.config.trained else "untrained"
+        label = f"product set ({trained}, {model.config.image_size} px)"
         real = common.RESULTS_DIR / "product-embeddings-model.npy"
         np.save(real, embed_table(model, common.product_table(), progress=False).embeddings)
     if real and not args.smoke and common.Path(real).is_file():

@@ -1,6 +1,6 @@
 """mixed_bfloat16 against float32: forward speed-up and what it costs in retrieval quality.
 
-Same weights under both policies (``simlib.model.with_precision``). Speed: the compiled forward on
+Same weights under both policies (``Embedder.with_precision``). Speed: the compiled forward on
 pre-decoded batches, interleaved. Cost, on the product set's held-out test split: cosine agreement
 of each image's two embeddings, agreement of the top-1 neighbour, and Recall@1 under each.
 
@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> dict:
     from simlib.data import prepare_image, split_table
     from simlib.embed import embed_batch, embed_table
     from simlib.metrics import evaluate
-    from simlib.model import bfloat16_supported, build_embedding_model, with_precision
+    from simlib.model import bfloat16_supported, build_embedding_model
 
     supported = bfloat16_supported()
     table = common.product_table()
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> dict:
     rows = []
     for size in sorted(set(speed_sizes) | set(quality_sizes)):
         f32 = build_embedding_model(ModelConfig(image_size=size, weights="none", seed=args.seed))
-        bf16 = with_precision(f32, "mixed_bfloat16")
+        bf16 = f32.with_precision("mixed_bfloat16")
         row = {"image_px": size, "bf16_native": supported}
         if size in speed_sizes:
             x = np.stack([prepare_image(table.source(i), size) for i in range(args.images)])

@@ -160,10 +160,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     table = common.product_table()
     size, b = args.image_size, args.triplets
-    model = build_embedding_model(ModelConfig(image_size=size, weights="none", seed=args.seed))
+    embedder = build_embedding_model(ModelConfig(image_size=size, weights="none", seed=args.seed))
     if args.freeze_backbone:
-        model.get_layer("resnet50").trainable = False
-    step = make_train_step(model)
+        embedder.backbone.trainable = False
+    step = make_train_step(embedder.model)
     triples = triplet_rows(table.labels, b * args.steps, args.seed)
     # per step: [b anchors; b positives; b negatives]
     flat = np.concatenate([triples[s * b : (s + 1) * b].T.reshape(-1) for s in range(args.steps)])

@@ -56,7 +56,7 @@ def main() -> int:
             "best_val_recall@1": result.best_val_recall,
             "collapsed": result.collapsed,
         }
-        models[name] = result.model
+        models[name] = result.embedder
         print(f"{name}: {timings[name]}", flush=True)
 
     untrained = build_embedding_model(

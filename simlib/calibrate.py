@@ -21,7 +21,6 @@ import numpy as np
 from PIL import Image, ImageEnhance, ImageOps
 
 from simlib.data import ImageTable, open_image, split_table
-from simlib.embed import embed_images, embed_table
 from simlib.errors import SimlibError
 
 DEFAULT_TARGET = 0.9
@@ -131,7 +130,7 @@ def calibrate_threshold(
     own = [by_path.get(str(Path(queries.paths[r]).resolve())) if queries.paths else None for r in range(len(queries))]
     top_scores, correct = [], []
     if labelled:
-        result = embed_table(searcher.model, queries, progress=progress)
+        result = searcher.embedder.embed_table(queries, progress=progress)
         scores, ids = index.search(result.embeddings, 2) if len(result.rows) else (np.zeros((0, 2)), None)
         for n, r in enumerate(result.rows):
             # never count a query finding itself
@@ -143,7 +142,7 @@ def calibrate_threshold(
         rows = [r for r in range(len(queries)) if own[r] is not None]
         if len(rows) < MIN_SUPPORT:
             raise SimlibError("too few validation images are in the gallery: calibrate on the index's own images")
-        copies = embed_images(searcher.model, [perturb(queries.source(r), seed + r) for r in rows])
+        copies = searcher.embedder.embed_images([perturb(queries.source(r), seed + r) for r in rows])
         originals = index.vectors_of([own[r] for r in rows])
         top_scores = np.sum(copies * originals, axis=1).tolist()  # the genuine match is the original
     info: dict[str, Any] = {"n_queries": len(top_scores), "seed": seed, "val": val}

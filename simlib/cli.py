@@ -75,26 +75,16 @@ def _parse_filters(items: Sequence[str] | None) -> dict[str, list[str]]:
 
 
 def get_model(args: argparse.Namespace):
-    """The model named by ``--model``, or a fresh one from ``--weights`` / ``--image-size``."""
-    from simlib.config import DEFAULT_IMAGE_SIZE, ModelConfig
-    from simlib.model import build_embedding_model, load_model, model_config, resolve_weights, with_precision
+    """The :class:`~simlib.model.Embedder` named by ``--model``, else a fresh one from ``--weights``."""
+    from simlib.model import open_embedder
 
-    precision = getattr(args, "precision", None)
-    if args.model:
-        model = load_model(args.model)
-        if args.image_size and args.image_size != model_config(model).image_size:
-            raise SimlibError(
-                f"--image-size {args.image_size} conflicts with the model's own "
-                f"{model_config(model).image_size}: drop --image-size when using --model"
-            )
-        return with_precision(model, precision) if precision else model
-    config = ModelConfig(
-        image_size=args.image_size or DEFAULT_IMAGE_SIZE,
+    return open_embedder(
+        args.model,
+        image_size=args.image_size,
+        weights=args.weights,
         embedding_dim=args.embedding_dim,
-        weights=resolve_weights(args.weights),
-        precision=precision or "float32",
+        precision=getattr(args, "precision", None),
     )
-    return build_embedding_model(config)
 
 
 def get_table(args: argparse.Namespace, materialize: bool = False):
@@ -228,7 +218,6 @@ def _gallery_image(searcher, ref: str) -> str:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     from simlib.data import open_image
-    from simlib.embed import embed_images
     from simlib.explain import explain_figure, similarity_maps
     from simlib.search import Searcher
 
@@ -236,13 +225,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
         raise SimlibError("give --index DIR (or --model DIR) so the maps come from the model that ranks the results")
     if args.index:
         searcher = Searcher.load(args.index, model_dir=args.model)
-        model, result = searcher.model, _gallery_image(searcher, args.result)
+        embedder, result = searcher.embedder, _gallery_image(searcher, args.result)
     else:
-        model, result = get_model(args), args.result
+        embedder, result = get_model(args), args.result
     open_image(args.query)
     open_image(result)
-    maps = similarity_maps(model, args.query, result, method=args.method)
-    score = float(embed_images(model, [args.query, result]).prod(axis=0).sum())
+    maps = similarity_maps(embedder, args.query, result, method=args.method)
+    score = float(embedder.embed_images([args.query, result]).prod(axis=0).sum())
     fig = explain_figure(args.query, result, maps, score)
     fig.savefig(args.out, dpi=120)
     print(f"cosine similarity {score:.3f}; heat maps ({args.method}) -> {args.out}")
@@ -321,7 +310,6 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from simlib.data import split_table
-    from simlib.embed import embed_table
     from simlib.metrics import evaluate
 
     table = get_table(args)
@@ -329,8 +317,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise SimlibError(f"{table.name} has no labels: evaluation needs class sub-folders or a label column")
     if args.split == "test":
         table = split_table(table, seed=args.seed, by=args.by)["test"]
-    model = get_model(args)
-    result = embed_table(model, table, progress=not args.quiet)
+    result = get_model(args).embed_table(table, progress=not args.quiet)
     _report_skipped(table, result.skipped)
     labels = table.labels[result.rows]
     scores = evaluate(result.embeddings, labels, result.embeddings, labels, ref_includes_query=True)
@@ -376,11 +363,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     start = None
     if args.model:  # continue training a saved model
-        from simlib.model import load_model
+        from simlib.model import Embedder
 
-        start = load_model(args.model)
+        start = Embedder.load(args.model)
     result = fit(
-        table, model_config, train_config, out=args.out, progress=not args.quiet, model=start, feedback=args.feedback
+        table, model_config, train_config, out=args.out, progress=not args.quiet, embedder=start, feedback=args.feedback
     )
     summary = {"out": str(result.out), **result.summary()}
     if args.json:
@@ -396,14 +383,22 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from simlib.config import ModelConfig
+    from simlib.config import DEFAULT_IMAGE_SIZE, ModelConfig
     from simlib.evaluation import compare, format_table, save_results
-    from simlib.model import build_embedding_model, load_model, model_config
+    from simlib.model import Embedder, resolve_weights
 
     table = get_table(args)
     models, class_models = {}, {}
-    trained = load_model(args.model) if args.model else None
-    base = model_config(trained) if trained is not None else get_model(args).simlib_config
+    trained = Embedder.load(args.model) if args.model else None
+    if trained is not None:
+        base = trained.config
+    else:
+        base = ModelConfig(
+            image_size=args.image_size or DEFAULT_IMAGE_SIZE,
+            embedding_dim=args.embedding_dim,
+            weights=resolve_weights(args.weights),
+            precision=getattr(args, "precision", None) or "float32",
+        )
     untrained = ModelConfig(
         image_size=base.image_size,
         embedding_dim=base.embedding_dim,
@@ -411,11 +406,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
         seed=base.seed,
         precision=base.precision,
     )
-    models["untrained"] = build_embedding_model(untrained)
+    models["untrained"] = Embedder.build(untrained)
     if trained is not None:
         models["trained"] = trained
     if args.class_model:
-        class_models["trained"] = load_model(args.class_model)
+        class_models["trained"] = Embedder.load(args.class_model)
     rows = compare(table, models, class_models=class_models, seed=args.seed, progress=not args.quiet)
     meta = {"data": table.name, "seed": args.seed, "model": args.model, "class_model": args.class_model}
     if trained is not None and not args.class_model:

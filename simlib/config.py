@@ -24,7 +24,7 @@ class ModelConfig:
         weights: backbone weights as resolved at build time: "imagenet", "none" or a file path.
         pooling: "avg" or "max" global pooling of the last feature map.
         resize: "pad" keeps the whole image and pads with white; "crop" centre-crops.
-        backbone: backbone architecture; only "resnet50" is provided.
+        backbone: "resnet50", or "tiny" (two convolutions: for fast tests and quick experiments).
         seed: seed for the randomly initialised layers.
         trained: True once simlib's triplet training has updated the weights.
         head_hidden: width of a hidden ReLU layer between pooling and projection; 0 (default)
@@ -56,8 +56,8 @@ class ModelConfig:
             raise SimlibError(f"pooling must be 'avg' or 'max', not {self.pooling!r}")
         if self.resize not in ("pad", "crop"):
             raise SimlibError(f"resize must be 'pad' or 'crop', not {self.resize!r}")
-        if self.backbone != "resnet50":
-            raise SimlibError(f"backbone must be 'resnet50', not {self.backbone!r}")
+        if self.backbone not in ("resnet50", "tiny"):
+            raise SimlibError(f"backbone must be 'resnet50' or 'tiny', not {self.backbone!r}")
         if self.head_hidden < 0:
             raise SimlibError(f"head_hidden must be 0 (linear head) or a layer width, not {self.head_hidden}")
         if self.precision not in PRECISIONS:

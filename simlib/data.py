@@ -599,3 +599,28 @@ def image_pipeline(
     ds = tf.data.Dataset.from_tensor_slices(row_array).batch(batch_size)
     ds = ds.map(tf_load, num_parallel_calls=workers, deterministic=True)
     return ds.prefetch(workers + 1).with_options(options)
+
+
+def load_images(table: ImageTable, size: int, resize: str = "pad", progress: bool | str = False) -> np.ndarray:
+    """Decode every row of ``table`` into one uint8 (N, S, S, 3) array (parallel, in order).
+
+    Raises:
+        SimlibError: an image cannot be read (training data should be clean; ``simlib index``
+            reports bad files by name).
+    """
+    from tqdm.auto import tqdm
+
+    errors = DecodeErrors()
+    out = np.empty((len(table), size, size, 3), np.uint8)
+    desc = progress if isinstance(progress, str) else "decoding"
+    with tqdm(total=len(table), desc=desc, unit="img", disable=not progress, leave=False) as bar:
+        for images, rows, _ in image_pipeline(table, size, resize, 64, errors).as_numpy_iterator():
+            out[rows] = images
+            bar.update(len(rows))
+    if errors.reasons:
+        row, reason = next(iter(sorted(errors.reasons.items())))
+        raise SimlibError(
+            f"{len(errors.reasons)} training image(s) cannot be read, e.g. {table.source(row)}: {reason}; "
+            "remove them from the training folder"
+        )
+    return out

@@ -1,15 +1,17 @@
-"""Batched embedding of datasets and single images, with one compiled forward function per model."""
+"""Batched embedding of image tables through the parallel tf.data pipeline (see :class:`simlib.model.Embedder`)."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from simlib.data import DecodeErrors, ImageTable, image_pipeline, prepare_image
-from simlib.model import model_config
+from simlib.data import DecodeErrors, ImageTable, image_pipeline
+
+if TYPE_CHECKING:
+    from simlib.model import Embedder
 
 DEFAULT_BATCH_SIZE = 32
 
@@ -29,41 +31,18 @@ class EmbedResult:
     skipped: dict[int, str]
 
 
-def embed_fn(model):
-    """The model's compiled inference function (traced once per model, batch size free).
-
-    A fixed input signature avoids retracing for every new batch size, which is what makes
-    ``model.predict`` slow on single queries.
-    """
-    fn = getattr(model, "_simlib_embed_fn", None)
-    if fn is None:
-        import tensorflow as tf
-
-        s = model_config(model).image_size
-        fn = tf.function(
-            lambda x: model(tf.cast(x, tf.float32), training=False),
-            input_signature=[tf.TensorSpec((None, s, s, 3), tf.uint8)],
-        )
-        model._simlib_embed_fn = fn
-    return fn
+def embed_batch(embedder: Embedder, images: np.ndarray) -> np.ndarray:
+    """Embed a uint8 batch (B, S, S, 3) already at the model's image size (:meth:`Embedder.embed_batch`)."""
+    return embedder.embed_batch(images)
 
 
-def embed_batch(model, images: np.ndarray) -> np.ndarray:
-    """Embed a uint8 batch (B, S, S, 3) already at the model's image size."""
-    if len(images) == 0:
-        return np.zeros((0, model_config(model).embedding_dim), np.float32)
-    return np.asarray(embed_fn(model)(np.ascontiguousarray(images, dtype=np.uint8)), dtype=np.float32)
-
-
-def embed_images(model, sources: Sequence[Any]) -> np.ndarray:
+def embed_images(embedder: Embedder, sources: Sequence[Any]) -> np.ndarray:
     """Embed a few images (paths, PIL images or arrays); raises SimlibError on a bad one."""
-    cfg = model_config(model)
-    batch = np.stack([prepare_image(s, cfg.image_size, cfg.resize) for s in sources]) if sources else None
-    return embed_batch(model, batch if batch is not None else np.zeros((0, cfg.image_size, cfg.image_size, 3)))
+    return embedder.embed_images(sources)
 
 
 def embed_table(
-    model,
+    embedder: Embedder,
     table: ImageTable,
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
@@ -73,7 +52,7 @@ def embed_table(
     """Embed every row of a table through the parallel tf.data pipeline.
 
     Args:
-        model: a simlib embedding model.
+        embedder: the embedding model.
         table: the images.
         batch_size: images per forward pass.
         rows: only these rows (default: all).
@@ -85,11 +64,11 @@ def embed_table(
     errors = DecodeErrors()
     out_vecs, out_rows = [], []
     for vectors, batch_rows in embed_batches(
-        model, table, batch_size=batch_size, rows=rows, progress=progress, errors=errors
+        embedder, table, batch_size=batch_size, rows=rows, progress=progress, errors=errors
     ):
         out_vecs.append(vectors)
         out_rows.append(batch_rows)
-    d = model_config(model).embedding_dim
+    d = embedder.dim
     return EmbedResult(
         embeddings=np.concatenate(out_vecs) if out_vecs else np.zeros((0, d), np.float32),
         rows=np.concatenate(out_rows) if out_rows else np.zeros((0,), np.int64),
@@ -98,7 +77,7 @@ def embed_table(
 
 
 def embed_batches(
-    model,
+    embedder: Embedder,
     table: ImageTable,
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
@@ -112,7 +91,7 @@ def embed_batches(
     """
     from tqdm.auto import tqdm
 
-    cfg = model_config(model)
+    cfg = embedder.config
     rows = list(range(len(table))) if rows is None else list(rows)
     errors = errors if errors is not None else DecodeErrors()
     ds = image_pipeline(table, cfg.image_size, cfg.resize, batch_size, errors, rows)
@@ -120,5 +99,5 @@ def embed_batches(
     with tqdm(total=len(rows), desc=desc, unit="img", disable=not progress, leave=False) as bar:
         for images, batch_rows, ok in ds.as_numpy_iterator():
             if ok.any():
-                yield embed_batch(model, images[ok]), batch_rows[ok]
+                yield embedder.embed_batch(images[ok]), batch_rows[ok]
             bar.update(len(batch_rows))

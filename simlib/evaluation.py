@@ -43,12 +43,10 @@ def pixel_embeddings(images: np.ndarray, size: int = PIXEL_SIZE) -> np.ndarray:
     return flat / np.maximum(np.linalg.norm(flat, axis=1, keepdims=True), 1e-12)
 
 
-def model_embedder(model) -> Callable[[np.ndarray], np.ndarray]:
-    """``images -> embeddings`` for a simlib model, in batches."""
-    from simlib.embed import embed_batch
-
+def model_embedder(embedder) -> Callable[[np.ndarray], np.ndarray]:
+    """``images -> embeddings`` for an :class:`~simlib.model.Embedder`, in batches."""
     return lambda images: (
-        np.concatenate([embed_batch(model, images[i : i + 128]) for i in range(0, len(images), 128)])
+        np.concatenate([embedder.embed_batch(images[i : i + 128]) for i in range(0, len(images), 128)])
         if len(images)
         else np.zeros((0, 0), np.float32)
     )
@@ -102,7 +100,7 @@ def compare(
 
     Args:
         table: a labelled dataset.
-        models: name -> simlib model (e.g. ``{"untrained": m0, "trained": m1}``), all of one image size.
+        models: name -> :class:`~simlib.model.Embedder` (``{"untrained": e0, "trained": e1}``), one image size.
         class_models: name -> model to use on the class-disjoint split instead (a model
             trained on the class split's training classes); names missing here use ``models``.
         seed: split and augmentation seed (the same one training used).
@@ -113,12 +111,11 @@ def compare(
     Returns:
         One dict per (split, method) with the :data:`COLUMNS`.
     """
-    from simlib.model import model_config
-    from simlib.train import load_images
+    from simlib.data import load_images
 
     if not table.has_labels:
         raise SimlibError(f"{table.name} has no labels: the comparison needs class sub-folders or a label column")
-    sizes = {model_config(m).image_size for m in [*models.values(), *(class_models or {}).values()]}
+    sizes = {m.image_size for m in [*models.values(), *(class_models or {}).values()]}
     if len(sizes) > 1:
         raise SimlibError(f"the models to compare use different image sizes {sorted(sizes)}: compare like with like")
     size = sizes.pop() if sizes else 64

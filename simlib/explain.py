@@ -20,63 +20,60 @@ but meaningless with random weights (its test only checks shape and range).
 
 from __future__ import annotations
 
-from typing import Any
+import weakref
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
 from simlib.data import open_image, resize_image
 from simlib.errors import SimlibError
-from simlib.model import BACKBONE_NAME, model_config
+from simlib.model.network import linear_projection, stage_layers
 
-# ResNet50 stage outputs, shallow to deep (strides 4, 8, 16, 32).
-STAGE_LAYERS = ("conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out")
+if TYPE_CHECKING:
+    from simlib.model import Embedder
+
 MIN_CELLS = 7
 METHODS = ("features", "gradcam")
+# explanation networks per embedder and layer, dropped with the embedder
+_NETS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def explain_layer(model, min_cells: int = MIN_CELLS) -> str:
-    """The deepest ResNet stage output whose feature map is at least ``min_cells`` wide (else the shallowest)."""
-    backbone = model.get_layer(BACKBONE_NAME)
-    for name in reversed(STAGE_LAYERS):
-        if min(backbone.get_layer(name).output.shape[1:3]) >= min_cells:
+def explain_layer(embedder: Embedder, min_cells: int = MIN_CELLS) -> str:
+    """The deepest backbone stage output whose feature map is at least ``min_cells`` wide (else the shallowest)."""
+    stages = stage_layers(embedder.config)
+    for name in reversed(stages):
+        if min(embedder.backbone.get_layer(name).output.shape[1:3]) >= min_cells:
             return name
-    return STAGE_LAYERS[0]
+    return stages[0]
 
 
-_HEAD_LAYERS = ("feature_norm", "head_hidden", "projection", "l2_normalize")
-
-
-def _feature_model(model, layer: str):
-    """A model from images to (feature map at ``layer``, embedding), cached on ``model``."""
-    cache = model.__dict__.setdefault("_simlib_explain", {})
-    if layer not in cache:
+def _feature_model(embedder: Embedder, layer: str):
+    """A model from images to (feature map at ``layer``, embedding), built once per embedder and layer."""
+    nets = _NETS.setdefault(embedder, {})
+    if layer not in nets:
         import keras
 
-        backbone = model.get_layer(BACKBONE_NAME)
+        backbone = embedder.backbone
         inner = keras.Model(backbone.inputs, [backbone.get_layer(layer).output, backbone.output])
-        image = keras.Input(model.inputs[0].shape[1:])
-        fmap, last = inner(model.get_layer("preprocess")(image))
-        embedding = model.get_layer("pool")(last)
-        for layer_name in _HEAD_LAYERS:  # a trained head may standardise and hide a layer first
-            if any(lay.name == layer_name for lay in model.layers):
-                embedding = model.get_layer(layer_name)(embedding)
-        cache[layer] = keras.Model(image, [fmap, embedding], name=f"explain_{layer}")
-    return cache[layer]
+        image = keras.Input(backbone.inputs[0].shape[1:])
+        fmap, last = inner(image)
+        nets[layer] = keras.Model(image, [fmap, embedder.head(last)], name=f"explain_{layer}")
+    return nets[layer]
 
 
-def _cell_maps(model, batch: np.ndarray, layer: str, method: str) -> np.ndarray:
+def _cell_maps(embedder: Embedder, batch: np.ndarray, layer: str, method: str) -> np.ndarray:
     """(2, h, w) raw maps for a batch of two prepared uint8 images (query, result)."""
     import tensorflow as tf
 
-    net = _feature_model(model, layer)
+    net = _feature_model(embedder, layer)
     x = tf.convert_to_tensor(batch, tf.float32)
     if method == "features":
         fmap, _ = net(x, training=False)
         f = fmap.numpy().astype(np.float64)
-        linear_head = not any(lay.name in ("feature_norm", "head_hidden") for lay in model.layers)
-        if layer == STAGE_LAYERS[-1] and linear_head:  # shares then sum to the embedding dot product
-            f = f @ np.asarray(model.get_layer("projection").kernel, np.float64)
+        projection = linear_projection(embedder.head)
+        if layer == stage_layers(embedder.config)[-1] and projection is not None:
+            f = f @ projection  # the shares then sum to the embedding dot product
         pooled = f.mean(axis=(1, 2))
         return np.stack([f[0] @ pooled[1], f[1] @ pooled[0]])
     with tf.GradientTape() as tape:
@@ -118,7 +115,7 @@ def _normalise(a: np.ndarray) -> np.ndarray:
 
 
 def similarity_maps(
-    model,
+    embedder: Embedder,
     query: Any,
     result: Any,
     method: str = "features",
@@ -127,12 +124,12 @@ def similarity_maps(
     """Heat maps of the regions that make ``query`` and ``result`` similar.
 
     Args:
-        model: a simlib embedding model (the one that built the index).
+        embedder: the embedding model (the one that built the index).
         query: the query image (path, bytes, PIL image or array).
         result: the result image, same kinds.
         method: "features" (per-cell share of the feature dot product; works untrained) or
             "gradcam" (gradient of the cosine similarity; meaningful with trained weights).
-        layer: a ResNet50 layer name; default :func:`explain_layer`.
+        layer: a backbone layer name; default :func:`explain_layer`.
 
     Returns:
         ``(query_map, result_map)``: float32 arrays shaped like each original image (H, W),
@@ -140,11 +137,11 @@ def similarity_maps(
     """
     if method not in METHODS:
         raise SimlibError(f"explain method must be one of {', '.join(METHODS)}, not {method!r}")
-    cfg = model_config(model)
-    layer = layer or explain_layer(model)
+    cfg = embedder.config
+    layer = layer or explain_layer(embedder)
     images = [open_image(query), open_image(result)]
     batch = np.stack([resize_image(img, cfg.image_size, cfg.resize) for img in images])
-    cells = _cell_maps(model, batch, layer, method)
+    cells = _cell_maps(embedder, batch, layer, method)
     maps = [
         _normalise(_to_image_frame(c, (img.height, img.width), cfg.image_size, cfg.resize))
         for c, img in zip(cells, images, strict=True)

@@ -90,7 +90,7 @@ class FeedbackStore:
             result_id: the result's gallery id (``Hit.id``).
             verdict: "similar" or "not_similar".
             result_path: the result's image file (``Hit.path``).
-            model_fingerprint: ``simlib.model.model_fingerprint(model)`` of the model that ranked it.
+            model_fingerprint: the fingerprint of the embedder that ranked it (``Embedder.fingerprint``).
             score: ``Hit.score``.
         """
         if verdict not in VERDICTS:

@@ -102,8 +102,8 @@ def open_gallery(
     Returns:
         ``(searcher, note)``: the :class:`~simlib.search.Searcher` and one line saying what was done.
     """
-    from simlib.config import DEFAULT_EMBEDDING_DIM, DEFAULT_IMAGE_SIZE, IndexConfig, ModelConfig
-    from simlib.model import build_embedding_model, load_model, model_config, model_fingerprint, resolve_weights
+    from simlib.config import IndexConfig, ModelConfig
+    from simlib.model import Embedder, open_embedder, resolve_weights
     from simlib.search import Searcher
 
     index_dir = index_dir_in(artifacts)
@@ -113,21 +113,16 @@ def open_gallery(
     # The model: --model, else the index's own, else a trained one in the artifacts, else a fresh one.
     model = None
     if model_dir is not None:
-        model = load_model(model_dir)
-        if image_size and image_size != model_config(model).image_size:
-            raise SimlibError(
-                f"--image-size {image_size} conflicts with the model's own {model_config(model).image_size}: "
-                "drop --image-size when using --model"
-            )
-        if index is not None and index.manifest.get("model_fingerprint") != model_fingerprint(model):
+        model = open_embedder(model_dir, image_size=image_size)
+        if index is not None and index.manifest.get("model_fingerprint") != model.fingerprint:
             reasons.append(f"the index in {index_dir} was built by another model than {model_dir}")
     elif index is not None:
-        model = load_model(index_dir / index.manifest.get("model_dir", MODEL_SUBDIR))
+        model = Embedder.load(index_dir / index.manifest.get("model_dir", MODEL_SUBDIR))
     elif (Path(artifacts) / MODEL_SUBDIR / "model.keras").is_file():
-        model = load_model(Path(artifacts) / MODEL_SUBDIR)
+        model = Embedder.load(Path(artifacts) / MODEL_SUBDIR)
         log(f"using the trained model in {Path(artifacts) / MODEL_SUBDIR}")
     if model_dir is None and model is not None and (weights is not None or image_size is not None):
-        cfg = model_config(model)
+        cfg = model.config
         wanted_weights = resolve_weights(weights) if weights is not None else cfg.weights
         wanted_size = image_size or cfg.image_size
         if (wanted_weights, wanted_size) != (cfg.weights, cfg.image_size):
@@ -135,19 +130,13 @@ def open_gallery(
                 f"the cached model is {cfg.image_size} px with weights {cfg.weights}, "
                 f"not {wanted_size} px with weights {wanted_weights}"
             )
-            model = build_embedding_model(
+            model = Embedder.build(
                 ModelConfig(
                     image_size=wanted_size, embedding_dim=embedding_dim or cfg.embedding_dim, weights=wanted_weights
                 )
             )
     if model is None:
-        model = build_embedding_model(
-            ModelConfig(
-                image_size=image_size or DEFAULT_IMAGE_SIZE,
-                embedding_dim=embedding_dim or DEFAULT_EMBEDDING_DIM,
-                weights=resolve_weights(weights or "auto"),
-            )
-        )
+        model = open_embedder(image_size=image_size, weights=weights or "auto", embedding_dim=embedding_dim)
 
     # The images: --data, else the index's own, else the default data.
     table = None

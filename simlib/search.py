@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,10 +19,10 @@ import numpy as np
 from simlib.backends import IndexBackend, close_index, create_index, open_index
 from simlib.config import IndexConfig, to_dict
 from simlib.data import DecodeErrors, ImageTable
-from simlib.embed import EmbedResult, embed_batches, embed_images, embed_table
+from simlib.embed import EmbedResult
 from simlib.errors import SimlibError
 from simlib.index import Filters, Record, VectorIndex
-from simlib.model import load_model, model_config, model_fingerprint, save_model
+from simlib.model import CONFIG_FILE, Embedder
 
 MODEL_SUBDIR = "model"
 
@@ -62,47 +61,40 @@ def table_records(table: ImageTable, rows: Sequence[int] | np.ndarray) -> list[R
 
 
 class Searcher:
-    """A model and the index it built: ``Searcher(model, index).query(image, k)``."""
+    """An embedder and the index it built: ``Searcher(embedder, index).query(image, k)``."""
 
-    def __init__(self, model, index: IndexBackend, check: bool = True, fingerprint: str | None = None) -> None:
-        """Pair ``model`` with ``index``.
+    def __init__(self, embedder: Embedder, index: IndexBackend, check: bool = True) -> None:
+        """Pair ``embedder`` with ``index``.
 
         Args:
-            model: the embedding model.
+            embedder: the embedding model.
             index: the index it built.
             check: refuse an index whose manifest names another model's fingerprint.
-            fingerprint: ``model_fingerprint(model)`` when the caller has it already.
-
-        The model must not change afterwards (the index would be stale anyway): its fingerprint,
-        which hashes every weight, is computed once and cached.
         """
-        if index.dim != model_config(model).embedding_dim:
+        if index.dim != embedder.dim:
             raise SimlibError(
                 f"this index holds {index.dim}-d vectors but the model makes "
-                f"{model_config(model).embedding_dim}-d ones: rebuild the index with this model"
+                f"{embedder.dim}-d ones: rebuild the index with this model"
             )
-        self.model = model
+        self.embedder = embedder
         self.index = index
-        self._fingerprint = fingerprint
         built_by = index.manifest.get("model_fingerprint")
-        if check and built_by and built_by != self.fingerprint:
+        if check and built_by and built_by != embedder.fingerprint:
             raise SimlibError(
                 "this index was built by a different model (fingerprint "
-                f"{built_by} vs {self.fingerprint}): rebuild it with `simlib index --model ...`"
+                f"{built_by} vs {embedder.fingerprint}): rebuild it with `simlib index --model ...`"
             )
 
     @property
     def fingerprint(self) -> str:
-        """:func:`simlib.model.model_fingerprint` of the model, computed on first use and then cached."""
-        if self._fingerprint is None:
-            self._fingerprint = model_fingerprint(self.model)
-        return self._fingerprint
+        """The embedder's fingerprint (the one the index records)."""
+        return self.embedder.fingerprint
 
     # ------------------------------------------------------------------ building and saving
     @classmethod
     def from_table(
         cls,
-        model,
+        embedder: Embedder,
         table: ImageTable,
         config: IndexConfig | None = None,
         progress: bool | str = True,
@@ -121,29 +113,28 @@ class Searcher:
         if backend != "faiss":
             index = create_index(
                 backend,
-                model_config(model).embedding_dim,
+                embedder.dim,
                 config,
                 attributes=sorted({k for a in table.attributes for k in a}),
                 uri=uri,
                 collection=collection,
                 expected_count=len(table),
             )
-            return cls.from_table_streaming(model, table, index, progress=progress, batch_size=batch_size)
-        result = embed_table(model, table, batch_size=batch_size, progress=progress)
+            return cls.from_table_streaming(embedder, table, index, progress=progress, batch_size=batch_size)
+        result = embedder.embed_table(table, batch_size=batch_size, progress=progress)
         if len(result.rows) == 0:
             raise SimlibError(
                 f"none of the {len(table)} images could be read; first error: "
                 + next(iter(result.skipped.values()), "none")
             )
         index = VectorIndex.build(result.embeddings, table_records(table, result.rows), config)
-        fingerprint = model_fingerprint(model)
-        index.manifest.update(model_fingerprint=fingerprint, data=table.name)
-        return cls(model, index, check=False, fingerprint=fingerprint), result
+        index.manifest.update(model_fingerprint=embedder.fingerprint, data=table.name)
+        return cls(embedder, index, check=False), result
 
     @classmethod
     def from_table_streaming(
         cls,
-        model,
+        embedder: Embedder,
         table: ImageTable,
         index: IndexBackend,
         progress: bool | str = True,
@@ -168,7 +159,7 @@ class Searcher:
                 pending.clear()
 
         try:
-            for vectors, rows in embed_batches(model, table, batch_size=batch_size, progress=progress, errors=errors):
+            for vectors, rows in embedder.embed_batches(table, batch_size=batch_size, progress=progress, errors=errors):
                 pending.append((vectors, rows))
                 if sum(len(r) for _, r in pending) >= chunk_size:
                     flush()
@@ -185,23 +176,23 @@ class Searcher:
                 f"none of the {len(table)} images could be read; first error: "
                 + next(iter(errors.reasons.values()), "none")
             )
-        fingerprint = model_fingerprint(model)
-        index.manifest.update(model_fingerprint=fingerprint, data=table.name)
+        index.manifest.update(model_fingerprint=embedder.fingerprint, data=table.name)
         result = EmbedResult(
-            embeddings=np.zeros((0, model_config(model).embedding_dim), np.float32),
+            embeddings=np.zeros((0, embedder.dim), np.float32),
             rows=np.concatenate(done),
             skipped=dict(sorted(errors.reasons.items())),
         )
-        return cls(model, index, check=False, fingerprint=fingerprint), result
+        return cls(embedder, index, check=False), result
 
     def save(self, directory: str | os.PathLike, reuse_model: str | os.PathLike | None = None) -> Path:
         """Write index and model into one folder, atomically.
 
         Args:
             directory: the index folder.
-            reuse_model: a saved model folder holding this very model (e.g. the index's own
-                ``model/`` after :meth:`add_images`): hard-linked (or copied) instead of
-                serialising the model again, so updating a gallery does not rewrite ~90 MB.
+            reuse_model: a saved model folder (e.g. the index's own ``model/`` after
+                :meth:`add_images`): when it holds this very model (same fingerprint) it is
+                hard-linked (or copied) instead of serialising the model again, so updating a
+                gallery does not rewrite ~90 MB.
         """
         import shutil
 
@@ -209,7 +200,7 @@ class Searcher:
         extra = {
             "backend": self.index.backend,
             "model_fingerprint": fingerprint,
-            "model_config": to_dict(model_config(self.model)),
+            "model_config": to_dict(self.embedder.config),
             "model_dir": MODEL_SUBDIR,
         }
 
@@ -218,7 +209,7 @@ class Searcher:
             if source is not None and source.is_dir() and _saved_fingerprint(source) == fingerprint:
                 shutil.copytree(source, tmp / MODEL_SUBDIR, copy_function=_link_or_copy)
             else:
-                save_model(self.model, tmp / MODEL_SUBDIR)
+                self.embedder.save(tmp / MODEL_SUBDIR)
 
         return self.index.save(directory, extra, write_extra=write_model)
 
@@ -239,10 +230,10 @@ class Searcher:
         index_dir = Path(index_dir)
         index = open_index(index_dir, uri=uri, mmap=mmap)
         try:
-            model = load_model(
+            embedder = Embedder.load(
                 Path(model_dir) if model_dir else index_dir / index.manifest.get("model_dir", MODEL_SUBDIR)
             )
-            return cls(model, index)
+            return cls(embedder, index)
         except BaseException:
             close_index(index)
             raise
@@ -276,7 +267,7 @@ class Searcher:
         Hits under the index's calibrated threshold (see :mod:`simlib.calibrate`) have ``weak=True``.
         """
         exclude = set(int(i) for i in exclude_ids)
-        vector = embed_images(self.model, [image])[0]  # first: a bad file fails here with a clear SimlibError
+        vector = self.embedder.embed_images([image])[0]  # first: a bad file fails here with a clear SimlibError
         if exclude_self and isinstance(image, str | os.PathLike):
             resolved = str(Path(image).resolve())
             by_path = getattr(self.index, "ids_with_path", None)  # a database looks it up, no scan
@@ -354,12 +345,6 @@ class Searcher:
         info = self.index.manifest.get("threshold")
         return None if not info else float(info["score"])
 
-    def timed_query(self, image: Any, k: int = 5, filters: Filters | None = None) -> tuple[list[Hit], float]:
-        """:meth:`query` plus its wall time in seconds."""
-        t0 = time.perf_counter()
-        hits = self.query(image, k, filters)
-        return hits, time.perf_counter() - t0
-
     # ------------------------------------------------------------------ changing the gallery
     def add_images(
         self, paths: Sequence[str | os.PathLike], progress: bool | str = False, batch_size: int = 32
@@ -406,7 +391,7 @@ class Searcher:
         folder_labels = self._labels_from_folders()
         labels = np.asarray([f.parent.name for f in chosen.values()], dtype=object) if folder_labels else None
         table = ImageTable(ids=ids, paths=tuple(chosen), labels=labels, name="added images")
-        result = embed_table(self.model, table, batch_size=batch_size, progress=progress)
+        result = self.embedder.embed_table(table, batch_size=batch_size, progress=progress)
         for row, reason in result.skipped.items():
             skipped[str(list(chosen.values())[row])] = reason
         # unreadable files use up no ids: the added ones are numbered in order
@@ -449,24 +434,18 @@ class Searcher:
     def describe(self) -> dict[str, Any]:
         """Gallery size, index kind, model settings, calibrated threshold: what a status line shows.
 
-        Cheap enough to call on every query (the model fingerprint is cached).
+        Cheap enough to call on every query.
         """
-        cfg = model_config(self.model)
         return {
             "gallery_size": len(self.index),
             "backend": self.index.backend,
             "index_kind": self.index.kind,
-            "image_size": cfg.image_size,
-            "embedding_dim": cfg.embedding_dim,
-            "weights": cfg.weights,
-            "trained": cfg.trained,
-            "model_fingerprint": self.fingerprint,
+            **self.embedder.describe(),
             "threshold": self.threshold,
         }
 
 
 def _saved_fingerprint(model_dir: Path) -> str | None:
-    from simlib.model import CONFIG_FILE
     from simlib.storage import load_json
 
     try:

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from simlib.config import ModelConfig, to_dict
-from simlib.data import DecodeErrors, ImageTable, image_pipeline, split_table
+from simlib.data import ImageTable, load_images, split_table
 from simlib.errors import SimlibError
 
 MODES = ("labels", "self")
@@ -138,7 +138,8 @@ class TrainResult:
     """What :func:`fit` returns.
 
     Attributes:
-        model: the trained simlib model (best validation epoch), ``trained=True`` in its config.
+        embedder: the trained :class:`~simlib.model.Embedder` (best validation epoch), ``trained=True``
+            in its config.
         history: per-epoch lists (loss, val_recall@1, probe_mean_cosine, probe_spread, lr, ...).
         best_epoch: 1-based epoch whose weights were kept.
         best_val_recall: validation Recall@1 of those weights.
@@ -147,7 +148,7 @@ class TrainResult:
         out: the saved model folder, if any.
     """
 
-    model: Any
+    embedder: Any
     history: dict[str, list[float]]
     best_epoch: int
     best_val_recall: float
@@ -273,46 +274,23 @@ def _callbacks():
 
 
 # ----------------------------------------------------------------------------- data
-def load_images(table: ImageTable, size: int, resize: str = "pad", progress: bool | str = False) -> np.ndarray:
-    """Decode every row of ``table`` into one uint8 (N, S, S, 3) array (parallel, in order).
-
-    Raises:
-        SimlibError: an image cannot be read (training data should be clean; ``simlib index``
-            reports bad files by name).
-    """
-    from tqdm.auto import tqdm
-
-    errors = DecodeErrors()
-    out = np.empty((len(table), size, size, 3), np.uint8)
-    desc = progress if isinstance(progress, str) else "decoding"
-    with tqdm(total=len(table), desc=desc, unit="img", disable=not progress, leave=False) as bar:
-        for images, rows, _ in image_pipeline(table, size, resize, 64, errors).as_numpy_iterator():
-            out[rows] = images
-            bar.update(len(rows))
-    if errors.reasons:
-        row, reason = next(iter(sorted(errors.reasons.items())))
-        raise SimlibError(
-            f"{len(errors.reasons)} training image(s) cannot be read, e.g. {table.source(row)}: {reason}; "
-            "remove them from the training folder"
-        )
-    return out
-
-
 def _label_codes(labels: np.ndarray) -> np.ndarray:
     _, codes = np.unique(np.asarray(labels).astype(str), return_inverse=True)
     return codes.reshape(-1).astype(np.int64)
 
 
-def _features_fn(model):
-    """A compiled function from uint8 images to the model's pooled backbone features."""
-    import keras
+def _features_fn(embedder):
+    """A compiled function from uint8 images to the embedder's pooled backbone features."""
     import tensorflow as tf
 
-    features = keras.Model(model.input, model.get_layer("pool").output)
+    from simlib.model.network import split_head
+
+    pool, _ = split_head(embedder.head)
+    backbone = embedder.backbone
 
     @tf.function(reduce_retracing=True)
     def fn(x):
-        return features(tf.cast(x, tf.float32), training=False)
+        return pool(backbone(tf.cast(x, tf.float32), training=False), training=False)
 
     return fn
 
@@ -337,17 +315,6 @@ def _views(images: np.ndarray, n_views: int, seed: int, size: int, batch: int = 
     return out
 
 
-def _adapt_feature_norm(model, features: np.ndarray) -> None:
-    """Set the ``feature_norm`` layer's mean and variance from the training features (if the head has one)."""
-    if any(layer.name == "feature_norm" for layer in model.layers):
-        model.get_layer("feature_norm").adapt(features)
-
-
-def _head_layers(model) -> list[Any]:
-    names = ["feature_norm", "head_hidden", "projection", "l2_normalize"]
-    return [model.get_layer(n) for n in names if any(layer.name == n for layer in model.layers)]
-
-
 # ----------------------------------------------------------------------------- fit
 def fit(
     table: ImageTable,
@@ -355,7 +322,7 @@ def fit(
     train_config: TrainConfig | None = None,
     out: str | Path | None = None,
     progress: bool = True,
-    model=None,
+    embedder=None,
     feedback=None,
     callbacks: Sequence[Any] = (),
 ) -> TrainResult:
@@ -363,15 +330,16 @@ def fit(
 
     Args:
         table: the images; labels are needed in ``mode="labels"`` and ignored in ``mode="self"``.
-        model_config: the model to build (weights must be resolved); ignored when ``model`` is
+        model_config: the model to build (weights must be resolved); ignored when ``embedder`` is
             given. Default: ``ModelConfig(**RECOMMENDED_HEAD)`` (standardised features, a 512-wide
             hidden layer); a config without them trains today's single linear projection.
         train_config: how to train.
         out: folder to save the trained model in (``model.keras``, ``config.json``,
             ``history.csv``, ``training.json``); None keeps it in memory only.
         progress: show progress bars and per-epoch lines.
-        model: start from this simlib model instead of building one (e.g. ``load_model(dir)`` of
-            the served model, to refine it with feedback).
+        embedder: start from this :class:`~simlib.model.Embedder` instead of building one (e.g.
+            ``Embedder.load(dir)`` of the served model, to refine it with feedback); it is copied,
+            not changed.
         feedback: user feedback to train on as well: a feedback folder or ``feedback.jsonl``,
             entries from :func:`simlib.feedback.read_feedback`, or triplets from
             :func:`simlib.feedback.feedback_triplets`. Each batch's loss becomes the mined batch
@@ -380,12 +348,11 @@ def fit(
             they see the trained part only: the head on a frozen backbone, else the whole model.
 
     Returns:
-        A :class:`TrainResult` holding the model with its best validation weights.
+        A :class:`TrainResult` holding a new embedder with the best validation weights.
     """
     import keras
 
-    from simlib.model import build_embedding_model
-    from simlib.model import model_config as config_of
+    from simlib.model import Embedder
 
     tc = train_config or TrainConfig()
     t_start = time.perf_counter()
@@ -405,9 +372,11 @@ def fit(
     train_t, val_t = split["train"], split["val"]
     if len(train_t) < 4 or len(val_t) < 2:
         raise SimlibError(f"{table.name} has too few images to train on ({len(table)}): use at least a few dozen")
-    if model is None:
-        model = build_embedding_model(model_config or ModelConfig(**RECOMMENDED_HEAD))
-    cfg = config_of(model)
+    if embedder is None:
+        embedder = Embedder.build(model_config or ModelConfig(**RECOMMENDED_HEAD))
+    else:  # train a copy: the caller's embedder (and its fingerprint) stays valid
+        embedder = embedder.clone(backbone=tc.backbone != "frozen")
+    cfg = embedder.config
     size = cfg.image_size
 
     say = (lambda msg: print(msg, file=sys.stderr)) if progress else (lambda msg: None)
@@ -442,10 +411,10 @@ def fit(
     if feedback is not None:
         triplets = feedback_images(feedback, train_images, size, cfg.resize, tc.seed)
     setup = _frozen_setup if tc.backbone == "frozen" else _image_setup
-    trainable, train_data, embed = setup(model, train_images, train_ids, sets, tc, p, k, steps, say, progress)
+    trainable, train_data, embed = setup(embedder, train_images, train_ids, sets, tc, p, k, steps, say, progress)
     loss = BatchTripletLoss(mining=tc.mining_used, margin=tc.margin)
     if triplets is not None:
-        train_data, loss = _add_feedback(train_data, triplets, model, tc, steps, say)
+        train_data, loss = _add_feedback(train_data, triplets, embedder, tc, steps, say)
 
     def val_recall() -> float:
         val = embed("val")
@@ -477,7 +446,7 @@ def fit(
     if out is not None and tc.backbone != "frozen":
         # Slow runs keep their best model on disk as they go; a frozen run saves once at the end.
         def on_best():
-            _save(model, cfg, out, tc, None, time.perf_counter() - t_start)
+            _save(embedder, out, tc, None, time.perf_counter() - t_start)
 
     best = BestRecall(val_recall, on_best)
     monitor = CollapseMonitor(lambda: embed("probe"))
@@ -510,18 +479,20 @@ def fit(
     hist = {key: [r.get(key, float("nan")) for r in rows] for key in rows[0]} if rows else {}
     hist_best = best.best_epoch
     collapsed = bool(rows) and bool(rows[hist_best - 1].get("collapsed", 0.0))
-    for layer in model.layers:
-        layer.trainable = True
-    model.simlib_config = dataclasses.replace(cfg, trained=True)
+    for part in (embedder.backbone, embedder.head):
+        part.trainable = True
+        for layer in part.layers:
+            layer.trainable = True
+    trained = Embedder.assemble(embedder.backbone, embedder.head, dataclasses.replace(cfg, trained=True))
     seconds = time.perf_counter() - t_start
-    result = TrainResult(model, hist, hist_best, best.best, seconds, collapsed)
+    result = TrainResult(trained, hist, hist_best, best.best, seconds, collapsed)
     say(
         f"best epoch {hist_best} of {len(rows)}: val Recall@1 {before:.4f} -> {best.best:.4f} in {seconds:.0f} s"
         + (" (time budget reached)" if budget is not None and budget.hit else "")
     )
     if out is not None:
         extra = None if triplets is None else {"feedback_triplets": len(triplets[0])}
-        result.out = _save(model, cfg, out, tc, result, seconds, before=before, extra=extra)
+        result.out = _save(trained, out, tc, result, seconds, before=before, extra=extra)
     return result
 
 
@@ -586,7 +557,7 @@ def feedback_images(
     return np.stack(anchors), np.stack(positives), np.stack(negatives)
 
 
-def _add_feedback(train_data, triplets, model, tc, steps, say):
+def _add_feedback(train_data, triplets, embedder, tc, steps, say):
     """Append ``feedback_batch`` feedback triplets to every batch; returns (dataset, loss)."""
     import tensorflow as tf
 
@@ -596,7 +567,7 @@ def _add_feedback(train_data, triplets, model, tc, steps, say):
     images = np.concatenate(triplets)  # anchors, then positives, then negatives
     # The frozen path trains the head on cached backbone features: the feedback's are cached too.
     frozen = tc.backbone == "frozen"
-    inputs = _batched(_features_fn(model), images) if frozen else images.astype(np.float32)
+    inputs = _batched(_features_fn(embedder), images) if frozen else images.astype(np.float32)
     n, f = len(triplets[0]), tc.feedback_batch
     a, p, neg = (tf.constant(inputs[i * n : (i + 1) * n]) for i in range(3))
     picks = np.random.default_rng(tc.seed + 11).integers(n, size=(tc.epochs * steps, f))
@@ -613,22 +584,20 @@ def _add_feedback(train_data, triplets, model, tc, steps, say):
     return ds, loss
 
 
-def _frozen_setup(model, train_images, train_ids, sets, tc, p, k, steps, say, progress):
+def _frozen_setup(embedder, train_images, train_ids, sets, tc, p, k, steps, say, progress):
     """Cache pooled backbone features once; the trainable model is the head on those features."""
-    import keras
     import tensorflow as tf
 
+    from simlib.model.network import adapt_head, split_head
     from simlib.samplers import pk_batches
 
-    for layer in model.layers:
-        layer.trainable = layer.name in ("head_hidden", "projection")
-    features = _features_fn(model)
+    features = _features_fn(embedder)
     t0 = time.perf_counter()
-    views = _views(train_images, tc.n_views, tc.seed, model.input_shape[1])
+    views = _views(train_images, tc.n_views, tc.seed, embedder.image_size)
     train_feats = np.concatenate(
         [_batched(features, v, progress=progress and f"backbone features, view {i + 1}") for i, v in enumerate(views)]
     )
-    _adapt_feature_norm(model, train_feats)
+    adapt_head(embedder.head, train_feats)
     cached = {name: _batched(features, images) for name, images in sets.items() if name != "train_refs"}
     if "train_refs" in sets:
         cached["train_refs"] = train_feats[sets["train_refs"]]
@@ -643,11 +612,7 @@ def _frozen_setup(model, train_images, train_ids, sets, tc, p, k, steps, say, pr
     ds = tf.data.Dataset.from_tensor_slices(batches)
     ds = ds.map(lambda b: (tf.gather(feats_t, b), tf.gather(ids_t, b))).prefetch(2)
 
-    inp = keras.Input((train_feats.shape[1],), name="pooled_features")
-    x = inp
-    for layer in _head_layers(model):
-        x = layer(x)
-    head = keras.Model(inp, x, name="head")
+    _, head = split_head(embedder.head)
 
     @tf.function(reduce_retracing=True)
     def head_fn(f):
@@ -656,26 +621,23 @@ def _frozen_setup(model, train_images, train_ids, sets, tc, p, k, steps, say, pr
     return head, ds, lambda name: np.asarray(head_fn(cached[name]))
 
 
-def _image_setup(model, train_images, train_ids, sets, tc, p, k, steps, say, progress):
+def _image_setup(embedder, train_images, train_ids, sets, tc, p, k, steps, say, progress):
     """Train on augmented images: conv5 + head (partial) or everything (full)."""
     import tensorflow as tf
 
-    from simlib.embed import embed_batch
+    from simlib.model.network import adapt_head
     from simlib.samplers import Augmenter, pk_batches
 
-    size = model.input_shape[1]
-    for layer in model.layers:
-        layer.trainable = True
-    backbone = model.get_layer("resnet50")
-    for layer in backbone.layers:
+    size = embedder.image_size
+    for layer in embedder.backbone.layers:
         if tc.backbone == "partial":
             # BN statistics of a frozen net must not drift: BN layers stay in inference mode.
             layer.trainable = layer.name.startswith("conv5_") and "_bn" not in layer.name
         else:
             layer.trainable = True
-    if any(layer.name == "feature_norm" for layer in model.layers):
+    if embedder.config.head_norm:
         sample = train_images[np.random.default_rng(tc.seed).permutation(len(train_images))[:2000]]
-        _adapt_feature_norm(model, _batched(_features_fn(model), sample))
+        adapt_head(embedder.head, _batched(_features_fn(embedder), sample))
     batches = pk_batches(train_ids, p, k, tc.epochs * steps, seed=tc.seed)
     augment = Augmenter(size, seed=tc.seed)
 
@@ -693,25 +655,27 @@ def _image_setup(model, train_images, train_ids, sets, tc, p, k, steps, say, pro
 
     def embed(name):
         images = train_images[sets[name]] if name == "train_refs" else sets[name]
-        return np.concatenate([embed_batch(model, images[i : i + 128]) for i in range(0, len(images), 128)])
+        return np.concatenate([embedder.embed_batch(images[i : i + 128]) for i in range(0, len(images), 128)])
 
-    return model, ds, embed
+    return embedder.model, ds, embed
 
 
-def _save(model, cfg, out, tc, result, seconds, before=None, extra=None) -> Path:
-    """Save the model (trained=True) with its history and training settings."""
-    from simlib.model import save_model
-    from simlib.storage import save_json
+def _save(embedder, out, tc, result, seconds, before=None, extra=None) -> Path:
+    """Save the embedder (as trained) with its history and training settings, in one atomic write."""
+    from simlib.model import Embedder
 
-    model.simlib_config = dataclasses.replace(cfg, trained=True)
-    out = save_model(model, out)
+    if not embedder.config.trained:  # a checkpoint during training: fingerprint its current weights
+        embedder = Embedder.assemble(
+            embedder.backbone, embedder.head, dataclasses.replace(embedder.config, trained=True)
+        )
     info: dict[str, Any] = {"train_config": to_dict(tc), "seconds": round(seconds, 2)}
     if result is not None:
         info.update(result.summary())
         info["val_recall@1_before"] = before
-        _write_csv(out / HISTORY_FILE, result.history)
     info.update(extra or {})
-    save_json(out / TRAINING_FILE, info)
+    out = embedder.save(out, extra={TRAINING_FILE: info})
+    if result is not None:
+        _write_csv(out / HISTORY_FILE, result.history)
     return out
 
 
@@ -724,11 +688,3 @@ def _write_csv(path: Path, history: dict[str, list[float]]) -> None:
         w.writerow(keys)
         for row in zip(*(history[k] for k in keys), strict=True):
             w.writerow([f"{v:.6g}" for v in row])
-
-
-def load_training_info(model_dir: str | Path) -> dict[str, Any] | None:
-    """The ``training.json`` of a trained model folder, or None for an untrained one."""
-    from simlib.storage import load_json
-
-    path = Path(model_dir) / TRAINING_FILE
-    return load_json(path) if path.is_file() else None

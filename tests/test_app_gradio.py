@@ -104,9 +104,7 @@ def client(url: str, tmp_path: Path, auth=None):
 
 def brute_force(searcher, image, k, filters=None):
     """Ids and scores of the top-k by a plain dot product over every (matching) gallery vector."""
-    from simlib.embed import embed_images
-
-    q = embed_images(searcher.model, [image])[0]
+    q = searcher.embedder.embed_images([image])[0]
     records = searcher.index.records()
     keep = [i for i, r in enumerate(records) if all(r.attributes.get(a) in v for a, v in (filters or {}).items())]
     scores = searcher.index.vectors()[keep] @ q
@@ -310,7 +308,7 @@ def test_add_to_gallery_saves_the_index(copies_artifacts, small_table, tiny_mode
     new = small_table.paths[1]  # not in this gallery (it holds every 4th image)
     message, added = app.add_to_gallery(searcher, Path(new).read_bytes(), index_dir, uploads)
     assert added == [14] and message.startswith("Added to the gallery as image 14") and "15 images" in message
-    reloaded = Searcher(searcher.model, VectorIndex.load(index_dir))  # saved (checked against the model)
+    reloaded = Searcher(searcher.embedder, VectorIndex.load(index_dir))  # saved (checked against the model)
     first = reloaded.query(new, k=1)[0]
     assert first.id == 14 and first.score == pytest.approx(1.0, abs=1e-5) and Path(first.path).parent == uploads
     assert np.array_equal(np.asarray(Image.open(first.path)), np.asarray(Image.open(new).convert("RGB")))

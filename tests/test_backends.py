@@ -212,14 +212,14 @@ def test_reopened_in_a_new_process_answers_identically(make_index, tmp_path):
 
 
 def test_an_index_built_by_another_model_is_refused(make_index, tiny_model, tmp_path):
-    from simlib.model import model_fingerprint, save_model
+
     from simlib.search import Searcher
 
     index = make_index(structured(50), records(50))
     index.save(
         tmp_path / "index",
-        extra={"model_fingerprint": model_fingerprint(tiny_model), "model_dir": "model"},
-        write_extra=lambda tmp: save_model(tiny_model, tmp / "model"),
+        extra={"model_fingerprint": tiny_model.fingerprint, "model_dir": "model"},
+        write_extra=lambda tmp: tiny_model.save(tmp / "model"),
     )
     index.manifest["model_fingerprint"] = "another-model"
     with pytest.raises(SimlibError, match="different model"):
@@ -289,10 +289,10 @@ def test_cli_indexes_into_milvus_lite_and_searches_it(tmp_path, product_table):
     assert len(hits) == 5 and hits[0]["score"] == pytest.approx(1.0, abs=1e-4)
     # the same model (the index's own) over FAISS gives the same top-5
     from simlib.data import load_dataset
-    from simlib.model import load_model
+    from simlib.model import Embedder
     from simlib.search import Searcher
 
-    model = load_model(tmp_path / "idx" / "model")
+    model = Embedder.load(tmp_path / "idx" / "model")
     faiss_searcher, _ = Searcher.from_table(model, load_dataset(str(gallery)), progress=False)
     assert [h.path for h in faiss_searcher.query(query, k=5)] == [h["path"] for h in hits]
     out = run_cli("search", query, "--index", str(tmp_path / "idx"), "--backend", "faiss")

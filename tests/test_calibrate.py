@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from simlib.calibrate import MIN_SUPPORT, calibrate_threshold, perturb, precision_threshold
-from simlib.embed import embed_images
 from simlib.errors import SimlibError
 from simlib.search import Searcher, no_good_match
 from tests.conftest import stratified_rows
@@ -79,6 +78,6 @@ def test_label_free_calibration_uses_near_copies(calibrated, tiny_model):
     assert searcher.index.manifest["threshold"] == info
     # fresh near-copies (other seeds) of gallery images clear it about 95 % of the time
     rows = range(0, len(table), 10)
-    copies = embed_images(tiny_model, [perturb(table.paths[r], 1000 + r) for r in rows])
+    copies = tiny_model.embed_images([perturb(table.paths[r], 1000 + r) for r in rows])
     originals = searcher.index.vectors_of([int(table.ids[r]) for r in rows])
     assert np.mean(np.sum(copies * originals, axis=1) >= info["score"]) >= 0.8

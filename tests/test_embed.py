@@ -2,7 +2,7 @@ import numpy as np
 from PIL import Image
 
 from simlib.data import ImageTable, prepare_image
-from simlib.embed import embed_batch, embed_fn, embed_images, embed_table
+from simlib.embed import embed_images, embed_table
 
 
 def test_table_embedding_matches_one_by_one_embedding(tiny_model, small_table):
@@ -24,12 +24,12 @@ def test_unreadable_rows_are_skipped_with_reasons(tiny_model, small_table, tmp_p
 
 
 def test_compiled_forward_traces_once_for_any_batch_size(tiny_model, small_table):
-    fn = embed_fn(tiny_model)
+    fn = tiny_model.forward
     batch = np.stack([prepare_image(p, 32) for p in small_table.paths[:5]])
-    embed_batch(tiny_model, batch[:1])
+    tiny_model.embed_batch(batch[:1])
     before = fn.experimental_get_tracing_count()
     for n in (1, 2, 5, 3):
-        embed_batch(tiny_model, batch[:n])
+        tiny_model.embed_batch(batch[:n])
     assert fn.experimental_get_tracing_count() == before == 1
 
 

@@ -59,21 +59,20 @@ def test_first_start_builds_and_caches_second_loads(artifacts, gallery_dir):
 
 def test_rebuilds_only_for_another_model(artifacts, tmp_path, tiny_model):
     from simlib.gallery import open_gallery
-    from simlib.model import model_config, model_fingerprint, save_model
-
+    
     folder = artifacts[0]
     # --model: re-indexes the same gallery with that model once, then loads it.
-    save_model(tiny_model, tmp_path / "trained")
+    tiny_model.save(tmp_path / "trained")
     searcher, note = open_gallery(folder, model_dir=tmp_path / "trained", progress=False, log=print)
     assert note.startswith("indexed 8 images")
-    assert searcher.index.manifest["model_fingerprint"] == model_fingerprint(tiny_model)
+    assert searcher.index.manifest["model_fingerprint"] == tiny_model.fingerprint
     _, note = open_gallery(folder, model_dir=tmp_path / "trained", image_size=32, progress=False, log=print)
     assert note.startswith("loaded")
     with pytest.raises(SimlibError, match="conflicts with the model"):
         open_gallery(folder, model_dir=tmp_path / "trained", image_size=64, log=print)
     # Another --image-size than the cached model's: a fresh model and a new index.
     bigger, note = open_gallery(folder, image_size=40, progress=False, log=print)
-    assert note.startswith("indexed 8 images") and model_config(bigger.model).image_size == 40
+    assert note.startswith("indexed 8 images") and bigger.embedder.image_size == 40
 
 
 def test_index_table_and_examples(small_index_dir, small_table):

@@ -1,3 +1,5 @@
+import dataclasses
+import json
 import subprocess
 import sys
 import time
@@ -7,49 +9,85 @@ import pytest
 
 from simlib.config import ModelConfig
 from simlib.errors import SimlibError
-from simlib.model import (
-    build_embedding_model,
-    load_model,
-    model_config,
-    model_fingerprint,
-    resolve_weights,
-    save_model,
-)
+from simlib.model import Embedder, fingerprint_of, resolve_weights
 from tests.conftest import REPO
+from tests.support.legacy import probe_batch, write_legacy_model
+
+TINY = ModelConfig(image_size=32, embedding_dim=16, weights="none", backbone="tiny")
 
 
-def test_model_outputs_unit_vectors_of_the_configured_size(tiny_model):
-    x = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3)).astype("float32")
-    y = np.asarray(tiny_model(x, training=False))
-    assert y.shape == (3, 32)
+def test_embedder_outputs_unit_vectors_of_the_configured_size(tiny_model):
+    x = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3), dtype=np.uint8)
+    y = tiny_model.embed_batch(x)
+    assert y.shape == (3, 32) and y.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(y, axis=1), 1.0, rtol=1e-5)
-    assert tiny_model.get_layer("resnet50") is not None
-    assert model_config(tiny_model).image_size == 32
+    assert tiny_model.feature_shape == (1, 1, 2048)  # ResNet50's last stage at 32 px
+    assert tiny_model.config.image_size == tiny_model.image_size == 32
 
 
-def test_same_seed_same_weights_other_seed_other_weights(tiny_model):
-    again = build_embedding_model(ModelConfig(image_size=32, embedding_dim=32, weights="none", seed=0))
-    other = build_embedding_model(ModelConfig(image_size=32, embedding_dim=32, weights="none", seed=1))
-    assert model_fingerprint(again) == model_fingerprint(tiny_model)
-    assert model_fingerprint(other) != model_fingerprint(tiny_model)
+def test_backbone_and_head_compose_to_the_embedding():
+    e = Embedder.build(TINY)
+    x = probe_batch(32)
+    np.testing.assert_allclose(np.asarray(e.head(e.backbone(x))), e.embed_batch(x.astype(np.uint8)), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(e.model(x)), e.embed_batch(x.astype(np.uint8)), atol=1e-6)
 
 
-def test_save_and_load_give_identical_embeddings(tiny_model, tmp_path):
-    save_model(tiny_model, tmp_path / "m")
-    loaded = load_model(tmp_path / "m")
-    x = np.random.default_rng(1).integers(0, 256, (2, 32, 32, 3)).astype("float32")
-    np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(tiny_model(x)))
-    assert model_config(loaded) == model_config(tiny_model)
-    assert model_fingerprint(loaded) == model_fingerprint(tiny_model)
+def test_same_seed_same_weights_other_seed_other_weights():
+    a, b = Embedder.build(TINY), Embedder.build(TINY)
+    other = Embedder.build(dataclasses.replace(TINY, seed=1))
+    assert a.fingerprint == b.fingerprint != other.fingerprint
+    assert a.fingerprint == fingerprint_of(a.config, [*a.backbone.weights, *a.head.weights])
 
 
-def test_load_model_errors(tmp_path):
+def test_save_and_load_give_identical_embeddings_and_the_saved_fingerprint(tmp_path):
+    e = Embedder.build(dataclasses.replace(TINY, head_hidden=8, head_norm=True))
+    e.save(tmp_path / "m")
+    meta = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert meta["fingerprint"] == e.fingerprint
+    loaded = Embedder.load(tmp_path / "m")
+    x = probe_batch(32).astype(np.uint8)
+    np.testing.assert_array_equal(loaded.embed_batch(x), e.embed_batch(x))
+    assert loaded.config == e.config and loaded.fingerprint == e.fingerprint
+    # The fingerprint is read back, not recomputed: a folder says which model it holds.
+    meta["fingerprint"] = "0123456789abcdef"
+    (tmp_path / "m" / "config.json").write_text(json.dumps(meta))
+    assert Embedder.load(tmp_path / "m").fingerprint == "0123456789abcdef"
+
+
+def test_clone_is_independent_of_the_original():
+    e = Embedder.build(dataclasses.replace(TINY, head_norm=True))
+    copy = e.clone()
+    x = probe_batch(32).astype(np.uint8)
+    before = e.embed_batch(x)
+    np.testing.assert_array_equal(copy.embed_batch(x), before)
+    copy.head.set_weights([w + 1.0 for w in copy.head.get_weights()])
+    np.testing.assert_array_equal(e.embed_batch(x), before)  # the original did not move
+
+
+def test_load_errors_are_clear(tmp_path):
     with pytest.raises(SimlibError, match="not a simlib model folder"):
-        load_model(tmp_path)
+        Embedder.load(tmp_path)
     (tmp_path / "model.keras").write_bytes(b"not a zip")
     (tmp_path / "config.json").write_text('{"config": {}}')
     with pytest.raises(SimlibError, match="cannot load the model"):
-        load_model(tmp_path)
+        Embedder.load(tmp_path)
+
+
+def test_tiny_backbone_is_rejected_nowhere_and_unknown_ones_are():
+    with pytest.raises(SimlibError, match="backbone must be"):
+        ModelConfig(backbone="vgg")
+    assert Embedder.build(TINY).feature_shape == (8, 8, 32)
+
+
+@pytest.mark.parametrize("head", [{}, {"head_hidden": 16, "head_norm": True}])
+def test_model_folders_written_by_simlib_0_1_still_load(tmp_path, head):
+    config = ModelConfig(image_size=32, embedding_dim=32, weights="none", seed=3, **head)
+    expected = write_legacy_model(tmp_path / "old", config)
+    loaded = Embedder.load(tmp_path / "old")
+    np.testing.assert_allclose(loaded.embed_batch(probe_batch(32).astype(np.uint8)), expected, atol=1e-5)
+    saved = json.loads((tmp_path / "old" / "config.json").read_text())["fingerprint"]
+    assert loaded.fingerprint == saved  # indexes built by it stay paired with it
+    assert fingerprint_of(loaded.config, [*loaded.backbone.weights, *loaded.head.weights]) == saved
 
 
 def test_weights_path_policy(tmp_path):
@@ -64,11 +102,10 @@ def test_weights_path_policy(tmp_path):
 def test_local_weights_file_is_loaded(tmp_path, tiny_model):
     # A backbone weights file written by Keras, as a user would bring from another machine.
     path = tmp_path / "resnet50_notop.weights.h5"
-    tiny_model.get_layer("resnet50").save_weights(path)
-    model = build_embedding_model(ModelConfig(image_size=32, embedding_dim=32, weights=resolve_weights(str(path))))
-    a = tiny_model.get_layer("resnet50").get_weights()[0]
-    b = model.get_layer("resnet50").get_weights()[0]
-    np.testing.assert_array_equal(a, b)
+    tiny_model.backbone.save_weights(path)
+    e = Embedder.build(ModelConfig(image_size=32, embedding_dim=32, weights=resolve_weights(str(path))))
+    for a, b in zip(tiny_model.backbone.get_weights(), e.backbone.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_imagenet_without_network_fails_fast_and_auto_falls_back(tmp_path):
@@ -99,24 +136,19 @@ def test_imagenet_without_network_fails_fast_and_auto_falls_back(tmp_path):
 def test_mixed_bfloat16_keeps_float32_unit_outputs_close_to_float32(tiny_model, tmp_path):
     import keras
 
-    from simlib.embed import embed_batch
-    from simlib.model import with_precision
-
     before = keras.config.dtype_policy().name
-    bf16 = build_embedding_model(
-        ModelConfig(image_size=32, embedding_dim=32, weights="none", precision="mixed_bfloat16")
-    )
+    bf16 = Embedder.build(ModelConfig(image_size=32, embedding_dim=32, weights="none", precision="mixed_bfloat16"))
     assert keras.config.dtype_policy().name == before  # the global policy is restored
-    assert bf16.get_layer("resnet50").compute_dtype == "bfloat16"
-    assert model_fingerprint(with_precision(bf16, "float32")) == model_fingerprint(tiny_model)  # same weights
-    assert with_precision(tiny_model, "float32") is tiny_model
+    assert bf16.backbone.get_layer("conv1_conv").compute_dtype == "bfloat16"
+    assert bf16.with_precision("float32").fingerprint == tiny_model.fingerprint  # same weights
+    assert tiny_model.with_precision("float32") is tiny_model
     x = np.random.default_rng(2).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
-    a, b = embed_batch(tiny_model, x), embed_batch(bf16, x)
+    a, b = tiny_model.embed_batch(x), bf16.embed_batch(x)
     assert b.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(b, axis=1), 1.0, rtol=1e-5)
     assert (a * b).sum(1).min() > 0.99  # bfloat16 rounding, not a different model
     assert not np.array_equal(a, b)
-    save_model(bf16, tmp_path / "bf16")
-    loaded = load_model(tmp_path / "bf16")
-    assert model_config(loaded).precision == "mixed_bfloat16"
-    np.testing.assert_array_equal(embed_batch(loaded, x), b)
+    bf16.save(tmp_path / "bf16")
+    loaded = Embedder.load(tmp_path / "bf16")
+    assert loaded.config.precision == "mixed_bfloat16"
+    np.testing.assert_array_equal(loaded.embed_batch(x), b)

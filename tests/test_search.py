@@ -49,10 +49,9 @@ def test_query_accepts_pil_and_arrays(searcher, small_table):
 
 
 def test_an_index_built_by_another_model_is_refused(small_index_dir, tmp_path):
-    from simlib.model import save_model
 
     other = build_embedding_model(ModelConfig(image_size=32, embedding_dim=32, weights="none", seed=7))
-    save_model(other, tmp_path / "other")
+    other.save(tmp_path / "other")
     with pytest.raises(SimlibError, match="different model"):
         Searcher.load(small_index_dir, model_dir=tmp_path / "other")
 
@@ -70,14 +69,16 @@ def test_describe_reports_what_a_status_line_needs(searcher, small_table):
     assert info["threshold"] is None  # not calibrated
 
 
-def test_fingerprint_is_computed_once(small_index_dir):
-    """describe() is called on every app query: it must not hash ~24 M weights each time."""
-    from simlib.model import model_fingerprint
+def test_fingerprint_is_read_back_not_recomputed(small_index_dir):
+    """describe() is called on every app query: the fingerprint is the one saved with the model."""
+    from simlib.model import Embedder, fingerprint_of
 
     searcher = Searcher.load(small_index_dir)
     first = searcher.describe()["model_fingerprint"]
-    assert first == model_fingerprint(searcher.model) == searcher.index.manifest["model_fingerprint"]
-    kernel = searcher.model.get_layer("projection").kernel
-    kernel.assign(kernel.numpy() + 1.0)  # a changed model now hashes differently...
-    assert model_fingerprint(searcher.model) != first
-    assert searcher.describe()["model_fingerprint"] == searcher.fingerprint == first  # ...but the cache holds
+    e = searcher.embedder
+    assert first == fingerprint_of(e.config, [*e.backbone.weights, *e.head.weights])
+    assert first == searcher.index.manifest["model_fingerprint"]
+    weights = e.head.get_weights()
+    e.head.set_weights([w + 1.0 for w in weights])  # changed weights hash differently once assembled anew...
+    assert Embedder.assemble(e.backbone, e.head, e.config).fingerprint != first
+    assert searcher.describe()["model_fingerprint"] == first  # ...the searcher's embedder keeps the saved one

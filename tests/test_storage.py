@@ -336,15 +336,15 @@ def test_tampered_index_gives_a_clear_error(pristine, tmp_path, tamper):
 
 
 def test_index_with_a_model_from_another_model_is_refused(small_index_dir, tmp_path):
-    from simlib.model import load_model, save_model
+    from simlib.model import Embedder
     from simlib.search import Searcher
 
     path = tmp_path / "index"
     shutil.copytree(small_index_dir, path)
-    other = load_model(path / "model")
-    kernel = other.get_layer("projection").get_weights()[0]
-    other.get_layer("projection").set_weights([kernel[:, ::-1].copy()])  # same shapes, another model
-    save_model(other, tmp_path / "other-model")
+    other = Embedder.load(path / "model")
+    weights = other.head.get_weights()
+    other.head.set_weights([w[..., ::-1].copy() for w in weights])  # same shapes, another model
+    Embedder.assemble(other.backbone, other.head, other.config).save(tmp_path / "other-model")
     with pytest.raises(SimlibError, match="different model"):
         Searcher.load(path, model_dir=tmp_path / "other-model")
     shutil.rmtree(path / "model")
@@ -389,7 +389,6 @@ def test_add_and_save_again_never_loses_entries(tmp_path, kind):
 
 
 def test_searcher_add_and_save_never_loses_entries(small_index_dir, product_table, small_table, tmp_path):
-    from simlib.embed import embed_table
     from simlib.search import Searcher, table_records
 
     path = tmp_path / "index"
@@ -400,7 +399,7 @@ def test_searcher_add_and_save_never_loses_entries(small_index_dir, product_tabl
     hits_before = searcher.query(query, k=5)
     in_small = np.flatnonzero(np.isin(product_table.ids, small_table.ids))
     extra = product_table.subset(np.setdiff1d(np.arange(40), in_small)[:8])
-    result = embed_table(searcher.model, extra, progress=False)
+    result = searcher.embedder.embed_table(extra, progress=False)
     searcher.index.add(result.embeddings, table_records(extra, result.rows))
     searcher.save(path)
     reloaded = Searcher.load(path)
@@ -421,14 +420,14 @@ def test_no_unsafe_loader_in_simlib():
     unsafe = re.compile(r"\bpickle\b|allow_pickle\s*=\s*True|safe_mode\s*=\s*False|\beval\(|\bexec\(|\byaml\b|joblib")
     found = [
         f"{path.name}:{n}: {line.strip()}"
-        for path in sorted((REPO / "simlib").glob("*.py"))
+        for path in sorted((REPO / "simlib").rglob("*.py"))
         for n, line in enumerate(path.read_text().splitlines(), 1)
         if unsafe.search(line)
     ]
     assert not found, found
     keras_loads = [
         line
-        for path in sorted((REPO / "simlib").glob("*.py"))
+        for path in sorted((REPO / "simlib").rglob("*.py"))
         for line in path.read_text().splitlines()
         if re.search(r"keras\.(saving|models)\.load_model\(", line)
     ]

@@ -54,9 +54,7 @@ def test_collapse_monitor_callback_warns_and_logs():
 
 def _loss_on(model, images, labels, margin: float = 0.2) -> float:
     """Mean triplet loss over every (anchor, positive, negative) of the images (not only active ones)."""
-    from simlib.embed import embed_batch
-
-    e = embed_batch(model, images)
+    e = model.embed_batch(images)
     d = np.linalg.norm(e[:, None] - e[None], axis=-1)
     same = labels[:, None] == labels[None]
     valid = (same & ~np.eye(len(e), dtype=bool))[:, :, None] & ~same[:, None, :]
@@ -64,14 +62,13 @@ def _loss_on(model, images, labels, margin: float = 0.2) -> float:
 
 
 def test_frozen_training_lowers_the_loss_and_saves_a_usable_model(small_table, tmp_path):
-    from simlib.embed import embed_images
-    from simlib.model import build_embedding_model, load_model, model_config
+    from simlib.model import Embedder
     from simlib.search import Searcher
 
     images = load_images(small_table, 32)
-    before = _loss_on(build_embedding_model(SMALL), images, small_table.labels)
+    before = _loss_on(Embedder.build(SMALL), images, small_table.labels)
     result = fit(small_table, SMALL, FAST, out=tmp_path / "model", progress=False)
-    after = _loss_on(result.model, images, small_table.labels)
+    after = _loss_on(result.embedder, images, small_table.labels)
     assert after < before, (before, after)
     assert set(result.history) >= {"loss", "val_recall@1", "probe_mean_cosine", "probe_spread", "lr"}
     assert len(result.history["loss"]) == 3 and 1 <= result.best_epoch <= 3
@@ -81,18 +78,20 @@ def test_frozen_training_lowers_the_loss_and_saves_a_usable_model(small_table, t
     assert {"model.keras", "config.json", "history.csv", "training.json"} <= {p.name for p in saved.iterdir()}
     info = json.loads((saved / "training.json").read_text())
     assert info["train_config"]["backbone"] == "frozen" and info["best_epoch"] == result.best_epoch
-    loaded = load_model(saved)
-    cfg = model_config(loaded)
+    loaded = Embedder.load(saved)
+    assert loaded.fingerprint == result.embedder.fingerprint
+    cfg = loaded.config
     assert cfg.trained and cfg.head_hidden == 32 and cfg.image_size == 32
     probe = [small_table.source(i) for i in range(3)]
-    np.testing.assert_allclose(embed_images(loaded, probe), embed_images(result.model, probe), atol=1e-5)
+    np.testing.assert_allclose(loaded.embed_images(probe), result.embedder.embed_images(probe), atol=1e-5)
     searcher, _ = Searcher.from_table(loaded, small_table, progress=False)
     hits = searcher.query(small_table.source(0), k=3)
     assert len(hits) == 3 and hits[0].id == int(small_table.ids[0])
 
     # the same seed gives the same model
     again = fit(small_table, SMALL, FAST, progress=False)
-    np.testing.assert_allclose(embed_images(again.model, probe), embed_images(result.model, probe), atol=1e-6)
+    np.testing.assert_allclose(again.embedder.embed_images(probe), result.embedder.embed_images(probe), atol=1e-6)
+    assert again.embedder.fingerprint == result.embedder.fingerprint
 
 
 def test_self_mode_needs_no_labels(small_table):
@@ -101,7 +100,7 @@ def test_self_mode_needs_no_labels(small_table):
     unlabelled = dataclasses.replace(small_table, labels=None)
     cfg = dataclasses.replace(FAST, mode="self", val_fraction=0.2, epochs=2)
     result = fit(unlabelled, SMALL, cfg, progress=False)
-    assert result.model.simlib_config.trained
+    assert result.embedder.config.trained
     assert 0.0 <= result.best_val_recall <= 1.0 and len(result.history["loss"]) == 2
     with pytest.raises(SimlibError, match="no labels"):
         fit(unlabelled, SMALL, FAST, progress=False)
@@ -110,12 +109,11 @@ def test_self_mode_needs_no_labels(small_table):
 def test_mixed_bfloat16_model_computes_in_bfloat16_and_returns_float32(small_table):
     import dataclasses
 
-    from simlib.embed import embed_images
-    from simlib.model import build_embedding_model
+    from simlib.model import Embedder
 
-    model = build_embedding_model(dataclasses.replace(SMALL, precision="mixed_bfloat16"))
-    assert model.get_layer("head_hidden").compute_dtype == "bfloat16"
-    e = embed_images(model, [small_table.source(0)])
+    model = Embedder.build(dataclasses.replace(SMALL, precision="mixed_bfloat16"))
+    assert model.head.get_layer("head_hidden").compute_dtype == "bfloat16"
+    e = model.embed_images([small_table.source(0)])
     assert e.dtype == np.float32 and np.linalg.norm(e) == pytest.approx(1.0, abs=1e-3)
 
 
@@ -135,7 +133,7 @@ def test_partial_backbone_trains_on_images(small_table):
     cfg = dataclasses.replace(FAST, backbone="partial", epochs=1, steps_per_epoch=2, learning_rate=1e-4)
     result = fit(small_table, SMALL, cfg, progress=False)
     assert np.isfinite(result.history["loss"]).all()
-    assert result.model.get_layer("resnet50").get_layer("conv5_block3_3_conv").trainable
+    assert result.embedder.backbone.get_layer("conv5_block3_3_conv").trainable
 
 
 @pytest.mark.slow

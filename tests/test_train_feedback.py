@@ -29,18 +29,14 @@ FAST = TrainConfig(
 
 
 def _cosines(model, query, others) -> np.ndarray:
-    from simlib.embed import embed_images
-
-    e = embed_images(model, [query, *others])
+    e = model.embed_images([query, *others])
     return e[1:] @ e[0]
 
 
 def _feedback(small_table, model, folder):
     """Query X = image 0; Y = the most similar image of another class (rejected); Z = one of X's class (confirmed)."""
-    from simlib.embed import embed_images
-
     labels = small_table.labels
-    e = embed_images(model, [small_table.source(i) for i in range(len(small_table))])
+    e = model.embed_images([small_table.source(i) for i in range(len(small_table))])
     cos = e @ e[0]
     other = np.flatnonzero(labels != labels[0])
     y = int(other[np.argmax(cos[other])])
@@ -54,27 +50,28 @@ def _feedback(small_table, model, folder):
 
 @pytest.mark.slow  # about 30 s alone on 2 cores (three models, two fits), 70 s under load
 def test_training_with_feedback_moves_the_rejected_result_away(small_table, tmp_path):
-    from simlib.model import build_embedding_model, load_model, model_config, save_model
+    from simlib.model import Embedder
 
-    start = save_model(build_embedding_model(SMALL), tmp_path / "served")
-    served = load_model(start)
+    start = Embedder.build(SMALL).save(tmp_path / "served")
+    served = Embedder.load(start)
     store, y, z = _feedback(small_table, served, tmp_path / "feedback")
     query = store.read()[0].query
     before = _cosines(served, query, [y, z])
 
     tc = dataclasses.replace(FAST, feedback_weight=2.0)
-    with_fb = fit(small_table, train_config=tc, progress=False, model=load_model(start), feedback=store.directory,
+    with_fb = fit(small_table, train_config=tc, progress=False, embedder=served, feedback=store.directory,
                   out=tmp_path / "refined")  # fmt: skip
-    without = fit(small_table, train_config=tc, progress=False, model=load_model(start))
-    after = _cosines(with_fb.model, query, [y, z])
-    plain = _cosines(without.model, query, [y, z])
+    without = fit(small_table, train_config=tc, progress=False, embedder=served)
+    after = _cosines(with_fb.embedder, query, [y, z])
+    plain = _cosines(without.embedder, query, [y, z])
     # the rejected result is further from the query than before, and than training without feedback
     assert after[0] < before[0] and after[0] < plain[0], (before, after, plain)
     # the confirmed result now ranks above the rejected one, by more than without feedback
     assert after[1] - after[0] > max(plain[1] - plain[0], 0), (before, after, plain)
 
-    refined = load_model(tmp_path / "refined")  # a normal simlib model
-    assert model_config(refined).trained
+    np.testing.assert_allclose(_cosines(served, query, [y, z]), before, atol=1e-6)  # training copied it
+    refined = Embedder.load(tmp_path / "refined")  # a normal simlib model
+    assert refined.config.trained
     np.testing.assert_allclose(_cosines(refined, query, [y, z]), after, atol=1e-5)
     info = json.loads((tmp_path / "refined" / "training.json").read_text())
     assert info["feedback_triplets"] == 1 and info["train_config"]["feedback_weight"] == 2.0

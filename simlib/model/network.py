@@ -1,0 +1,177 @@
+"""The two Keras sub-models of an embedding: a backbone (image -> feature map) and a head
+(feature map -> unit vector).
+
+Only this module knows the layers' names; the rest of simlib goes through the functions here,
+so the trainer and the explanation need no layer-name contract.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from simlib.config import ModelConfig
+from simlib.errors import SimlibError
+
+# Stage outputs of each backbone, shallow to deep (the explanation picks one by its map size).
+STAGE_LAYERS = {
+    "resnet50": ("conv2_block3_out", "conv3_block4_out", "conv4_block6_out", "conv5_block3_out"),
+    "tiny": ("tiny_conv1", "tiny_conv2"),
+}
+_LAYERS: dict[str, Any] = {}
+
+
+def custom_layers() -> dict[str, Any]:
+    """Define and register simlib's Keras layers once, on first use (keeps ``import simlib`` cheap)."""
+    if _LAYERS:
+        return _LAYERS
+    import keras
+
+    @keras.saving.register_keras_serializable(package="simlib")
+    class ResNetPreprocess(keras.layers.Layer):
+        """``keras.applications.resnet50.preprocess_input`` as a layer: RGB->BGR, ImageNet mean."""
+
+        def call(self, x):
+            x = keras.ops.flip(x, axis=-1)
+            mean = keras.ops.convert_to_tensor([103.939, 116.779, 123.68], dtype=x.dtype)
+            return x - mean
+
+    @keras.saving.register_keras_serializable(package="simlib")
+    class L2Normalize(keras.layers.Layer):
+        """Scale each vector to unit length, so cosine similarity is an inner product."""
+
+        def call(self, x):
+            return keras.ops.normalize(x, axis=-1, order=2, epsilon=1e-12)
+
+    _LAYERS.update(ResNetPreprocess=ResNetPreprocess, L2Normalize=L2Normalize)
+    return _LAYERS
+
+
+def build_backbone(config: ModelConfig):
+    """The backbone: float RGB images in [0, 255], (B, S, S, 3) -> feature maps (B, h, w, c).
+
+    Preprocessing is a layer inside it, so a saved model carries it along. ``config.weights``
+    must be resolved ("imagenet", "none" or a file path).
+    """
+    import keras
+
+    layers = custom_layers()
+    s = config.image_size
+    image = keras.Input((s, s, 3), name="image")
+    if config.backbone == "tiny":
+        # Two strided convolutions: a real CNN for the fast tests and quick experiments, not for quality.
+        x = keras.layers.Rescaling(1 / 127.5, -1.0, name="tiny_scale")(image)
+        for i, width in enumerate((16, 32), 1):
+            x = keras.layers.Conv2D(width, 3, strides=2, padding="same", activation="relu", name=f"tiny_conv{i}")(x)
+        return keras.Model(image, x, name="backbone")
+    weights = None if config.weights == "none" else config.weights
+    x = layers["ResNetPreprocess"](name="preprocess")(image)
+    try:
+        resnet = keras.applications.ResNet50(include_top=False, weights=weights, input_tensor=x)
+    except Exception as e:
+        if weights == "imagenet":
+            raise SimlibError(
+                "cannot load the ResNet50 ImageNet weights: use --weights none or --weights PATH"
+                f" [{type(e).__name__}: {str(e)[:100]}]"
+            ) from None
+        raise SimlibError(f"cannot load backbone weights from {weights}: {str(e)[:200]}") from None
+    return keras.Model(image, resnet.output, name="backbone")
+
+
+def build_head(config: ModelConfig, feature_shape: tuple[int, ...]):
+    """The head: feature maps -> L2-normalised embeddings (float32 whatever the precision policy)."""
+    import keras
+
+    layers = custom_layers()
+    maps = keras.Input(feature_shape, name="feature_map")
+    pool = keras.layers.GlobalAveragePooling2D if config.pooling == "avg" else keras.layers.GlobalMaxPooling2D
+    x = pool(name="pool")(maps)
+    if config.head_norm:
+        # identity until training adapts it to the training images' feature statistics
+        x = keras.layers.Normalization(axis=-1, name="feature_norm")(x)
+    if config.head_hidden:
+        x = keras.layers.Dense(
+            config.head_hidden,
+            activation="relu",
+            kernel_initializer=keras.initializers.HeUniform(seed=config.seed),
+            name="head_hidden",
+        )(x)
+    # Orthogonal projection keeps the angles of the pooled features as far as the dimension allows,
+    # so an untrained head is already a sensible embedding.
+    x = keras.layers.Dense(
+        config.embedding_dim,
+        use_bias=False,
+        kernel_initializer=keras.initializers.Orthogonal(seed=config.seed),
+        name="projection",
+    )(x)
+    outputs = layers["L2Normalize"](name="l2_normalize", dtype="float32")(x)
+    return keras.Model(maps, outputs, name="head")
+
+
+def split_head(head):
+    """The head as ``(pool, rest)``: a parameter-free pooling model (feature maps -> pooled features)
+    and the trainable rest (pooled features -> embedding), sharing the head's layers.
+
+    Training ``rest`` on cached pooled features trains the head itself.
+    """
+    import keras
+
+    pool_layer = head.get_layer("pool")
+    pool = keras.Model(head.inputs, pool_layer.output, name="head_pool")
+    pooled = keras.Input(tuple(pool_layer.output.shape[1:]), name="pooled_features")
+    x = pooled
+    for layer in head.layers[head.layers.index(pool_layer) + 1 :]:
+        x = layer(x)
+    return pool, keras.Model(pooled, x, name="head_rest")
+
+
+def adapt_head(head, pooled) -> None:
+    """Set the head's feature standardisation from pooled training features (no-op without ``head_norm``)."""
+    if any(layer.name == "feature_norm" for layer in head.layers):
+        head.get_layer("feature_norm").adapt(pooled)
+
+
+def linear_projection(head):
+    """The projection matrix (c, d) when the head is pooling followed by one linear map, else None.
+
+    Then the embedding's dot product splits exactly into per-cell shares (see :mod:`simlib.explain`).
+    """
+    import numpy as np
+
+    names = {layer.name for layer in head.layers}
+    if names & {"feature_norm", "head_hidden"}:
+        return None
+    return np.asarray(head.get_layer("projection").kernel, np.float64)
+
+
+def stage_layers(config: ModelConfig) -> tuple[str, ...]:
+    """The backbone's stage-output layer names, shallow to deep."""
+    return STAGE_LAYERS[config.backbone]
+
+
+def set_weights(model, weights) -> None:
+    """``model.set_weights`` that also refreshes what Keras derives from weights.
+
+    A ``Normalization`` layer computes its mean and variance from its weights only when adapted or
+    loaded from a file, so after ``set_weights`` it would keep using the old statistics.
+    """
+    import keras
+
+    model.set_weights(weights)
+    for layer in getattr(model, "layers", [model]):
+        if isinstance(layer, keras.layers.Normalization):
+            layer.finalize_state()
+
+
+def copy_legacy_weights(legacy, backbone, head) -> None:
+    """Fill a backbone and head from a model saved by simlib 0.1 (one flat model with a nested
+    ``resnet50`` layer), so model folders written before the split still load."""
+    resnet = legacy.get_layer("resnet50")
+    for layer in resnet.layers:
+        if layer.weights:
+            backbone.get_layer(layer.name).set_weights(layer.get_weights())
+    legacy_names = {layer.name for layer in legacy.layers}
+    for layer in head.layers:
+        if layer.weights:
+            if layer.name not in legacy_names:
+                raise SimlibError(f"the saved model has no {layer.name!r} layer that its config.json promises")
+            set_weights(layer, legacy.get_layer(layer.name).get_weights())
