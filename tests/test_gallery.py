@@ -59,7 +59,7 @@ def test_first_start_builds_and_caches_second_loads(artifacts, gallery_dir):
 
 def test_rebuilds_only_for_another_model(artifacts, tmp_path, tiny_model):
     from simlib.gallery import open_gallery
-    
+
     folder = artifacts[0]
     # --model: re-indexes the same gallery with that model once, then loads it.
     tiny_model.save(tmp_path / "trained")
