@@ -16,11 +16,10 @@ import sys
 import numpy as np
 import pytest
 
-from simlib.backends import IndexBackend, create_index, open_index
 from simlib.config import IndexConfig
 from simlib.errors import SimlibError
-from simlib.index import Record, VectorIndex
-from simlib.milvus import filter_expression, public_uri, quote
+from simlib.index import IndexBackend, Record, VectorIndex, create_index, open_index
+from simlib.index.milvus import filter_expression, public_uri, quote
 from tests.conftest import REPO, brute, run_cli, stratified_rows, structured
 
 D = 32
@@ -50,7 +49,7 @@ def milvus_server_uri(tmp_path_factory):
         return
     if os.environ.get("SIMLIB_TEST_MILVUS_SERVER") != "1":
         pytest.skip("real-server check: run `make test-milvus` (or set SIMLIB_MILVUS_URI)")
-    from simlib.milvus import local_server
+    from tests.support.milvus_server import local_server
 
     with local_server(tmp_path_factory.mktemp("milvus-server")) as uri:
         yield uri
@@ -186,15 +185,16 @@ def test_reopened_in_a_new_process_answers_identically(make_index, tmp_path):
     x, q = structured(N), structured(5, seed=4)
     index = make_index(x, records(N))
     want_s, want_i = index.search(q, 5, filters={"season": "summer"})
-    index.save(tmp_path / "index", extra={"model_fingerprint": "abc"})
+    index.manifest = index.manifest.replace(model_fingerprint="abc")
+    index.save(tmp_path / "index")
     index.close()  # Milvus Lite: one process at a time
     np.save(tmp_path / "q.npy", q)
     code = (
         "import json, sys, numpy as np\n"
-        "from simlib.backends import open_index\n"
+        "from simlib.index import open_index\n"
         f"index = open_index({str(tmp_path / 'index')!r})\n"
         f"s, i = index.search(np.load({str(tmp_path / 'q.npy')!r}), 5, filters={{'season': 'summer'}})\n"
-        "print(json.dumps({'n': len(index), 'backend': index.backend, 'fp': index.manifest['model_fingerprint'],"
+        "print(json.dumps({'n': len(index), 'backend': index.backend, 'fp': index.manifest.model_fingerprint,"
         " 'ids': i.tolist(), 'scores': s.tolist()}))\n"
         "index.close()\n"
     )
@@ -216,12 +216,9 @@ def test_an_index_built_by_another_model_is_refused(make_index, tiny_model, tmp_
     from simlib.search import Searcher
 
     index = make_index(structured(50), records(50))
-    index.save(
-        tmp_path / "index",
-        extra={"model_fingerprint": model_fingerprint(tiny_model), "model_dir": "model"},
-        write_extra=lambda tmp: save_model(tiny_model, tmp / "model"),
-    )
-    index.manifest["model_fingerprint"] = "another-model"
+    index.manifest = index.manifest.replace(model_fingerprint=model_fingerprint(tiny_model), model_dir="model")
+    index.save(tmp_path / "index", write_extra=lambda tmp: save_model(tiny_model, tmp / "model"))
+    index.manifest = index.manifest.replace(model_fingerprint="another-model")
     with pytest.raises(SimlibError, match="different model"):
         Searcher(tiny_model, index)
     index.close()
