@@ -18,7 +18,7 @@ import pytest
 
 from simlib.config import IndexConfig
 from simlib.errors import SimlibError
-from simlib.index import IndexBackend, Record, VectorIndex, create_index, open_index
+from simlib.index import IndexBackend, Record, Threshold, VectorIndex, create_index, open_index
 from simlib.index.milvus import filter_expression, public_uri, quote
 from tests.conftest import REPO, brute, run_cli, stratified_rows, structured
 
@@ -179,6 +179,25 @@ def test_delete_add_and_records(make_index):
     assert sorted(r.id for r in index.records()) == [r.id for r in recs[3:]]
     reference = VectorIndex.build(x[3:], recs[3:], IndexConfig(kind="flat"))
     assert index.attribute_values() == reference.attribute_values()
+
+
+def test_manifest_and_path_lookups_survive_a_reopen(make_index, tmp_path):
+    index = make_index(structured(60), records(60))
+    index.settle()  # nothing pending: a no-op on every backend
+    assert index.ids_with_path("/g/5.jpg") == [1005] and index.ids_with_path("/g/none.jpg") == []
+    threshold = Threshold(score=0.5, method="test", n_queries=3)
+    index.manifest = index.manifest.replace(threshold=threshold, next_id=2000, skipped_paths=("/g/x.jpg",), data="g")
+    index.save(tmp_path / "index")
+    index.close()
+    again = open_index(tmp_path / "index")
+    try:
+        m = again.manifest
+        assert (m.backend, m.dimension, m.count, m.kind, m.format_version) == (again.backend, D, 60, "flat", 2)
+        assert (m.threshold, m.next_id, m.skipped_paths, m.data) == (threshold, 2000, ("/g/x.jpg",), "g")
+        assert again.ids_with_path("/g/5.jpg") == [1005]
+        assert sorted(again.ids.tolist()) == [r.id for r in records(60)]
+    finally:
+        again.close()
 
 
 def test_reopened_in_a_new_process_answers_identically(make_index, tmp_path):

@@ -76,7 +76,7 @@ def test_fingerprint_is_computed_once(small_index_dir):
 
     searcher = Searcher.load(small_index_dir)
     first = searcher.describe()["model_fingerprint"]
-    assert first == model_fingerprint(searcher.model) == searcher.index.manifest["model_fingerprint"]
+    assert first == model_fingerprint(searcher.model) == searcher.index.manifest.model_fingerprint
     kernel = searcher.model.get_layer("projection").kernel
     kernel.assign(kernel.numpy() + 1.0)  # a changed model now hashes differently...
     assert model_fingerprint(searcher.model) != first
