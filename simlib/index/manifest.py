@@ -175,10 +175,14 @@ class IndexManifest:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             found = data.get("format") if isinstance(data, dict) else type(data).__name__
             raise SimlibError(f"{where} is not a simlib index (manifest format {found!r})")
+        damaged = f"{Path(where) / MANIFEST_FILE} is damaged"
         try:
             version = int(data.get("format_version", 1))
-            if version > FORMAT_VERSION:
-                raise SimlibError(f"{where} was written by a newer simlib ({data.get('simlib_version')}); upgrade")
+        except (TypeError, ValueError) as e:
+            raise SimlibError(f"{damaged} ({type(e).__name__}: {e}); rebuild the index") from None
+        if version > FORMAT_VERSION:
+            raise SimlibError(f"{where} was written by a newer simlib ({data.get('simlib_version')}); upgrade")
+        try:
             names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
             fields: dict[str, Any] = {k: v for k, v in data.items() if k in names}
             fields.pop("threshold", None)
@@ -203,14 +207,10 @@ class IndexManifest:
                 fields["ivf_nlist"] = int(data["ivf_nlist"])
             extra = {k: v for k, v in data.items() if k not in names and k != "format"}
             return cls(**fields, extra=extra)
-        except SimlibError as e:
-            if "newer simlib" in str(e):
-                raise
-            raise SimlibError(f"{Path(where) / MANIFEST_FILE} is damaged ({e}); rebuild the index") from None
+        except SimlibError as e:  # a stored config that no longer validates
+            raise SimlibError(f"{damaged} ({e}); rebuild the index") from None
         except (KeyError, TypeError, ValueError, AttributeError) as e:
-            raise SimlibError(
-                f"{Path(where) / MANIFEST_FILE} is damaged ({type(e).__name__}: {e}); rebuild the index"
-            ) from None
+            raise SimlibError(f"{damaged} ({type(e).__name__}: {e}); rebuild the index") from None
 
     @classmethod
     def from_json(cls, text: str, where: str | os.PathLike = "the index") -> IndexManifest:
