@@ -68,7 +68,7 @@ def filter_fields(
     """The attributes to offer as filters, with their values.
 
     Args:
-        attribute_values: attribute -> distinct values, as from ``VectorIndex.attribute_values()``.
+        attribute_values: attribute -> distinct values, as from ``IndexBackend.attribute_values()``.
         preferred: attributes to show when present, in this order.
         max_fields: at most this many filters.
 
@@ -348,7 +348,7 @@ def add_to_gallery(
     with lock or contextlib.nullcontext():
         added, skipped = searcher.add_images([path])
         if added:
-            searcher.save(index_dir, reuse_model=index_dir / searcher.index.manifest.get("model_dir", "model"))
+            searcher.save(index_dir, reuse_model=index_dir / searcher.index.manifest.model_dir)
         size = len(searcher.index)
     if not added:
         return f"Not added: {next(iter(skipped.values()), 'unreadable')}.", []

@@ -26,9 +26,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from simlib.backends import create_index
 from simlib.config import IndexConfig
-from simlib.index import Record
+from simlib.index import Record, create_index
 
 RESULTS = Path(__file__).resolve().parent / "results"
 COLOURS = [f"colour{i}" for i in range(10)]
@@ -70,8 +69,7 @@ def bench_backend(name, make, x, q, truth, args) -> dict:
     index = make()
     for start in range(0, len(x), args.chunk):
         index.add(x[start : start + args.chunk], records[start : start + args.chunk])
-    if hasattr(index, "settle"):
-        index.settle()  # Milvus: flush and wait for the background index build
+    index.settle()  # Milvus: flush and wait for the background index build
     insert_s = time.perf_counter() - t0
     try:
         n_single = min(args.single, len(q))
@@ -98,8 +96,8 @@ def bench_backend(name, make, x, q, truth, args) -> dict:
             "recall@10": round(recall, 4),
         }
     finally:
-        if hasattr(index, "drop") and name == "milvus-server":
-            index.drop()
+        if name == "milvus-server":
+            index.drop()  # a MilvusIndex: the server outlives the run
         index.close()
 
 
@@ -140,7 +138,7 @@ def main(argv=None) -> int:
             elif name == "milvus-server":
                 from contextlib import nullcontext
 
-                from simlib.milvus import local_server
+                from tests.support.milvus_server import local_server
 
                 t0 = time.perf_counter()
                 ctx = nullcontext(args.server_uri) if args.server_uri else local_server(Path(tmp) / "server")

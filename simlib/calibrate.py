@@ -6,7 +6,7 @@ scoring at least that much are of the query's class with precision ``target`` (0
 default). Without labels, near-copies stand in for genuine matches: each validation image,
 perturbed (crop, flip, brightness, JPEG), queries the gallery it is in, and the threshold is
 the ``percentile``-th percentile of the scores of their originals (so about 95 % of genuine
-near-copies clear it). The result is stored in the index manifest under ``"threshold"``; hits
+near-copies clear it). The result is stored in the index manifest (``IndexManifest.threshold``); hits
 under it are marked ``weak`` by :class:`simlib.search.Searcher`.
 """
 
@@ -22,25 +22,13 @@ from PIL import Image, ImageEnhance, ImageOps
 
 from simlib.data import ImageTable, open_image, split_table
 from simlib.errors import SimlibError
+from simlib.gallery import index_table
+from simlib.index import Threshold
 
 DEFAULT_TARGET = 0.9
 DEFAULT_PERCENTILE = 5.0
 # With too few queries above a cut-off its precision is noise; never calibrate on fewer.
 MIN_SUPPORT = 5
-
-
-def gallery_table(searcher) -> ImageTable:
-    """The index's own gallery as an :class:`ImageTable` (labels only when every record has one)."""
-    records = [r for r in searcher.index.records() if r.path]
-    if not records:
-        raise SimlibError("this index keeps no image paths: calibrate with --data DIR")
-    labels = [r.label for r in records]
-    return ImageTable(
-        ids=np.asarray([r.id for r in records], np.int64),
-        paths=tuple(r.path for r in records),
-        labels=np.asarray(labels, dtype=object) if all(lab is not None for lab in labels) else None,
-        name="index gallery",
-    )
 
 
 def precision_threshold(scores: np.ndarray, correct: np.ndarray, target: float) -> tuple[float, float, bool]:
@@ -118,7 +106,7 @@ def calibrate_threshold(
     """
     if not 0 < target <= 1:
         raise SimlibError(f"target precision must be in (0, 1], not {target}")
-    table = table if table is not None else gallery_table(searcher)
+    table = table if table is not None else index_table(searcher.index, skip_pathless=True)
     labelled = table.has_labels
     queries = split_table(table, seed=seed, val=val, test=0.0, by="image")["val"]
     if len(queries) < MIN_SUPPORT:
@@ -153,5 +141,5 @@ def calibrate_threshold(
         score = float(np.percentile(top_scores, percentile))
         info.update(method="near-copy score percentile", percentile=percentile, precision=None, reached=True)
     info.update(score=score, calibrated_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"))
-    index.manifest["threshold"] = info
+    index.manifest = index.manifest.replace(threshold=Threshold(**info))
     return info

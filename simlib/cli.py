@@ -168,9 +168,9 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     open_image(args.image)  # a bad query fails before the model loads
     if args.backend:
-        from simlib.backends import manifest_backend
+        from simlib.index import read_manifest
 
-        have = manifest_backend(args.index)
+        have = read_manifest(args.index).backend
         if have != args.backend:
             raise SimlibError(f"{args.index} is a {have} index, not {args.backend}: drop --backend or fix --index")
     searcher = Searcher.load(args.index, model_dir=args.model, uri=args.uri, mmap=args.mmap)
@@ -242,7 +242,7 @@ def _save_updated(searcher, index_dir: str) -> None:
     """Save an index loaded from ``index_dir`` after changing its gallery or manifest, reusing its model files."""
     from pathlib import Path
 
-    searcher.save(index_dir, reuse_model=Path(index_dir) / searcher.index.manifest.get("model_dir", "model"))
+    searcher.save(index_dir, reuse_model=Path(index_dir) / searcher.index.manifest.model_dir)
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:

@@ -20,7 +20,7 @@ import numpy as np
 
 from simlib.data import ImageTable, cache_dir, default_data_spec, load_dataset, materialize
 from simlib.errors import SimlibError
-from simlib.index import MANIFEST_FILE, VectorIndex
+from simlib.index import MANIFEST_FILE, IndexBackend, open_index, read_manifest
 
 INDEX_SUBDIR = "index"
 MODEL_SUBDIR = "model"  # where `simlib train` and the course save a trained model inside the artifacts
@@ -38,26 +38,37 @@ def index_dir_in(artifacts: str | os.PathLike) -> Path:
     return artifacts if (artifacts / MANIFEST_FILE).is_file() else artifacts / INDEX_SUBDIR
 
 
-def index_table(index: VectorIndex) -> ImageTable:
-    """The images an index holds, as a table (to re-index the same gallery with another model)."""
+def index_table(index: IndexBackend, *, skip_pathless: bool = False) -> ImageTable:
+    """The images an index holds, as a table: to re-index the same gallery, or to calibrate on it.
+
+    Ids, paths and attributes are the records'; labels only when every record has one (a partly
+    labelled table would treat the unlabelled images as one more class).
+
+    Args:
+        index: the index.
+        skip_pathless: leave out records without an image file (calibration samples what it can
+            read) instead of refusing them (re-indexing must not silently drop gallery images).
+    """
     records = index.records()
+    if skip_pathless:
+        records = [r for r in records if r.path is not None]
     if not records or any(r.path is None for r in records):
-        raise SimlibError("this index does not record image files: re-index it from its folder with --data")
+        raise SimlibError("this index does not record its image files: give the gallery with --data DIR")
     labels = [r.label for r in records]
     return ImageTable(
         ids=np.asarray([r.id for r in records], np.int64),
         paths=tuple(str(r.path) for r in records),
         labels=None if any(lab is None for lab in labels) else np.asarray(labels, dtype=object),
         attributes=tuple(dict(r.attributes) for r in records),
-        name=str(index.manifest.get("data") or "indexed gallery"),
+        name=index.manifest.data or "indexed gallery",
     )
 
 
-def _same_images(index: VectorIndex, table: ImageTable) -> bool:
+def _same_images(index: IndexBackend, table: ImageTable) -> bool:
     indexed = {r.path for r in index.records()}
     wanted = {str(Path(p).resolve()) for p in table.paths or ()}
     # Images that failed to decode at indexing time are absent from the index: tolerate them.
-    skipped = set(index.manifest.get("skipped_paths", []))
+    skipped = set(index.manifest.skipped_paths)
     return indexed <= wanted and wanted - indexed <= skipped
 
 
@@ -73,6 +84,8 @@ def open_gallery(
     progress: bool = True,
     calibrate: bool = True,
     log: Callable[[str], None] = _stderr,
+    backend: str | None = None,
+    uri: str | None = None,
 ):
     """Open the searcher an app serves, building and caching its index when needed.
 
@@ -98,6 +111,11 @@ def open_gallery(
             (:func:`simlib.calibrate.calibrate_threshold`: 20 % of the images query the rest) and
             save it with the index. A loaded index keeps the threshold it has (``simlib calibrate``).
         log: where the one-line notes go (default: stderr).
+        backend: the backend of a new index ("faiss" or "milvus"); default: the cached index's
+            own, else FAISS. Given and different from the cached index's, it forces a re-index.
+        uri: Milvus: where a new index's collection goes (a ``.db`` path for Milvus Lite, or
+            ``http://host:19530``); default: the cached index's own. A cached Milvus index is
+            opened at this address when given.
 
     Returns:
         ``(searcher, note)``: the :class:`~simlib.search.Searcher` and one line saying what was done.
@@ -107,17 +125,22 @@ def open_gallery(
     from simlib.search import Searcher
 
     index_dir = index_dir_in(artifacts)
-    index = VectorIndex.load(index_dir) if (index_dir / MANIFEST_FILE).is_file() else None
+    index = None
+    if (index_dir / MANIFEST_FILE).is_file():
+        cached = read_manifest(index_dir).backend
+        index = open_index(index_dir, uri=uri if cached == (backend or cached) != "faiss" else None)
     reasons = []
+    if index is not None and backend is not None and backend != index.backend:
+        reasons.append(f"the index in {index_dir} is a {index.backend} index, not {backend}")
 
     # The model: --model, else the index's own, else a trained one in the artifacts, else a fresh one.
     model = None
     if model_dir is not None:
         model = open_embedder(model_dir, image_size=image_size)
-        if index is not None and index.manifest.get("model_fingerprint") != model.fingerprint:
+        if index is not None and index.manifest.model_fingerprint != model.fingerprint:
             reasons.append(f"the index in {index_dir} was built by another model than {model_dir}")
     elif index is not None:
-        model = Embedder.load(index_dir / index.manifest.get("model_dir", MODEL_SUBDIR))
+        model = Embedder.load(index_dir / index.manifest.model_dir)
     elif (Path(artifacts) / MODEL_SUBDIR / "model.keras").is_file():
         model = Embedder.load(Path(artifacts) / MODEL_SUBDIR)
         log(f"using the trained model in {Path(artifacts) / MODEL_SUBDIR}")
@@ -159,16 +182,22 @@ def open_gallery(
 
     if table is None:
         table = index_table(index)  # type: ignore[arg-type]
+    kind = index.config.kind if index is not None else "auto"
+    where = _new_index_location(index, backend, uri)
+    if index is not None:
+        index.close()  # Milvus Lite: the rebuilt collection may go into the same file
     log(f"indexing {len(table):,} images of {table.name}: {'; '.join(reasons)}")
     t0 = time.perf_counter()
-    kind = index.config.kind if index is not None else "auto"
-    searcher, result = Searcher.from_table(model, table, IndexConfig(kind=kind), progress=progress and "indexing")
+    searcher, result = Searcher.from_table(
+        model, table, IndexConfig(kind=kind), progress=progress and "indexing", **where
+    )
     elapsed = time.perf_counter() - t0
     for row, reason in list(result.skipped.items())[:5]:
         log(f"skipped {table.source(row)}: {reason}")
     if len(result.skipped) > 5:
         log(f"... and {len(result.skipped) - 5} more unreadable images skipped")
-    searcher.index.manifest["skipped_paths"] = [str(Path(table.source(r)).resolve()) for r in result.skipped]
+    skipped_paths = tuple(str(Path(table.source(r)).resolve()) for r in result.skipped)
+    searcher.index.manifest = searcher.index.manifest.replace(skipped_paths=skipped_paths)
     if calibrate and table.has_labels:
         _calibrate(searcher, log)
     searcher.save(index_dir)
@@ -177,6 +206,19 @@ def open_gallery(
         f"cached in {index_dir}"
     )
     return searcher, note
+
+
+def _new_index_location(index: IndexBackend | None, backend: str | None, uri: str | None) -> dict[str, str | None]:
+    """``backend``/``uri``/``collection`` for :meth:`Searcher.from_table`: as asked, else as the cached index."""
+    backend = backend or (index.backend if index is not None else "faiss")
+    if backend == "faiss":
+        return {"backend": "faiss"}
+    same = index is not None and index.backend == backend
+    uri = uri or (index.manifest.uri if same else None)  # type: ignore[union-attr]
+    if not uri:
+        raise SimlibError(f"a {backend} gallery needs a uri (for Milvus Lite a path ending in .db)")
+    collection = index.manifest.collection if same else None  # type: ignore[union-attr]
+    return {"backend": backend, "uri": uri, "collection": collection}
 
 
 def _calibrate(searcher, log: Callable[[str], None]) -> None:
@@ -197,7 +239,7 @@ def _calibrate(searcher, log: Callable[[str], None]) -> None:
         log(f"warning: no threshold reaches precision {info['target']}; using the most precise one")
 
 
-def gallery_folders(index: VectorIndex) -> list[Path]:
+def gallery_folders(index: IndexBackend) -> list[Path]:
     """The folders holding the index's images (each image's own folder, deduplicated, sorted).
 
     These, and nothing above them, are what an app must allow its web server to read.
@@ -205,7 +247,7 @@ def gallery_folders(index: VectorIndex) -> list[Path]:
     return sorted({Path(r.path).parent for r in index.records() if r.path})
 
 
-def example_images(index: VectorIndex, n: int = 6) -> list[str]:
+def example_images(index: IndexBackend, n: int = 6) -> list[str]:
     """``n`` gallery images to offer as example queries: the first image of each of the largest classes."""
     records = [r for r in index.records() if r.path]
     by_label: dict[str, list[str]] = {}

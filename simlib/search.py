@@ -3,7 +3,7 @@
 An index folder written by :meth:`Searcher.save` holds the index (FAISS files, or for the
 Milvus backend the manifest naming its collection), and the model that embedded it
 (``model/``). Pairing an index with a different model is refused: the embeddings would not be
-comparable. The searcher only uses the :class:`simlib.backends.IndexBackend` interface.
+comparable. The searcher only uses the :class:`simlib.index.IndexBackend` interface.
 """
 
 from __future__ import annotations
@@ -16,12 +16,11 @@ from typing import Any
 
 import numpy as np
 
-from simlib.backends import IndexBackend, close_index, create_index, open_index
-from simlib.config import IndexConfig, to_dict
+from simlib.config import IndexConfig
 from simlib.data import DecodeErrors, ImageTable
 from simlib.embed import EmbedResult
 from simlib.errors import SimlibError
-from simlib.index import Filters, Record, VectorIndex
+from simlib.index import Filters, IndexBackend, Record, VectorIndex, create_index, open_index
 from simlib.model import CONFIG_FILE, Embedder
 
 MODEL_SUBDIR = "model"
@@ -78,7 +77,7 @@ class Searcher:
             )
         self.embedder = embedder
         self.index = index
-        built_by = index.manifest.get("model_fingerprint")
+        built_by = index.manifest.model_fingerprint
         if check and built_by and built_by != embedder.fingerprint:
             raise SimlibError(
                 "this index was built by a different model (fingerprint "
@@ -128,7 +127,7 @@ class Searcher:
                 + next(iter(result.skipped.values()), "none")
             )
         index = VectorIndex.build(result.embeddings, table_records(table, result.rows), config)
-        index.manifest.update(model_fingerprint=embedder.fingerprint, data=table.name)
+        index.manifest = index.manifest.replace(model_fingerprint=embedder.fingerprint, data=table.name)
         return cls(embedder, index, check=False), result
 
     @classmethod
@@ -164,19 +163,17 @@ class Searcher:
                 if sum(len(r) for _, r in pending) >= chunk_size:
                     flush()
             flush()
-            settle = getattr(index, "settle", None)  # a database indexes in the background: wait for it
-            if settle is not None:
-                settle()
+            index.settle()  # a database indexes in the background: wait for it
         except BaseException:
-            close_index(index)
+            index.close()
             raise
         if not done:
-            close_index(index)
+            index.close()
             raise SimlibError(
                 f"none of the {len(table)} images could be read; first error: "
                 + next(iter(errors.reasons.values()), "none")
             )
-        index.manifest.update(model_fingerprint=embedder.fingerprint, data=table.name)
+        index.manifest = index.manifest.replace(model_fingerprint=embedder.fingerprint, data=table.name)
         result = EmbedResult(
             embeddings=np.zeros((0, embedder.dim), np.float32),
             rows=np.concatenate(done),
@@ -197,12 +194,9 @@ class Searcher:
         import shutil
 
         fingerprint = self.fingerprint
-        extra = {
-            "backend": self.index.backend,
-            "model_fingerprint": fingerprint,
-            "model_config": to_dict(self.embedder.config),
-            "model_dir": MODEL_SUBDIR,
-        }
+        self.index.manifest = self.index.manifest.replace(
+            model_fingerprint=fingerprint, model_config=self.embedder.config, model_dir=MODEL_SUBDIR
+        )
 
         def write_model(tmp: Path) -> None:
             source = Path(reuse_model) if reuse_model is not None else None
@@ -211,7 +205,7 @@ class Searcher:
             else:
                 self.embedder.save(tmp / MODEL_SUBDIR)
 
-        return self.index.save(directory, extra, write_extra=write_model)
+        return self.index.save(directory, write_extra=write_model)
 
     @classmethod
     def load(
@@ -230,17 +224,15 @@ class Searcher:
         index_dir = Path(index_dir)
         index = open_index(index_dir, uri=uri, mmap=mmap)
         try:
-            embedder = Embedder.load(
-                Path(model_dir) if model_dir else index_dir / index.manifest.get("model_dir", MODEL_SUBDIR)
-            )
+            embedder = Embedder.load(Path(model_dir) if model_dir else index_dir / index.manifest.model_dir)
             return cls(embedder, index)
         except BaseException:
-            close_index(index)
+            index.close()
             raise
 
     def close(self) -> None:
         """Release the index's connections and files (Milvus Lite holds its file until then)."""
-        close_index(self.index)
+        self.index.close()
 
     # ------------------------------------------------------------------ querying
     def query(
@@ -269,12 +261,7 @@ class Searcher:
         exclude = set(int(i) for i in exclude_ids)
         vector = self.embedder.embed_images([image])[0]  # first: a bad file fails here with a clear SimlibError
         if exclude_self and isinstance(image, str | os.PathLike):
-            resolved = str(Path(image).resolve())
-            by_path = getattr(self.index, "ids_with_path", None)  # a database looks it up, no scan
-            if by_path is not None:
-                exclude |= set(by_path(resolved))
-            else:
-                exclude |= {r.id for r in self._records_by_path().get(resolved, [])}
+            exclude |= set(self.index.ids_with_path(str(Path(image).resolve())))
         return self.query_vector(vector, k, filters, exclude, collapse_duplicates)
 
     def query_vector(
@@ -342,8 +329,8 @@ class Searcher:
     @property
     def threshold(self) -> float | None:
         """The calibrated "good match" score from the index manifest, or None when not calibrated."""
-        info = self.index.manifest.get("threshold")
-        return None if not info else float(info["score"])
+        threshold = self.index.manifest.threshold
+        return None if threshold is None else float(threshold.score)
 
     # ------------------------------------------------------------------ changing the gallery
     def add_images(
@@ -399,13 +386,13 @@ class Searcher:
         records = [dataclasses.replace(r, id=i) for r, i in zip(table_records(table, result.rows), added, strict=True)]
         if records:
             self.index.add(result.embeddings, records)
-        self.index.manifest["next_id"] = start + len(added)
+        self.index.manifest = self.index.manifest.replace(next_id=start + len(added))
         return added, skipped
 
     def remove(self, ids: Sequence[int]) -> list[int]:
         """Remove gallery entries by id; returns the ids that were not in the index. Save to keep the change."""
         missing = [int(i) for i in ids if int(i) not in self.index]
-        self.index.manifest["next_id"] = self._next_id()  # removed ids are never handed out again
+        self.index.manifest = self.index.manifest.replace(next_id=self._next_id())  # removed ids are never reused
         self.index.remove([int(i) for i in ids])
         return missing
 
@@ -415,7 +402,7 @@ class Searcher:
 
     def _next_id(self) -> int:
         largest = int(self.index.ids.max()) + 1 if len(self.index) else 0
-        return max(largest, int(self.index.manifest.get("next_id", 0)))
+        return max(largest, self.index.manifest.next_id)
 
     def _labels_from_folders(self) -> bool:
         records = self.index.records()

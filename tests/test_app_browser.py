@@ -154,7 +154,10 @@ def test_click_a_result_explains_it_and_takes_feedback(page, searcher, small_ind
 def test_no_good_match_banner(page, searcher):
     """With a calibrated threshold no result clears, the page says "No good match" and labels every result weak."""
     image = searcher.index.records()[0].path
-    searcher.index.manifest["threshold"] = {"score": 1.01, "method": "test"}  # the served searcher, for this test
+    from simlib.index import Threshold
+
+    before = searcher.index.manifest
+    searcher.index.manifest = before.replace(threshold=Threshold(score=1.01, method="test"))  # the served searcher
     try:
         page.locator("#query input[type=file]").set_input_files(image)
         page.wait_for_selector("#query img")
@@ -164,6 +167,6 @@ def test_no_good_match_banner(page, searcher):
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "app_no_good_match.png"), full_page=True)
     finally:
-        searcher.index.manifest.pop("threshold")
+        searcher.index.manifest = before
     assert banner.startswith("No good match") and "1.0100" in banner
     assert len(captions) == K and all(c.endswith(" · weak") for c in captions)

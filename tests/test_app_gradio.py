@@ -89,11 +89,14 @@ def copies_artifacts(copies_index_dir, tmp_path) -> Path:
 @contextlib.contextmanager
 def threshold(searcher, score: float):
     """The searcher's index calibrated at ``score`` (as ``simlib calibrate`` stores it) for a while."""
-    searcher.index.manifest["threshold"] = {"score": score, "method": "test"}
+    from simlib.index import Threshold
+
+    before = searcher.index.manifest
+    searcher.index.manifest = before.replace(threshold=Threshold(score=score, method="test"))
     try:
         yield
     finally:
-        searcher.index.manifest.pop("threshold")
+        searcher.index.manifest = before
 
 
 def client(url: str, tmp_path: Path, auth=None):

@@ -16,11 +16,10 @@ import sys
 import numpy as np
 import pytest
 
-from simlib.backends import IndexBackend, create_index, open_index
 from simlib.config import IndexConfig
 from simlib.errors import SimlibError
-from simlib.index import Record, VectorIndex
-from simlib.milvus import filter_expression, public_uri, quote
+from simlib.index import IndexBackend, Record, Threshold, VectorIndex, create_index, open_index
+from simlib.index.milvus import filter_expression, public_uri, quote
 from tests.conftest import REPO, brute, run_cli, stratified_rows, structured
 
 D = 32
@@ -50,7 +49,7 @@ def milvus_server_uri(tmp_path_factory):
         return
     if os.environ.get("SIMLIB_TEST_MILVUS_SERVER") != "1":
         pytest.skip("real-server check: run `make test-milvus` (or set SIMLIB_MILVUS_URI)")
-    from simlib.milvus import local_server
+    from tests.support.milvus_server import local_server
 
     with local_server(tmp_path_factory.mktemp("milvus-server")) as uri:
         yield uri
@@ -182,19 +181,39 @@ def test_delete_add_and_records(make_index):
     assert index.attribute_values() == reference.attribute_values()
 
 
+def test_manifest_and_path_lookups_survive_a_reopen(make_index, tmp_path):
+    index = make_index(structured(60), records(60))
+    index.settle()  # nothing pending: a no-op on every backend
+    assert index.ids_with_path("/g/5.jpg") == [1005] and index.ids_with_path("/g/none.jpg") == []
+    threshold = Threshold(score=0.5, method="test", n_queries=3)
+    index.manifest = index.manifest.replace(threshold=threshold, next_id=2000, skipped_paths=("/g/x.jpg",), data="g")
+    index.save(tmp_path / "index")
+    index.close()
+    again = open_index(tmp_path / "index")
+    try:
+        m = again.manifest
+        assert (m.backend, m.dimension, m.count, m.kind, m.format_version) == (again.backend, D, 60, "flat", 2)
+        assert (m.threshold, m.next_id, m.skipped_paths, m.data) == (threshold, 2000, ("/g/x.jpg",), "g")
+        assert again.ids_with_path("/g/5.jpg") == [1005]
+        assert sorted(again.ids.tolist()) == [r.id for r in records(60)]
+    finally:
+        again.close()
+
+
 def test_reopened_in_a_new_process_answers_identically(make_index, tmp_path):
     x, q = structured(N), structured(5, seed=4)
     index = make_index(x, records(N))
     want_s, want_i = index.search(q, 5, filters={"season": "summer"})
-    index.save(tmp_path / "index", extra={"model_fingerprint": "abc"})
+    index.manifest = index.manifest.replace(model_fingerprint="abc")
+    index.save(tmp_path / "index")
     index.close()  # Milvus Lite: one process at a time
     np.save(tmp_path / "q.npy", q)
     code = (
         "import json, sys, numpy as np\n"
-        "from simlib.backends import open_index\n"
+        "from simlib.index import open_index\n"
         f"index = open_index({str(tmp_path / 'index')!r})\n"
         f"s, i = index.search(np.load({str(tmp_path / 'q.npy')!r}), 5, filters={{'season': 'summer'}})\n"
-        "print(json.dumps({'n': len(index), 'backend': index.backend, 'fp': index.manifest['model_fingerprint'],"
+        "print(json.dumps({'n': len(index), 'backend': index.backend, 'fp': index.manifest.model_fingerprint,"
         " 'ids': i.tolist(), 'scores': s.tolist()}))\n"
         "index.close()\n"
     )
@@ -216,12 +235,9 @@ def test_an_index_built_by_another_model_is_refused(make_index, tiny_model, tmp_
     from simlib.search import Searcher
 
     index = make_index(structured(50), records(50))
-    index.save(
-        tmp_path / "index",
-        extra={"model_fingerprint": tiny_model.fingerprint, "model_dir": "model"},
-        write_extra=lambda tmp: tiny_model.save(tmp / "model"),
-    )
-    index.manifest["model_fingerprint"] = "another-model"
+    index.manifest = index.manifest.replace(model_fingerprint=tiny_model.fingerprint, model_dir="model")
+    index.save(tmp_path / "index", write_extra=lambda tmp: tiny_model.save(tmp / "model"))
+    index.manifest = index.manifest.replace(model_fingerprint="another-model")
     with pytest.raises(SimlibError, match="different model"):
         Searcher(tiny_model, index)
     index.close()

@@ -55,7 +55,7 @@ def calibrated(tiny_model, product_table, tmp_path_factory):
 
 def test_calibration_is_saved_and_marks_weak_hits(calibrated):
     searcher, info, table = calibrated
-    assert searcher.index.manifest["threshold"] == info
+    assert searcher.index.manifest.threshold.to_dict() == info
     assert info["method"] == "top-1 same-class precision" and info["n_queries"] == 40
     assert info["reached"] and info["precision"] >= 0.9 and searcher.threshold == info["score"]
     # real gallery images still find good matches: the threshold is not simply above everything
@@ -75,7 +75,7 @@ def test_label_free_calibration_uses_near_copies(calibrated, tiny_model):
     searcher, _, table = calibrated
     info = calibrate_threshold(searcher, dataclasses.replace(table, labels=None), percentile=5, seed=0)
     assert info["method"] == "near-copy score percentile" and info["n_queries"] == 40
-    assert searcher.index.manifest["threshold"] == info
+    assert searcher.index.manifest.threshold.to_dict() == info
     # fresh near-copies (other seeds) of gallery images clear it about 95 % of the time
     rows = range(0, len(table), 10)
     copies = tiny_model.embed_images([perturb(table.paths[r], 1000 + r) for r in rows])

@@ -65,7 +65,7 @@ def test_rebuilds_only_for_another_model(artifacts, tmp_path, tiny_model):
     tiny_model.save(tmp_path / "trained")
     searcher, note = open_gallery(folder, model_dir=tmp_path / "trained", progress=False, log=print)
     assert note.startswith("indexed 8 images")
-    assert searcher.index.manifest["model_fingerprint"] == tiny_model.fingerprint
+    assert searcher.index.manifest.model_fingerprint == tiny_model.fingerprint
     _, note = open_gallery(folder, model_dir=tmp_path / "trained", image_size=32, progress=False, log=print)
     assert note.startswith("loaded")
     with pytest.raises(SimlibError, match="conflicts with the model"):
@@ -103,8 +103,41 @@ def test_a_labelled_gallery_is_calibrated_when_indexed(tmp_path, product_table):
         tmp_path / "artifacts", data=str(gallery), weights="none", image_size=32, progress=False, log=logged.append
     )
     line = next(ln for ln in logged if ln.startswith("calibrated the 'no good match' threshold"))
-    saved = VectorIndex.load(tmp_path / "artifacts" / "index").manifest["threshold"]
-    assert saved["n_queries"] == 6 and saved["method"] == "top-1 same-class precision"  # 20 % of 3 x 10
-    assert searcher.threshold == saved["score"] and f"{saved['score']:.4f}" in line
+    saved = VectorIndex.load(tmp_path / "artifacts" / "index").manifest.threshold
+    assert saved.n_queries == 6 and saved.method == "top-1 same-class precision"  # 20 % of 3 x 10
+    assert searcher.threshold == saved.score and f"{saved.score:.4f}" in line
     again, note = open_gallery(tmp_path / "artifacts", progress=False, log=logged.append)
-    assert note.startswith("loaded") and "calibrate" not in note and again.threshold == saved["score"]
+    assert note.startswith("loaded") and "calibrate" not in note and again.threshold == saved.score
+
+
+def test_a_milvus_lite_gallery_is_built_cached_and_served(tmp_path, gallery_dir):
+    """open_gallery serves either backend: built into Milvus Lite, reloaded from it, rebuilt into FAISS on request."""
+    from simlib.gallery import index_table, open_gallery
+
+    folder, db = tmp_path / "artifacts", str(tmp_path / "gallery.db")
+    logged: list[str] = []
+    searcher, note = open_gallery(
+        folder, data=str(gallery_dir), weights="none", image_size=32, progress=False, log=logged.append,
+        backend="milvus", uri=db,
+    )  # fmt: skip
+    try:
+        assert note.startswith("indexed 8 images") and searcher.describe()["backend"] == "milvus"
+        assert any("only 2 validation" in line for line in logged), logged  # calibration ran on Milvus records
+        table = index_table(searcher.index)
+        assert len(table) == 8 and set(table.labels) == {"Watches", "Sandals"}
+        query = searcher.index.records()[0].path
+        expected = searcher.query(query, k=3)
+    finally:
+        searcher.close()  # Milvus Lite releases its file
+    again, note = open_gallery(folder, progress=False, log=logged.append)
+    try:
+        assert note.startswith("loaded") and again.index.backend == "milvus" and again.index.manifest.uri == db
+        assert [h.id for h in again.query(query, k=3)] == [h.id for h in expected]
+    finally:
+        again.close()
+    # another backend asked for: the same images, re-indexed with the same model
+    faiss_searcher, note = open_gallery(folder, backend="faiss", progress=False, log=logged.append)
+    assert note.startswith("indexed 8 images") and faiss_searcher.index.backend == "faiss"
+    hits = faiss_searcher.query(query, k=3)
+    assert [h.id for h in hits] == [h.id for h in expected]
+    np.testing.assert_allclose([h.score for h in hits], [h.score for h in expected], atol=1e-4)

@@ -1,13 +1,27 @@
+import dataclasses
+import json
 import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from simlib.config import IndexConfig
+from simlib.config import IndexConfig, ModelConfig
 from simlib.errors import SimlibError
-from simlib.index import BLAS_THRESHOLD, Record, VectorIndex, import_faiss, resolve_kind
+from simlib.index import (
+    BLAS_THRESHOLD,
+    FORMAT_VERSION,
+    IndexManifest,
+    Record,
+    Threshold,
+    VectorIndex,
+    import_faiss,
+    open_index,
+    resolve_kind,
+)
 from tests.conftest import REPO, brute, structured
 
 
@@ -85,7 +99,7 @@ def test_remove_add_and_save_load_round_trip(tmp_path, kind):
     np.testing.assert_array_equal(after[1], before[1])
     np.testing.assert_allclose(after[0], before[0], atol=1e-6)
     assert loaded.record(1299) == Record(1299, "/g/299.jpg", "c3", {"colour": "blue"})
-    assert loaded.manifest["count"] == 298 and loaded.manifest["kind"] == kind
+    assert loaded.manifest.count == 298 and loaded.manifest.kind == kind and loaded.manifest.backend == "faiss"
     loaded.add(structured(1, seed=9), [Record(5, "/g/new.jpg")])
     loaded.save(tmp_path / "idx")
     assert len(VectorIndex.load(tmp_path / "idx")) == 299
@@ -199,3 +213,132 @@ def test_ivfpq_fits_its_code_size_to_the_dimension():
     faiss = import_faiss()
     assert faiss.downcast_index(faiss.extract_index_ivf(index._index)).pq.M == 24
     assert index.search(x[:3], 1)[1][:, 0].tolist() == [1000, 1001, 1002]
+
+
+def test_caches_follow_the_rows_after_compaction_and_adds():
+    x = structured(40)
+    index = VectorIndex.build(x, records(40), IndexConfig(kind="flat"))
+    assert index.search(x[:1], 40, filters={"colour": "red"})[1][0, 0] == 1000  # fills the column cache
+    assert index.ids_with_path("/g/3.jpg") == [1003]
+    index.remove(range(1000, 1020))  # compacts: 20 rows left
+    fresh = [Record(2000 + i, f"/h/{i}.jpg", "c9", {"colour": "purple"}) for i in range(20)]
+    index.add(structured(20, seed=7), fresh)  # 40 rows again, other contents
+    _, ids = index.search(x[:1], 40, filters={"colour": "purple"})
+    assert set(ids[0][ids[0] >= 0].tolist()) == {r.id for r in fresh}
+    assert index.ids_with_path("/g/3.jpg") == [] and index.ids_with_path("/h/3.jpg") == [2003]
+    index.remove([2003])
+    assert index.ids_with_path("/h/3.jpg") == []
+
+
+# ----------------------------------------------------------------------------- the manifest
+def full_manifest() -> IndexManifest:
+    return IndexManifest(
+        backend="milvus",
+        dimension=16,
+        kind="hnsw",
+        count=3,
+        index_config=IndexConfig(kind="hnsw", hnsw_m=8),
+        metric="cosine",
+        data="gallery",
+        next_id=7,
+        skipped_paths=("/g/broken.jpg",),
+        threshold=Threshold(score=0.4, method="near-copy score percentile", n_queries=9, percentile=5.0),
+        model_fingerprint="abc",
+        model_config=ModelConfig(image_size=32, embedding_dim=16),
+        uri="/tmp/g.db",
+        collection="c",
+        attribute_fields={"label": "label", "colour": "attr_colour"},
+        ivf_nlist=8,
+        milvus_index_type="HNSW",
+        saved_at="2025-01-01T00:00:00+00:00",
+        pymilvus_version="3.0",
+        extra={"added_by_a_newer_simlib": [1, 2]},
+    )
+
+
+def test_manifest_round_trips_through_json():
+    m = full_manifest()
+    assert IndexManifest.from_json(m.to_json()) == m
+    data = json.loads(m.to_json())
+    assert data["format"] == "simlib-index" and data["format_version"] == FORMAT_VERSION
+    assert data["added_by_a_newer_simlib"] == [1, 2]  # unknown keys are kept, at the top level
+    assert data["threshold"] == {
+        "score": 0.4, "method": "near-copy score percentile", "n_queries": 9, "seed": 0, "val": None,
+        "percentile": 5.0, "precision": None, "reached": True, "calibrated_at": None,
+    }  # fmt: skip
+    bare = IndexManifest(dimension=8, count=0)
+    assert IndexManifest.from_dict(bare.to_dict()) == bare
+    assert "uri" not in bare.to_dict() and "threshold" not in bare.to_dict()  # unset fields are left out
+    assert m.replace(next_id=9).next_id == 9 and m.next_id == 7
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        m.next_id = 3  # type: ignore[misc]
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda d: d.pop("count"), "damaged"),
+        (lambda d: d.update(dimension="wide"), "damaged"),
+        (lambda d: d.update(threshold={"method": "no score"}), "damaged"),
+        (lambda d: d.update(format="other"), "not a simlib index"),
+        (lambda d: d.update(format_version=FORMAT_VERSION + 1), "newer simlib"),
+    ],
+)
+def test_a_bad_manifest_gives_a_clear_error(edit, message):
+    data = full_manifest().to_dict()
+    edit(data)
+    with pytest.raises(SimlibError, match=message):
+        IndexManifest.from_dict(data, "idx")
+
+
+DATA = Path(__file__).parent / "data"
+
+
+def test_version_1_manifests_are_read_with_every_field():
+    faiss_v1 = IndexManifest.from_json((DATA / "legacy_index_v1" / "manifest.json").read_text())
+    assert faiss_v1.format_version == 1 and faiss_v1.backend == "faiss" and faiss_v1.extra == {}
+    assert (faiss_v1.dimension, faiss_v1.count, faiss_v1.kind) == (16, 20, "flat")
+    assert faiss_v1.next_id == 121 and faiss_v1.skipped_paths == ("/gallery/shirts/broken.jpg",)
+    assert faiss_v1.threshold == Threshold(
+        score=0.5, method="top-1 same-class precision", n_queries=4, seed=0, val=0.2, target=0.9,
+        precision=1.0, reached=True, calibrated_at="2025-01-01T00:00:00+00:00",
+    )  # fmt: skip
+    assert faiss_v1.model_fingerprint == "0123456789abcdef" and faiss_v1.model_dir == "model"
+    assert faiss_v1.model_config == ModelConfig(image_size=32, embedding_dim=16) and faiss_v1.data == "legacy gallery"
+    milvus_v1 = IndexManifest.from_json((DATA / "legacy_milvus_manifest_v1.json").read_text())
+    assert milvus_v1.backend == "milvus" and milvus_v1.collection == "legacy" and milvus_v1.ivf_nlist == 8
+    assert milvus_v1.attribute_fields == {"colour": "attr_colour", "label": "label"}
+    assert milvus_v1.milvus_index_type == "IVF_FLAT" and milvus_v1.uri.endswith("gallery.db")
+    assert milvus_v1.threshold is None and milvus_v1.skipped_paths == () and milvus_v1.extra == {}
+    # nothing a version-1 file says is lost when it is written again
+    for path in (DATA / "legacy_index_v1" / "manifest.json", DATA / "legacy_milvus_manifest_v1.json"):
+        old = json.loads(path.read_text())
+        new = IndexManifest.from_dict(old).to_dict()
+        assert new == {"skipped_paths": [], **old}  # an empty list is written where version 1 wrote none
+    # a bare VectorIndex.save of version 1 wrote no backend, model directory or next id
+    old = json.loads((DATA / "legacy_index_v1" / "manifest.json").read_text())
+    bare = IndexManifest.from_dict({k: v for k, v in old.items() if k not in ("backend", "model_dir", "next_id")})
+    assert (bare.backend, bare.model_dir, bare.next_id) == ("faiss", "model", 0)
+
+
+def test_a_version_1_folder_loads_and_answers_the_same(tmp_path):
+    """An index folder written by simlib 0662bd3 (tests/data/legacy_index_v1/generate.py)."""
+    expected = json.loads((DATA / "legacy_index_v1" / "expected.json").read_text())
+    folder = tmp_path / "legacy"
+    shutil.copytree(DATA / "legacy_index_v1", folder)
+    index = open_index(folder)
+    assert isinstance(index, VectorIndex) and len(index) == 20 and 120 not in index
+    assert index.manifest.next_id == 121 and index.manifest.threshold.score == 0.5
+    q = np.asarray(expected["queries"], np.float32)
+    for name, filters in (("plain", None), ("filtered", expected["filters"])):
+        scores, ids = index.search(q, expected["k"], filters)
+        assert ids.tolist() == expected[name]["ids"], name
+        np.testing.assert_allclose(scores, expected[name]["scores"], atol=1e-6)
+    assert index.record(105) == Record(105, "/gallery/shoes/5.jpg", "shoes", {"colour": "blue", "season": "summer"})
+    # saved again by this version: format 2, the same answers and every field kept
+    before = index.manifest
+    index.save(folder)
+    again = open_index(folder)
+    assert again.manifest.format_version == FORMAT_VERSION
+    assert again.manifest.replace(saved_at=None, format_version=1) == before.replace(saved_at=None)
+    assert again.search(q, expected["k"])[1].tolist() == expected["plain"]["ids"]

@@ -77,7 +77,7 @@ def test_fingerprint_is_read_back_not_recomputed(small_index_dir):
     first = searcher.describe()["model_fingerprint"]
     e = searcher.embedder
     assert first == fingerprint_of(e.config, [*e.backbone.weights, *e.head.weights])
-    assert first == searcher.index.manifest["model_fingerprint"]
+    assert first == searcher.index.manifest.model_fingerprint
     weights = e.head.get_weights()
     e.head.set_weights([w + 1.0 for w in weights])  # changed weights hash differently once assembled anew...
     assert Embedder.assemble(e.backbone, e.head, e.config).fingerprint != first

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from simlib.data import ImageTable, load_image_folder
-from simlib.index import VectorIndex
+from simlib.index import Threshold, VectorIndex
 from simlib.search import Searcher, no_good_match
 
 
@@ -82,7 +82,7 @@ def test_weak_hits_follow_the_manifest_threshold(tiny_model, small_index_dir, sm
     hits = searcher.query(small_table.paths[3], k=5)
     assert searcher.threshold is None and not any(h.weak for h in hits) and not no_good_match(hits)
     cut = (hits[1].score + hits[2].score) / 2
-    searcher.index.manifest["threshold"] = {"score": cut, "method": "test"}
+    searcher.index.manifest = searcher.index.manifest.replace(threshold=Threshold(score=cut, method="test"))
     hits = searcher.query(small_table.paths[3], k=5)
     assert [h.weak for h in hits] == [False, False, True, True, True]
     assert not no_good_match(hits) and no_good_match(hits[2:]) and no_good_match([])
@@ -109,7 +109,7 @@ def test_add_and_remove_match_a_full_rebuild(tiny_model, small_table, tmp_path):
     assert missing == [999]
     searcher.save(tmp_path / "index")
     searcher = Searcher(tiny_model, VectorIndex.load(tmp_path / "index"))
-    assert len(searcher.index) == 46 and searcher.index.manifest["count"] == 46
+    assert len(searcher.index) == 46 and searcher.index.manifest.count == 46 and searcher.index.manifest.next_id == 48
     assert searcher.add_images([tmp_path / "base"])[0] == [48]  # id 3 came back as a new id, never reused
 
     # the reference: one index built from scratch on the same files

@@ -1,4 +1,4 @@
-"""The Milvus backend: the same index interface as :class:`simlib.index.VectorIndex`, on Milvus.
+"""The Milvus backend: the :class:`~simlib.index.base.IndexBackend` interface on a Milvus collection.
 
 One client API (``pymilvus.MilvusClient(uri=...)``) reaches Milvus Lite (a local ``.db``
 path: tests, laptops; one process at a time) and a Milvus server or cluster
@@ -24,7 +24,6 @@ kind, attribute fields) and, when saved by a searcher, ``model/``; the vectors l
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import time
@@ -36,17 +35,19 @@ from urllib.parse import urlsplit
 
 import numpy as np
 
-from simlib.config import IndexConfig, from_dict
+from simlib.config import IndexConfig
 from simlib.errors import SimlibError
-from simlib.index import (
-    MANIFEST_FILE,
+from simlib.index.base import (
+    MAX_FILTER_VALUES,
     Filters,
+    IndexBackend,
     Record,
-    _normalized,
-    index_manifest,
+    distinct_values,
+    normalized,
     resolve_kind,
 )
-from simlib.storage import atomic_dir, load_json, recover_dir, save_json
+from simlib.index.manifest import MANIFEST_FILE, IndexManifest, read_manifest
+from simlib.storage import atomic_dir, save_json
 
 TOKEN_ENV = "MILVUS_TOKEN"
 DEFAULT_COLLECTION = "simlib_gallery"
@@ -159,7 +160,7 @@ def default_nlist(n: int) -> int:
 
 
 # ----------------------------------------------------------------------------- the index
-class MilvusIndex:
+class MilvusIndex(IndexBackend):
     """Cosine top-K search with ids, metadata and filters, in a Milvus collection.
 
     Create with :meth:`create` (an empty collection; :meth:`add` in chunks), reopen with
@@ -189,7 +190,16 @@ class MilvusIndex:
         self._closed = False
         self._cache: OrderedDict[int, Record] = OrderedDict()
         self._values_cache: tuple[int, int, dict[str, list[str]]] | None = None
-        self.manifest: dict[str, Any] = {}
+        self.manifest = IndexManifest(
+            backend=self.backend,
+            dimension=dim,
+            kind=kind,
+            index_config=config,
+            uri=uri,
+            collection=collection,
+            attribute_fields=dict(fields),
+            milvus_index_type=INDEX_TYPES[kind],
+        )
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -241,19 +251,37 @@ class MilvusIndex:
         client.create_collection(collection, schema=schema, index_params=index_params, consistency_level="Strong")
         client.load_collection(collection)
         index = cls(client, uri, collection, int(dim), config, fields, kind)
-        if "nlist" in params:
-            index.manifest["ivf_nlist"] = params["nlist"]  # searches probe a share of these cells
+        if "nlist" in params:  # searches probe a share of these cells
+            index.manifest = index.manifest.replace(ivf_nlist=params["nlist"])
         return index
+
+    @classmethod
+    def create_empty(
+        cls,
+        dim: int,
+        config: IndexConfig,
+        *,
+        attributes: Sequence[str] = (),
+        uri: str | None = None,
+        collection: str | None = None,
+        expected_count: int = 0,
+    ) -> MilvusIndex:
+        """:meth:`create` as the registry calls it (``uri`` required)."""
+        if not uri:
+            raise SimlibError("the Milvus backend needs --uri: a path ending in .db (Milvus Lite) or http://host:19530")
+        return cls.create(
+            uri, dim, attributes, config, collection=collection or DEFAULT_COLLECTION, expected_count=expected_count
+        )
 
     def _nlist(self) -> int:
         """IVF cells of the collection's index: as created (folders from before: estimated once)."""
-        if "ivf_nlist" not in self.manifest:
-            self.manifest["ivf_nlist"] = self.config.ivf_nlist or default_nlist(len(self))
-        return int(self.manifest["ivf_nlist"])
+        if self.manifest.ivf_nlist is None:
+            self.manifest = self.manifest.replace(ivf_nlist=self.config.ivf_nlist or default_nlist(len(self)))
+        return int(self.manifest.ivf_nlist)  # type: ignore[arg-type]
 
     def add(self, vectors: np.ndarray, records: Sequence[Record]) -> None:
         """Insert vectors with their records in chunks; ids must be new to the index."""
-        x = _normalized(vectors, self.dim)
+        x = normalized(vectors, self.dim)
         if len(x) != len(records):
             raise SimlibError(f"{len(x)} vectors but {len(records)} records")
         new_ids = [int(r.id) for r in records]
@@ -412,19 +440,12 @@ class MilvusIndex:
         """Ids of the records whose path is ``path`` (one filtered query, not a scan)."""
         return [r.id for r in self._iter_records([ID, PATH], f"{PATH} == {quote(path)}")]
 
-    def attribute_values(self, max_values: int = 200) -> dict[str, list[str]]:
-        """Distinct values of each attribute (and "label"), for filter menus; high-cardinality ones dropped."""
+    def attribute_values(self, max_values: int = MAX_FILTER_VALUES) -> dict[str, list[str]]:
+        """Distinct values per attribute (and "label"), streamed once and cached until the count changes."""
         count = self._count()
         if self._values_cache and self._values_cache[:2] == (count, max_values):
             return self._values_cache[2]
-        values: dict[str, set[str]] = {}
-        for r in self._iter_records():
-            items = dict(r.attributes)
-            if r.label is not None:
-                items[LABEL] = r.label
-            for k, v in items.items():
-                values.setdefault(k, set()).add(v)
-        result = {k: sorted(v) for k, v in sorted(values.items()) if 1 < len(v) <= max_values}
+        result = distinct_values(self._iter_records(), max_values)
         self._values_cache = (count, max_values, result)
         return result
 
@@ -439,7 +460,7 @@ class MilvusIndex:
         Same contract as :meth:`simlib.index.VectorIndex.search`: ``(scores, ids)``, both (q, k),
         best first, padded with score ``-inf`` and id ``-1``.
         """
-        x = _normalized(queries, self.dim)
+        x = normalized(queries, self.dim)
         if k < 1:
             raise SimlibError(f"k must be at least 1, not {k}")
         scores = np.full((len(x), k), -np.inf, np.float32)
@@ -472,30 +493,22 @@ class MilvusIndex:
         return scores, ids
 
     # ------------------------------------------------------------------ persistence
-    def save(
-        self,
-        directory: str | os.PathLike,
-        extra: dict[str, Any] | None = None,
-        write_extra: Callable[[Path], None] | None = None,
-    ) -> Path:
+    def save(self, directory: str | os.PathLike, write_extra: Callable[[Path], None] | None = None) -> Path:
         """Make the collection durable (flush, index, load) and write the manifest folder atomically."""
         import pymilvus
 
         self.settle()
         directory = Path(directory)
-        manifest = index_manifest(
-            self,
-            extra,
-            backend=self.backend,
+        manifest = self._saved_manifest(
             uri=self.uri,
             collection=self.collection,
-            attribute_fields=self.fields,
+            attribute_fields=dict(self.fields),
             pymilvus_version=pymilvus.__version__,
             milvus_index_type=INDEX_TYPES[self.kind],
             metric="cosine (COSINE metric)",
         )
         with atomic_dir(directory) as tmp:
-            save_json(tmp / MANIFEST_FILE, manifest)
+            save_json(tmp / MANIFEST_FILE, manifest.to_dict())
             if write_extra is not None:
                 write_extra(tmp)
         self.manifest = manifest
@@ -511,29 +524,39 @@ class MilvusIndex:
             token: overrides ``$MILVUS_TOKEN``.
         """
         directory = Path(directory)
-        recover_dir(directory)
-        if not directory.is_dir():
-            raise SimlibError(f"index folder {directory} does not exist: build one with `simlib index`")
-        manifest = load_json(directory / MANIFEST_FILE)
-        if manifest.get("backend") != cls.backend:
-            raise SimlibError(f"{directory} is a {manifest.get('backend', 'faiss')} index, not a Milvus one")
-        uri = public_uri(uri or manifest["uri"])
+        return cls._open(directory, read_manifest(directory), uri, token)
+
+    @classmethod
+    def open_folder(
+        cls, directory: Path, manifest: IndexManifest, *, uri: str | None = None, mmap: bool = False
+    ) -> MilvusIndex:
+        """:meth:`open` as the registry calls it, with the manifest already read."""
+        if mmap:
+            raise SimlibError(f"{directory} is a Milvus index: memory-mapping (--mmap) applies to FAISS indexes only")
+        return cls._open(directory, manifest, uri, None)
+
+    @classmethod
+    def _open(cls, directory: Path, manifest: IndexManifest, uri: str | None, token: str | None) -> MilvusIndex:
+        if manifest.backend != cls.backend:
+            raise SimlibError(f"{directory} is a {manifest.backend} index, not a Milvus one")
+        if not (uri or manifest.uri) or not manifest.collection:
+            raise SimlibError(f"{directory / MANIFEST_FILE} names no Milvus uri or collection; rebuild the index")
+        uri = public_uri(uri or manifest.uri)  # type: ignore[arg-type]
         if _is_lite(uri) and not Path(uri).exists():
             raise SimlibError(f"the Milvus Lite file {uri} of index {directory} is gone: rebuild the index")
         client = _connect(uri, token)
-        collection = manifest["collection"]
+        collection = manifest.collection
         if not client.has_collection(collection):
             client.close()
             raise SimlibError(f"collection {collection!r} is not in Milvus at {uri}: rebuild the index")
-        dim = int(manifest["dimension"])
+        dim = manifest.dimension
         schema = client.describe_collection(collection)
         have = next((f.get("params", {}).get("dim") for f in schema["fields"] if f["name"] == VECTOR), None)
         if have is None or int(have) != dim:
             client.close()
             raise SimlibError(f"collection {collection!r} holds {have}-d vectors, the manifest says {dim}: rebuild")
         client.load_collection(collection)
-        config = from_dict(IndexConfig, manifest.get("index_config", {}))
-        index = cls(client, uri, collection, dim, config, dict(manifest["attribute_fields"]), manifest["kind"])
+        index = cls(client, uri, collection, dim, manifest.index_config, dict(manifest.attribute_fields), manifest.kind)
         index.manifest = manifest
         return index
 
@@ -554,105 +577,3 @@ class MilvusIndex:
         client.drop_collection(self.collection)
         if client is not self._client:
             client.close()
-
-
-# ----------------------------------------------------------------------------- a local server for tests
-@contextlib.contextmanager
-def local_server(data_dir: str | os.PathLike, port: int = 0, start_timeout: float = 180) -> Iterator[str]:
-    """Run PyPI's embedded Milvus standalone (``milvus-server``, package ``milvus``) on 127.0.0.1.
-
-    Yields its uri (``http://127.0.0.1:PORT``) once it answers, and stops it afterwards:
-    SIGINT (its own clean stop), then SIGTERM and SIGKILL to its process group, each with a
-    bounded wait (the server binary outlives a plain SIGTERM to the launcher).
-
-    Args:
-        data_dir: where the server keeps its data and logs.
-        port: the proxy port; 0 picks a free one.
-        start_timeout: seconds to wait for the server to answer.
-    """
-    import shutil
-    import signal
-    import socket
-    import subprocess
-    import sys
-
-    exe = shutil.which("milvus-server") or str(Path(sys.executable).with_name("milvus-server"))
-    if not Path(exe).exists():
-        raise SimlibError("milvus-server is not installed: pip install milvus (the embedded standalone server)")
-    if not port:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-    data_dir = Path(data_dir)
-    data_dir.mkdir(parents=True, exist_ok=True)
-    uri = f"http://127.0.0.1:{port}"
-    with open(data_dir / "milvus-server.log", "ab") as log:
-        proc = subprocess.Popen(
-            [exe, "--data", str(data_dir), "--proxy-port", str(port)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,  # its own process group, so the server binary can be stopped with it
-        )
-    try:
-        deadline = time.monotonic() + start_timeout
-        while not _answers(uri):
-            if proc.poll() is not None:
-                raise SimlibError(f"milvus-server exited with {proc.returncode}; see {data_dir / 'milvus-server.log'}")
-            if time.monotonic() > deadline:
-                raise SimlibError(f"milvus-server did not answer at {uri} within {start_timeout:.0f} s")
-            time.sleep(0.5)
-        yield uri
-    finally:
-        _stop_group(proc, signal)
-
-
-def _answers(uri: str) -> bool:
-    import socket
-
-    port = int(uri.rsplit(":", 1)[1])
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            pass
-        from pymilvus import MilvusClient
-
-        client = MilvusClient(uri=uri, timeout=5)
-        client.list_collections()
-        client.close()
-        return True
-    except Exception:
-        return False
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether any live (non-zombie) process is left in process group ``pgid``."""
-    proc = Path("/proc")
-    if not proc.is_dir():
-        try:
-            os.killpg(pgid, 0)
-            return True
-        except ProcessLookupError:
-            return False
-    for stat in proc.glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z" and int(fields[2]) == pgid:
-            return True
-    return False
-
-
-def _stop_group(proc, signal) -> None:
-    """Stop a process started in its own session and everything in its group, with bounded waits."""
-    import subprocess
-
-    for sig, wait in ((signal.SIGINT, 20), (signal.SIGTERM, 10), (signal.SIGKILL, 10)):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=0.2)
-            if not _group_alive(proc.pid):
-                return

@@ -1,4 +1,4 @@
-"""A FAISS vector index that also keeps each vector's id, path, label and attributes.
+"""The FAISS backend: a vector index that also keeps each vector's id, path, label and attributes.
 
 Cosine similarity is the inner product of unit vectors. FAISS stores vectors at positions
 0..n-1; this class maps positions to the caller's ids and metadata. Removal marks a
@@ -13,45 +13,27 @@ On disk an index is a folder: ``index.faiss``, ``records.jsonl``, ``manifest.jso
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import json
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from simlib import __version__
-from simlib.config import IndexConfig, from_dict, to_dict
+from simlib.config import IndexConfig
 from simlib.errors import SimlibError
-from simlib.storage import atomic_dir, load_json, recover_dir, save_json
+from simlib.index.base import Filters, IndexBackend, Record, normalized, resolve_kind
+from simlib.index.manifest import MANIFEST_FILE, IndexManifest, read_manifest
+from simlib.storage import atomic_dir, save_json
 
 INDEX_FILE = "index.faiss"
 RECORDS_FILE = "records.jsonl"
-MANIFEST_FILE = "manifest.json"
-FORMAT = "simlib-index"
-FORMAT_VERSION = 1
-# Below this many vectors exact search is fast enough (~2 ms per query at 100k x 128 here).
-AUTO_FLAT_MAX = 100_000
 IVFPQ_MIN = 1_000
 COMPACT_FRACTION = 0.25
-
-Filters = Mapping[str, str | Sequence[str]]
-
-
-@dataclasses.dataclass(frozen=True)
-class Record:
-    """What the index knows about one image besides its vector."""
-
-    id: int
-    path: str | None = None
-    label: str | None = None
-    attributes: dict[str, str] = dataclasses.field(default_factory=dict)
-
-
 BLAS_THRESHOLD = 20  # queries from which exact batched search uses BLAS (FAISS's long-time default)
+METRIC = "cosine (inner product of unit vectors)"
 
 
 def import_faiss():
@@ -74,33 +56,13 @@ def import_faiss():
     return faiss
 
 
-def resolve_kind(kind: str, n: int) -> str:
-    """The concrete index kind for ``kind`` ("auto" picks exact below 100k vectors, else HNSW)."""
-    if kind != "auto":
-        return kind
-    return "flat" if n <= AUTO_FLAT_MAX else "hnsw"
-
-
-def _normalized(vectors: np.ndarray, dim: int | None = None) -> np.ndarray:
-    x = np.ascontiguousarray(np.asarray(vectors, dtype=np.float32))
-    if x.ndim == 1:
-        x = x[None, :]
-    if x.ndim != 2 or (dim is not None and x.shape[1] != dim):
-        want = f"(n, {dim})" if dim is not None else "(n, d)"
-        raise SimlibError(f"vectors of shape {x.shape} do not fit this index: expected {want}")
-    if not np.isfinite(x).all():
-        raise SimlibError("vectors contain NaN or infinite values")
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return np.ascontiguousarray(x / np.maximum(norms, 1e-12), dtype=np.float32)
-
-
-class VectorIndex:
+class VectorIndex(IndexBackend):
     """Cosine top-K search over unit vectors with ids and metadata, backed by FAISS.
 
     Build with :meth:`build`, reopen with :meth:`load`.
     """
 
-    backend = "faiss"  # the name simlib.backends knows it by
+    backend = "faiss"
 
     def __init__(self, dim: int, config: IndexConfig, kind: str, faiss_index: Any) -> None:
         self.dim = dim
@@ -113,8 +75,12 @@ class VectorIndex:
         self._labels: list[str | None] = []
         self._attrs: list[dict[str, str]] = []
         self._pos: dict[int, int] = {}
-        self._columns: dict[tuple[str, int], np.ndarray] = {}
-        self.manifest: dict[str, Any] = {}
+        # caches of derived arrays, valid while _generation (bumped whenever rows are added or rebuilt) holds
+        self._generation = 0
+        self._columns: dict[str, np.ndarray] = {}
+        self._by_path: dict[str, list[int]] | None = None
+        self._cached_at = 0
+        self.manifest = IndexManifest(backend=self.backend, dimension=dim, kind=kind, index_config=config)
         self.mapped = False  # vectors memory-mapped from the file (load(mmap=True)): adding is refused
 
     # ------------------------------------------------------------------ construction
@@ -127,15 +93,15 @@ class VectorIndex:
     ) -> VectorIndex:
         """Build an index from vectors (normalised here) and one :class:`Record` per vector."""
         config = config or IndexConfig()
-        x = _normalized(vectors)
+        x = normalized(vectors)
         kind = resolve_kind(config.kind, len(x))
-        index = cls(x.shape[1], config, kind, _new_faiss_index(x.shape[1], kind, config, x))
+        index = cls(x.shape[1], config, kind, new_faiss_index(x.shape[1], kind, config, x))
         index.add(x, records)
         return index
 
     def add(self, vectors: np.ndarray, records: Sequence[Record]) -> None:
         """Add vectors with their records; ids must be new to the index."""
-        x = _normalized(vectors, self.dim)
+        x = normalized(vectors, self.dim)
         if len(x) != len(records):
             raise SimlibError(f"{len(x)} vectors but {len(records)} records")
         new_ids = [int(r.id) for r in records]
@@ -154,6 +120,7 @@ class VectorIndex:
             self._labels.append(r.label)
             self._attrs.append(dict(r.attributes))
             self._pos[int(r.id)] = start + offset
+        self._generation += 1
 
     def remove(self, ids: Sequence[int]) -> int:
         """Remove ids (unknown ones are ignored); returns how many were removed."""
@@ -176,13 +143,14 @@ class VectorIndex:
         records = [self._record_at(p) for p in keep]
         fresh = VectorIndex(self.dim, self.config, self.kind, None)
         if len(keep):
-            fresh._index = _new_faiss_index(self.dim, self.kind, self.config, vectors)
+            fresh._index = new_faiss_index(self.dim, self.kind, self.config, vectors)
             fresh.add(vectors, records)
         else:
-            fresh._index = _new_faiss_index(self.dim, self.kind, self.config, None)
+            fresh._index = new_faiss_index(self.dim, self.kind, self.config, None)
         self._index, self._ids, self._alive = fresh._index, fresh._ids, fresh._alive
         self.mapped = False  # the rebuilt index lives in memory
         self._paths, self._labels, self._attrs, self._pos = fresh._paths, fresh._labels, fresh._attrs, fresh._pos
+        self._generation += 1
 
     # ------------------------------------------------------------------ reading
     def __len__(self) -> int:
@@ -230,16 +198,20 @@ class VectorIndex:
             out[row] = store.reconstruct(int(pos))
         return out
 
-    def attribute_values(self, max_values: int = 200) -> dict[str, list[str]]:
-        """Distinct values of each attribute (and "label"), for filter menus; high-cardinality ones dropped."""
-        values: dict[str, set[str]] = {}
-        for p in np.flatnonzero(self._alive):
-            items = dict(self._attrs[p])
-            if self._labels[p] is not None:
-                items["label"] = self._labels[p]
-            for k, v in items.items():
-                values.setdefault(k, set()).add(v)
-        return {k: sorted(v) for k, v in sorted(values.items()) if 1 < len(v) <= max_values}
+    def ids_with_path(self, path: str) -> list[int]:
+        """Ids of the live records whose path is ``path`` (a cached lookup, not a scan)."""
+        if self._cached_at != self._generation:
+            self._reset_caches()
+        if self._by_path is None:
+            by_path: dict[str, list[int]] = {}
+            for pos, p in enumerate(self._paths):
+                if p is not None:
+                    by_path.setdefault(p, []).append(pos)
+            self._by_path = by_path
+        return [int(self._ids[p]) for p in self._by_path.get(path, ()) if self._alive[p]]
+
+    def _reset_caches(self) -> None:
+        self._columns, self._by_path, self._cached_at = {}, None, self._generation
 
     def search(
         self,
@@ -260,7 +232,7 @@ class VectorIndex:
         """
         faiss = import_faiss()
 
-        x = _normalized(queries, self.dim)
+        x = normalized(queries, self.dim)
         if k < 1:
             raise SimlibError(f"k must be at least 1, not {k}")
         if any(isinstance(v, str) or len(v) for v in (filters or {}).values()):
@@ -306,49 +278,32 @@ class VectorIndex:
         return mask
 
     def _column(self, key: str) -> np.ndarray:
-        """One attribute (or "label") for every row, as an array; cached until rows change."""
-        # rows are only appended or rebuilt by compact(), which changes their count: (key, n) is a safe key
-        cache_key = (key, len(self._ids))
-        col = self._columns.get(cache_key)
+        """One attribute (or "label") for every row, as an array; cached until rows are added or rebuilt."""
+        # the row count alone is no safe key: compact() then add() can bring it back to a cached value
+        if self._cached_at != self._generation:
+            self._reset_caches()
+        col = self._columns.get(key)
         if col is None:
             values = self._labels if key == "label" else [a.get(key) for a in self._attrs]
             col = np.asarray(["\0" if v is None else v for v in values], dtype=object)  # None matches nothing
-            self._columns = {k: v for k, v in self._columns.items() if k[1] == len(self._ids)}
-            self._columns[cache_key] = col
+            self._columns[key] = col
         return col
 
-    def close(self) -> None:
-        """Nothing to release (the interface's Milvus backend holds connections)."""
-
     # ------------------------------------------------------------------ persistence
-    def save(
-        self,
-        directory: str | os.PathLike,
-        extra: dict[str, Any] | None = None,
-        write_extra: Callable[[Path], None] | None = None,
-    ) -> Path:
-        """Write the index folder atomically.
-
-        Args:
-            directory: the folder; an existing one is replaced only once the new one is complete.
-            extra: more manifest entries (e.g. the model fingerprint).
-            write_extra: called with the temporary folder to add files (e.g. the model) to the same
-                atomic write.
-        """
+    def save(self, directory: str | os.PathLike, write_extra: Callable[[Path], None] | None = None) -> Path:
+        """Write the index folder atomically (see :meth:`IndexBackend.save`); removed rows are dropped first."""
         faiss = import_faiss()
 
         self.compact()  # tombstones are not persisted
         directory = Path(directory)
-        manifest = index_manifest(
-            self, extra, faiss_version=faiss.__version__, metric="cosine (inner product of unit vectors)"
-        )
+        manifest = self._saved_manifest(faiss_version=faiss.__version__, metric=METRIC)
         with atomic_dir(directory) as tmp:
             faiss.write_index(self._index, str(tmp / INDEX_FILE))
             with open(tmp / RECORDS_FILE, "w", encoding="utf-8") as f:
                 for r in self.records():
                     # ASCII escapes keep file names that are not valid UTF-8 (lone surrogates) round-trippable
                     f.write(json.dumps(dataclasses.asdict(r)) + "\n")
-            save_json(tmp / MANIFEST_FILE, manifest)
+            save_json(tmp / MANIFEST_FILE, manifest.to_dict())
             if write_extra is not None:
                 write_extra(tmp)
         self.manifest = manifest
@@ -365,27 +320,21 @@ class VectorIndex:
                 process memory (an index larger than RAM can be searched). Searching and removing
                 work as usual; adding is refused.
         """
+        directory = Path(directory)
+        return cls.open_folder(directory, read_manifest(directory), mmap=mmap)
+
+    @classmethod
+    def open_folder(
+        cls, directory: Path, manifest: IndexManifest, *, uri: str | None = None, mmap: bool = False
+    ) -> VectorIndex:
+        """Open the folder ``directory`` whose manifest is ``manifest`` (see :meth:`load`)."""
         faiss = import_faiss()
 
-        directory = Path(directory)
-        recover_dir(directory)
-        if not directory.is_dir():
-            raise SimlibError(f"index folder {directory} does not exist: build one with `simlib index`")
-        manifest = load_json(directory / MANIFEST_FILE)
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            found = manifest.get("format") if isinstance(manifest, dict) else type(manifest).__name__
-            raise SimlibError(f"{directory} is not a simlib index (manifest format {found!r})")
-        try:
-            if int(manifest.get("format_version", 0)) > FORMAT_VERSION:
-                raise SimlibError(
-                    f"{directory} was written by a newer simlib ({manifest.get('simlib_version')}); upgrade"
-                )
-            dim, count, kind = int(manifest["dimension"]), int(manifest["count"]), str(manifest["kind"])
-            config = from_dict(IndexConfig, dict(manifest.get("index_config") or {}))
-        except (KeyError, TypeError, ValueError) as e:
-            raise SimlibError(
-                f"{directory / MANIFEST_FILE} is damaged ({type(e).__name__}: {e}); rebuild the index"
-            ) from None
+        if manifest.backend != cls.backend:
+            raise SimlibError(f"{directory} is a {manifest.backend} index, not a FAISS one: open it with open_index")
+        if uri:
+            raise SimlibError(f"{directory} is a FAISS index: --uri applies to Milvus indexes only")
+        dim, count, kind = manifest.dimension, manifest.count, manifest.kind
         faiss_index = _read_faiss(directory / INDEX_FILE, mmap)
         records = _read_records(directory / RECORDS_FILE)
         if faiss_index.d != dim or faiss_index.ntotal != len(records) or count != len(records):
@@ -401,16 +350,36 @@ class VectorIndex:
             )
         if faiss_index.metric_type != faiss.METRIC_INNER_PRODUCT:
             raise SimlibError(f"{directory / INDEX_FILE} does not use the inner-product metric; rebuild the index")
-        index = cls(dim, config, kind, faiss_index)
+        index = cls(dim, manifest.index_config, kind, faiss_index)
         index._ids = np.asarray([r.id for r in records], np.int64)
         index._alive = np.ones(len(records), bool)
         index._paths = [r.path for r in records]
         index._labels = [r.label for r in records]
         index._attrs = [dict(r.attributes) for r in records]
         index._pos = {r.id: p for p, r in enumerate(records)}
+        index._generation += 1
         index.manifest = manifest
         index.mapped = mmap
         return index
+
+    @classmethod
+    def create_empty(
+        cls,
+        dim: int,
+        config: IndexConfig,
+        *,
+        attributes: Sequence[str] = (),
+        uri: str | None = None,
+        collection: str | None = None,
+        expected_count: int = 0,
+    ) -> VectorIndex:
+        """An empty exact or HNSW index (``auto`` resolved from ``expected_count``) to add to in chunks."""
+        if uri or collection:
+            raise SimlibError("--uri and --collection apply to the Milvus backend only")
+        kind = resolve_kind(config.kind, expected_count)
+        if kind == "ivfpq":
+            raise SimlibError("an IVF-PQ index is trained on the whole gallery: build it with VectorIndex.build")
+        return cls(dim, config, kind, new_faiss_index(dim, kind, config, None))
 
 
 # The FAISS class each kind is saved as (read_index returns the concrete class).
@@ -468,24 +437,7 @@ def _read_records(path: Path) -> list[Record]:
     return records
 
 
-def index_manifest(index: Any, extra: dict[str, Any] | None = None, **fields: Any) -> dict[str, Any]:
-    """The manifest every backend writes: its own entries, ``extra``, the common fields, then ``fields``."""
-    return {
-        **index.manifest,
-        **(extra or {}),
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "simlib_version": __version__,
-        "dimension": index.dim,
-        "kind": index.kind,
-        "count": len(index),
-        "index_config": to_dict(index.config),
-        "saved_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        **fields,
-    }
-
-
-def _new_faiss_index(dim: int, kind: str, config: IndexConfig, train: np.ndarray | None):
+def new_faiss_index(dim: int, kind: str, config: IndexConfig, train: np.ndarray | None):
     """An empty FAISS index of ``kind``, trained on ``train`` where the kind needs it."""
     faiss = import_faiss()
 

@@ -1,0 +1,38 @@
+"""Vector indexes: one interface (:class:`IndexBackend`), two backends (FAISS in-process, Milvus).
+
+- :mod:`simlib.index.base`: the interface, :class:`Record`, filters, shared helpers.
+- :mod:`simlib.index.manifest`: :class:`IndexManifest`, the typed ``manifest.json``.
+- :mod:`simlib.index.faiss`: :class:`VectorIndex` (default); :mod:`simlib.index.milvus`: ``MilvusIndex``.
+- :mod:`simlib.index.registry`: :func:`open_index` by a folder's manifest, :func:`create_index`.
+
+Importing this package loads neither FAISS nor pymilvus: they load when an index is built or opened.
+"""
+
+from simlib.index.base import AUTO_FLAT_MAX, Filters, IndexBackend, Record, distinct_values, normalized, resolve_kind
+from simlib.index.faiss import BLAS_THRESHOLD, INDEX_FILE, RECORDS_FILE, VectorIndex, import_faiss, new_faiss_index
+from simlib.index.manifest import FORMAT_VERSION, MANIFEST_FILE, IndexManifest, Threshold, read_manifest
+from simlib.index.registry import BACKENDS, create_index, open_index
+
+__all__ = [
+    "AUTO_FLAT_MAX",
+    "BACKENDS",
+    "BLAS_THRESHOLD",
+    "FORMAT_VERSION",
+    "INDEX_FILE",
+    "MANIFEST_FILE",
+    "RECORDS_FILE",
+    "Filters",
+    "IndexBackend",
+    "IndexManifest",
+    "Record",
+    "Threshold",
+    "VectorIndex",
+    "create_index",
+    "distinct_values",
+    "import_faiss",
+    "new_faiss_index",
+    "normalized",
+    "open_index",
+    "read_manifest",
+    "resolve_kind",
+]
