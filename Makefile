@@ -44,7 +44,7 @@ demo-cli: venv
 		--index $(ARTIFACTS)/index -k 5
 
 # The Gradio app on http://127.0.0.1:7860; the first start indexes the default gallery into $(ARTIFACTS)/index.
-# More options: make demo DEMO_ARGS="--share --auth user:password" (see README, "The demo app").
+# More options: make demo DEMO_ARGS="--share --auth user:password" (see docs/app.md).
 demo: venv
 	$(BIN)/python app_gradio.py --artifacts $(ARTIFACTS) $(DEMO_ARGS)
 

@@ -1,4 +1,4 @@
-"""Collect benchmarks/results/*.json into the Markdown tables of the README's Performance section.
+"""Collect benchmarks/results/*.json into the Markdown tables of docs/performance.md.
 
 python -m benchmarks.report     # prints the tables and writes benchmarks/results/report.md
 """

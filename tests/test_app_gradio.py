@@ -345,16 +345,16 @@ def test_api_matches_searcher_query(server, searcher, query_path, tmp_path):
     assert results["collapse"] is None and results["merged"] is None and "merged" not in status
 
 
-def readme_block(starts_with: str) -> str:
-    """The README's code block whose first line starts with ``starts_with``."""
-    text = (REPO / "README.md").read_text(encoding="utf-8")
+def app_doc_block(starts_with: str) -> str:
+    """The code block of docs/app.md (the app's API examples) whose first line starts with ``starts_with``."""
+    text = (REPO / "docs" / "app.md").read_text(encoding="utf-8")
     blocks = re.findall(r"```python\n(.*?)```", text, flags=re.S)
     return next(b for b in blocks if b.startswith(starts_with))
 
 
-def test_readme_http_api_example_matches_searcher_query(server, searcher, query_path):
-    # The README's plain-HTTP example (kept-alive connection), run as written against the real app.
-    code = readme_block("import json, httpx").replace('"http://127.0.0.1:7860/"', repr(server))
+def test_docs_http_api_example_matches_searcher_query(server, searcher, query_path):
+    # The plain-HTTP example of docs/app.md (kept-alive connection), run as written against the real app.
+    code = app_doc_block("import json, httpx").replace('"http://127.0.0.1:7860/"', repr(server))
     scope: dict = {}
     exec(code.replace('open("query.jpg"', f"open({query_path!r}"), scope)
     hits = searcher.query(query_path, k=10, collapse_duplicates=app.collapse_threshold(searcher.describe()))
