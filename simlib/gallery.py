@@ -23,7 +23,7 @@ from simlib.errors import SimlibError
 from simlib.index import MANIFEST_FILE, IndexBackend, open_index, read_manifest
 
 INDEX_SUBDIR = "index"
-MODEL_SUBDIR = "model"  # where `simlib train` and the course save a trained model inside the artifacts
+TRAINED_MODEL_DIR = "model"  # where `simlib train` saves a trained model inside the artifacts folder
 FEEDBACK_SUBDIR = "feedback"  # the app's feedback store
 UPLOADS_SUBDIR = "gallery_uploads"  # images the app added to the gallery (the only artifacts it serves)
 
@@ -141,9 +141,9 @@ def open_gallery(
             reasons.append(f"the index in {index_dir} was built by another model than {model_dir}")
     elif index is not None:
         model = Embedder.load(index_dir / index.manifest.model_dir)
-    elif (Path(artifacts) / MODEL_SUBDIR / "model.keras").is_file():
-        model = Embedder.load(Path(artifacts) / MODEL_SUBDIR)
-        log(f"using the trained model in {Path(artifacts) / MODEL_SUBDIR}")
+    elif (Path(artifacts) / TRAINED_MODEL_DIR / "model.keras").is_file():
+        model = Embedder.load(Path(artifacts) / TRAINED_MODEL_DIR)
+        log(f"using the trained model in {Path(artifacts) / TRAINED_MODEL_DIR}")
     if model_dir is None and model is not None and (weights is not None or image_size is not None):
         cfg = model.config
         wanted_weights = resolve_weights(weights) if weights is not None else cfg.weights

@@ -23,7 +23,7 @@ from simlib.errors import SimlibError
 from simlib.index import Filters, IndexBackend, Record, VectorIndex, create_index, open_index
 from simlib.model import CONFIG_FILE, Embedder
 
-MODEL_SUBDIR = "model"
+INDEX_MODEL_DIR = "model"  # the model that built an index, inside the index folder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,6 +77,8 @@ class Searcher:
             )
         self.embedder = embedder
         self.index = index
+        # path -> records, valid while the index's (size, next id) stays the same
+        self._by_path: tuple[tuple[int, int], dict[str, list[Record]]] | None = None
         built_by = index.manifest.model_fingerprint
         if check and built_by and built_by != embedder.fingerprint:
             raise SimlibError(
@@ -195,15 +197,15 @@ class Searcher:
 
         fingerprint = self.fingerprint
         self.index.manifest = self.index.manifest.replace(
-            model_fingerprint=fingerprint, model_config=self.embedder.config, model_dir=MODEL_SUBDIR
+            model_fingerprint=fingerprint, model_config=self.embedder.config, model_dir=INDEX_MODEL_DIR
         )
 
         def write_model(tmp: Path) -> None:
             source = Path(reuse_model) if reuse_model is not None else None
             if source is not None and source.is_dir() and _saved_fingerprint(source) == fingerprint:
-                shutil.copytree(source, tmp / MODEL_SUBDIR, copy_function=_link_or_copy)
+                shutil.copytree(source, tmp / INDEX_MODEL_DIR, copy_function=_link_or_copy)
             else:
-                self.embedder.save(tmp / MODEL_SUBDIR)
+                self.embedder.save(tmp / INDEX_MODEL_DIR)
 
         return self.index.save(directory, write_extra=write_model)
 
@@ -409,7 +411,7 @@ class Searcher:
         return bool(records) and all(r.path and r.label == Path(r.path).parent.name for r in records)
 
     def _records_by_path(self) -> dict[str, list[Record]]:
-        cached = getattr(self, "_by_path", None)
+        cached = self._by_path
         if cached is None or cached[0] != (len(self.index), self._next_id()):
             by_path: dict[str, list[Record]] = {}
             for r in self.index.records():
