@@ -169,11 +169,10 @@ def test_imagenet_weights_in_keras_cache_are_picked_up_by_auto_and_imagenet(tmp_
     """The file `--weights imagenet` caches, in Keras' layout, where Keras' cache looks: no network needed."""
     import h5py
     import keras
+    import keras.src.backend.config as keras_config
     from keras.src.legacy.saving import legacy_h5_format
 
     from simlib.model import IMAGENET_NOTOP_FILE, imagenet_weights_cached
-
-    import keras.src.backend.config as keras_config
 
     # Keras reads $KERAS_HOME once, at import: point the running process's cache at a fresh folder
     monkeypatch.setattr(keras_config, "_KERAS_DIR", str(tmp_path / "keras"))
