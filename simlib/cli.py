@@ -261,10 +261,17 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     print(f"threshold {info['score']:.4f} ({info['method']}, {info['n_queries']} validation queries) -> {args.index}")
     if info["precision"] is not None:
         print(f"top-1 same-class precision above it: {info['precision']:.3f} (target {info['target']})")
+    print(f"validation queries whose top-1 clears it: {info['coverage']:.0%}")
     if not info["reached"]:
         print(
             f"warning: no cut-off reaches precision {info['target']}; using the most precise one "
             "(train the model, or lower --target)",
+            file=sys.stderr,
+        )
+    if not info["supported"]:
+        print(
+            "warning: this model cannot support the threshold (too few queries clear it): results will not be "
+            "marked weak and 'no good match' is never said; train a model to get one",
             file=sys.stderr,
         )
     return 0

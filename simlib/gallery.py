@@ -233,10 +233,13 @@ def _calibrate(searcher, log: Callable[[str], None]) -> None:
         return
     log(
         f"calibrated the 'no good match' threshold: {info['score']:.4f} (top-1 same-class precision "
-        f"{info['precision']:.2f} on {info['n_queries']} validation queries, {time.perf_counter() - t0:.1f} s)"
+        f"{info['precision']:.2f} on {info['n_queries']} validation queries, {info['coverage']:.0%} of them "
+        f"clear it, {time.perf_counter() - t0:.1f} s)"
     )
     if not info["reached"]:
         log(f"warning: no threshold reaches precision {info['target']}; using the most precise one")
+    if not info["supported"]:
+        log("this model cannot tell good matches from bad ones: 'no good match' will not be shown")
 
 
 def gallery_folders(index: IndexBackend) -> list[Path]:

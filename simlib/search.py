@@ -330,9 +330,15 @@ class Searcher:
 
     @property
     def threshold(self) -> float | None:
-        """The calibrated "good match" score from the index manifest, or None when not calibrated."""
+        """The calibrated "good match" score, or None when not calibrated or when the model cannot
+        support it (see :attr:`simlib.index.Threshold.supported`)."""
         threshold = self.index.manifest.threshold
-        return None if threshold is None else float(threshold.score)
+        return None if threshold is None or not threshold.usable else float(threshold.score)
+
+    @property
+    def calibration(self):
+        """The index's :class:`~simlib.index.Threshold` as calibrated (None when not calibrated)."""
+        return self.index.manifest.threshold
 
     # ------------------------------------------------------------------ changing the gallery
     def add_images(
