@@ -10,7 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ARTIFACTS, REPO
+
+from tests.support import ARTIFACTS, REPO
 
 sys.path.insert(0, str(REPO))  # app_gradio.py is a top-level script, not part of the package
 app = importlib.import_module("app_gradio")

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ARTIFACTS, REPO
 
 from simlib.errors import SimlibError
+from tests.support import ARTIFACTS, REPO
 
 sys.path.insert(0, str(REPO))  # app_gradio.py is a top-level script, not part of the package
 app = importlib.import_module("app_gradio")

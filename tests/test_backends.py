@@ -21,7 +21,9 @@ from simlib.config import IndexConfig
 from simlib.errors import SimlibError
 from simlib.index import Record, VectorIndex
 from simlib.milvus import filter_expression, public_uri, quote
-from tests.conftest import REPO, brute, run_cli, stratified_rows, structured
+from tests.support import REPO
+from tests.support.cli import run_cli_process as run_cli
+from tests.support.vectors import brute, stratified_rows, structured
 
 D = 32
 N = 300

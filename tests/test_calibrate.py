@@ -9,7 +9,7 @@ from simlib.calibrate import MIN_SUPPORT, calibrate_threshold, perturb, precisio
 from simlib.embed import embed_images
 from simlib.errors import SimlibError
 from simlib.search import Searcher, no_good_match
-from tests.conftest import stratified_rows
+from tests.support.vectors import stratified_rows
 
 
 def brute_force_threshold(scores, correct, target):

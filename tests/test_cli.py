@@ -5,13 +5,13 @@ import os
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.support.cli import run_cli_process as run_cli
 
 
 @pytest.fixture(scope="module")
 def gallery(tmp_path_factory, product_table):
     """A product-layout gallery of 40 real images (symlinked) plus one corrupt file listed in styles.csv."""
-    from tests.conftest import stratified_rows
+    from tests.support.vectors import stratified_rows
 
     root = tmp_path_factory.mktemp("gallery")
     (root / "images").mkdir()

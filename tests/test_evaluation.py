@@ -65,7 +65,8 @@ def test_compare_table_and_results_files(small_table, tiny_model, tmp_path):
 def test_cli_compare(small_index_dir, tmp_path, product_table):
     import shutil
 
-    from conftest import run_cli, stratified_rows
+    from tests.support.cli import run_cli_process as run_cli
+    from tests.support.vectors import stratified_rows
 
     data = tmp_path / "folder"  # a small class folder: the full product set takes minutes
     for row in stratified_rows(product_table.labels, 4, 8, seed=2):

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, run_cli
 from hostile import Hostile, png_declaring, upright_and_rotated, write_corpus
 
 from simlib.errors import SimlibError
+from tests.support import REPO
+from tests.support.cli import run_cli_process as run_cli
 
 pytestmark = pytest.mark.hostile
 

@@ -8,7 +8,8 @@ import pytest
 from simlib.config import IndexConfig
 from simlib.errors import SimlibError
 from simlib.index import BLAS_THRESHOLD, Record, VectorIndex, import_faiss, resolve_kind
-from tests.conftest import REPO, brute, structured
+from tests.support import REPO
+from tests.support.vectors import brute, structured
 
 
 def records(n, start=0):

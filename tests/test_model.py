@@ -15,7 +15,7 @@ from simlib.model import (
     resolve_weights,
     save_model,
 )
-from tests.conftest import REPO
+from tests.support import REPO
 
 
 def test_model_outputs_unit_vectors_of_the_configured_size(tiny_model):

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from tests.conftest import ARTIFACTS, REPO
+from tests.support import ARTIFACTS, REPO
 
 NOTEBOOKS = [
     ("01_data_preparation", "01_data.json", ["n_images", "image_split", "class_split"]),

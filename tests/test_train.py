@@ -8,11 +8,12 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import run_cli, stratified_rows
 
 from simlib.config import ModelConfig
 from simlib.errors import SimlibError
 from simlib.train import TrainConfig, collapse_stats, fit, is_collapsed, load_images
+from tests.support.cli import run_cli_process as run_cli
+from tests.support.vectors import stratified_rows
 
 SMALL = ModelConfig(image_size=32, embedding_dim=16, weights="none", head_hidden=32, head_norm=True, seed=0)
 # val 1/3 of 6 images per class = 2, so validation has a positive for every query

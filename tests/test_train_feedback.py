@@ -8,12 +8,13 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import run_cli, stratified_rows
 
 from simlib.config import ModelConfig
 from simlib.errors import SimlibError
 from simlib.feedback import FeedbackStore
 from simlib.train import TrainConfig, feedback_images, fit
+from tests.support.cli import run_cli_process as run_cli
+from tests.support.vectors import stratified_rows
 
 SMALL = ModelConfig(image_size=32, embedding_dim=16, weights="none", head_hidden=32, head_norm=True, seed=0)
 FAST = TrainConfig(
