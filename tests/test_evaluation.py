@@ -63,7 +63,6 @@ def test_compare_table_and_results_files(small_table, tiny_model, tmp_path):
         assert len(list(csv.DictReader(f))) == len(rows)
 
 
-@pytest.mark.integration  # in-process now: ~15 s, no longer slow
 def test_cli_compare(small_index_dir, tmp_path, product_table):
     from tests.support.cli import run_cli
     from tests.support.galleries import labelled_folder, table_items
