@@ -22,7 +22,7 @@ from simlib.errors import SimlibError
 from simlib.index import Record, VectorIndex
 from simlib.milvus import filter_expression, public_uri, quote
 from tests.support import REPO
-from tests.support.cli import run_cli_process as run_cli
+from tests.support.cli import run_cli
 from tests.support.vectors import brute, stratified_rows, structured
 
 D = 32
@@ -267,7 +267,7 @@ def test_searcher_streams_a_gallery_into_milvus_and_agrees_with_faiss(backend, t
         searcher.close()
 
 
-@pytest.mark.slow  # three CLI processes, each importing TensorFlow
+@pytest.mark.slow  # three CLI commands, each building or loading a ResNet50
 def test_cli_indexes_into_milvus_lite_and_searches_it(tmp_path, product_table):
     rows = stratified_rows(product_table.labels, 4, 5)
     gallery = tmp_path / "images"
