@@ -5,7 +5,6 @@ import time
 import numpy as np
 import pytest
 
-from simlib.config import ModelConfig
 from simlib.errors import SimlibError
 from simlib.model import (
     build_embedding_model,
@@ -16,24 +15,30 @@ from simlib.model import (
     save_model,
 )
 from tests.support import REPO
+from tests.support.galleries import model_config as tiny_config
 
 
+@pytest.mark.integration  # builds a ResNet50
 def test_model_outputs_unit_vectors_of_the_configured_size(tiny_model):
     x = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 3)).astype("float32")
     y = np.asarray(tiny_model(x, training=False))
     assert y.shape == (3, 32)
     np.testing.assert_allclose(np.linalg.norm(y, axis=1), 1.0, rtol=1e-5)
-    assert tiny_model.get_layer("resnet50") is not None
+    # the backbone is Keras' ResNet50, whole: get_layer raises instead of returning None, so look it up by name
+    backbones = [layer for layer in tiny_model.layers if layer.name == "resnet50"]
+    assert len(backbones) == 1 and backbones[0].get_layer("conv5_block3_out").output.shape[1:3] == (1, 1)
     assert model_config(tiny_model).image_size == 32
 
 
+@pytest.mark.integration  # builds a ResNet50
 def test_same_seed_same_weights_other_seed_other_weights(tiny_model):
-    again = build_embedding_model(ModelConfig(image_size=32, embedding_dim=32, weights="none", seed=0))
-    other = build_embedding_model(ModelConfig(image_size=32, embedding_dim=32, weights="none", seed=1))
+    again = build_embedding_model(tiny_config(seed=0))
+    other = build_embedding_model(tiny_config(seed=1))
     assert model_fingerprint(again) == model_fingerprint(tiny_model)
     assert model_fingerprint(other) != model_fingerprint(tiny_model)
 
 
+@pytest.mark.integration  # builds a ResNet50
 def test_save_and_load_give_identical_embeddings(tiny_model, tmp_path):
     save_model(tiny_model, tmp_path / "m")
     loaded = load_model(tmp_path / "m")
@@ -61,16 +66,18 @@ def test_weights_path_policy(tmp_path):
         resolve_weights(str(tmp_path / "w.txt"))
 
 
+@pytest.mark.integration  # builds a ResNet50
 def test_local_weights_file_is_loaded(tmp_path, tiny_model):
     # A backbone weights file written by Keras, as a user would bring from another machine.
     path = tmp_path / "resnet50_notop.weights.h5"
     tiny_model.get_layer("resnet50").save_weights(path)
-    model = build_embedding_model(ModelConfig(image_size=32, embedding_dim=32, weights=resolve_weights(str(path))))
+    model = build_embedding_model(tiny_config(weights=resolve_weights(str(path))))
     a = tiny_model.get_layer("resnet50").get_weights()[0]
     b = model.get_layer("resnet50").get_weights()[0]
     np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.integration  # builds a ResNet50
 def test_imagenet_without_network_fails_fast_and_auto_falls_back(tmp_path):
     """Runs the real Keras download in a clean process (no network here: it must fail within seconds)."""
     code = (
@@ -96,6 +103,7 @@ def test_imagenet_without_network_fails_fast_and_auto_falls_back(tmp_path):
     assert time.time() - t0 < 60
 
 
+@pytest.mark.integration  # builds a ResNet50
 def test_mixed_bfloat16_keeps_float32_unit_outputs_close_to_float32(tiny_model, tmp_path):
     import keras
 
@@ -103,9 +111,7 @@ def test_mixed_bfloat16_keeps_float32_unit_outputs_close_to_float32(tiny_model, 
     from simlib.model import with_precision
 
     before = keras.config.dtype_policy().name
-    bf16 = build_embedding_model(
-        ModelConfig(image_size=32, embedding_dim=32, weights="none", precision="mixed_bfloat16")
-    )
+    bf16 = build_embedding_model(tiny_config(precision="mixed_bfloat16"))
     assert keras.config.dtype_policy().name == before  # the global policy is restored
     assert bf16.get_layer("resnet50").compute_dtype == "bfloat16"
     assert model_fingerprint(with_precision(bf16, "float32")) == model_fingerprint(tiny_model)  # same weights
