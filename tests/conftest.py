@@ -30,6 +30,7 @@ NOT_FAST = ("integration", "slow", "browser", "notebooks", "hostile", "milvus_se
 # Fixtures that read the data folder or build a ResNet50: a test using one is integration, marked or not.
 INTEGRATION_FIXTURES = {"data_root", "product_dir", "product_table", "small_table", "tiny_model", "small_index_dir"}
 _START = pytest.StashKey[float]()  # when the session started
+_TIMING = pytest.StashKey[tuple[str, bool]]()  # the --max-seconds verdict
 
 
 # ----------------------------------------------------------------------------- tiers
@@ -57,19 +58,23 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:
+    """With ``--max-seconds``: a run over its wall-time budget fails (the tier grew too slow)."""
     budget = session.config.getoption("--max-seconds")
     if budget is None or session.config.getoption("collectonly"):
         return
     took = time.monotonic() - session.config.stash[_START]
-    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
-    message = f"wall time {took:.1f} s, budget {budget:.0f} s (--max-seconds)"
-    if took > budget:
-        if reporter is not None:
-            reporter.write_line(f"FAILED: {message}: move the slowest tests above to a slower tier", red=True)
-        if session.exitstatus == pytest.ExitCode.OK:
-            session.exitstatus = pytest.ExitCode.TESTS_FAILED
-    elif reporter is not None:
-        reporter.write_line(message)
+    over = took > budget
+    session.config.stash[_TIMING] = (f"wall time {took:.1f} s, budget {budget:g} s (--max-seconds)", over)
+    if over and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    message, over = config.stash.get(_TIMING, (None, False))
+    if message and over:
+        terminalreporter.write_sep("=", f"FAILED: {message}: move the slowest tests above to a slower tier", red=True)
+    elif message:
+        terminalreporter.write_sep("=", message, green=True)
 
 
 # ----------------------------------------------------------------------------- data
