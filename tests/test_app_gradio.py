@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -18,27 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ARTIFACTS, REPO
 
 from simlib.errors import SimlibError
+from tests.support import ARTIFACTS, REPO
+from tests.support.servers import app_module, free_port, served_demo
 
-sys.path.insert(0, str(REPO))  # app_gradio.py is a top-level script, not part of the package
-app = importlib.import_module("app_gradio")
+app = app_module()
 
 AUTH = ("ana", "s3cret-pass")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def searcher(small_index_dir):
-    from simlib.search import Searcher
-
-    return Searcher.load(small_index_dir)
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +37,8 @@ def server(searcher, small_index_dir):
 
     Its feedback goes to ``feedback/`` beside the index folder (see ``simlib.gallery.app_folders``).
     """
-    demo = app.build_demo(searcher, k=4, artifacts=small_index_dir)
-    url, _ = app.serve(demo, searcher, port=free_port(), artifacts=small_index_dir, log=lambda m: None)
-    yield url
-    demo.close()
+    with served_demo(searcher, k=4, artifacts=small_index_dir, serve={"artifacts": small_index_dir}) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -124,6 +107,7 @@ def test_filter_fields_and_filters():
     assert app.make_filters(["gender", "baseColour", "label"], [["Men"], [], "any"]) == {"gender": ["Men"]}
 
 
+@pytest.mark.integration
 def test_search_matches_brute_force(searcher, query_path):
     gallery, results, status = app.search(searcher, query_path, 6)
     ids, scores = brute_force(searcher, query_path, 6)
@@ -135,6 +119,7 @@ def test_search_matches_brute_force(searcher, query_path):
     assert status.startswith("gallery: 48 images") and "untrained" in status and "query:" in status
 
 
+@pytest.mark.integration
 def test_search_filters_inside_the_search(searcher, query_path):
     filters = {"masterCategory": ["Footwear"]}
     n_footwear = sum(r.attributes.get("masterCategory") == "Footwear" for r in searcher.index.records())
@@ -145,6 +130,7 @@ def test_search_filters_inside_the_search(searcher, query_path):
     assert len(results["hits"]) == n_footwear
 
 
+@pytest.mark.integration
 def test_search_errors_are_simlib_errors(searcher, tmp_path):
     not_image = tmp_path / "notes.jpg"
     not_image.write_text("not an image")
@@ -172,12 +158,14 @@ def test_uploaded_image_only_from_the_upload_folder(tmp_path):
         app.uploaded_image({"url": "data:image/png;base64,!!"}, folder)
 
 
+@pytest.mark.integration
 def test_mmap_needs_an_index_and_no_adding(small_index_dir, capsys):
     for argv in (["--mmap"], ["--index", str(small_index_dir), "--mmap", "--allow-add"]):
         assert app.main(argv) == 1
         assert "--mmap needs --index DIR and cannot be combined with --allow-add" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 def test_status_notice_auth_and_share_message(searcher):
     info = searcher.describe()
     assert app.is_untrained(info)
@@ -191,6 +179,7 @@ def test_status_notice_auth_and_share_message(searcher):
     assert app.share_failure(gradio_said).endswith("[Missing file: /x/frpc]")
 
 
+@pytest.mark.integration
 def test_launch_settings_serve_only_the_gallery(searcher, small_index_dir, copies_artifacts):
     settings = app.launch_settings(searcher, small_index_dir)
     folders = {str(Path(r.path).parent) for r in searcher.index.records()}
@@ -221,6 +210,7 @@ def test_collapse_threshold_suits_the_model():
     assert app.collapse_threshold({**untrained, "trained": True, "threshold": 0.98}) == pytest.approx(0.99)
 
 
+@pytest.mark.integration
 def test_copies_are_merged_and_counted(copies_index_dir):
     from simlib.search import Searcher
 
@@ -239,6 +229,7 @@ def test_copies_are_merged_and_counted(copies_index_dir):
     assert status.endswith(f"3 results, {merged} near-duplicate{'s' * (merged > 1)} merged")
 
 
+@pytest.mark.integration
 def test_weak_results_and_no_good_match(searcher, query_path):
     """Weak results are labelled; the banner speaks only when nothing clears the calibrated threshold."""
     noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)
@@ -259,6 +250,7 @@ def test_weak_results_and_no_good_match(searcher, query_path):
     assert itself["no_good_match"] is False
 
 
+@pytest.mark.integration
 def test_explain_shows_both_images_with_heat_maps(searcher, query_path):
     from PIL import Image
 
@@ -281,6 +273,7 @@ def test_explain_shows_both_images_with_heat_maps(searcher, query_path):
         app.gallery_id("3; rm -rf")
 
 
+@pytest.mark.integration
 def test_feedback_round_trips(searcher, query_path, tmp_path):
     from simlib.feedback import FeedbackStore, feedback_triplets
 
@@ -300,6 +293,7 @@ def test_feedback_round_trips(searcher, query_path, tmp_path):
         app.record_feedback(store, searcher, query_path, hits[1].id, "meh")
 
 
+@pytest.mark.integration
 def test_add_to_gallery_saves_the_index(copies_artifacts, small_table, tiny_model):
     from PIL import Image
 
@@ -321,6 +315,7 @@ def test_add_to_gallery_saves_the_index(copies_artifacts, small_table, tiny_mode
 
 
 # ----------------------------------------------------------------------------- the real server
+@pytest.mark.integration
 def test_api_matches_searcher_query(server, searcher, query_path, tmp_path):
     c = client(server, tmp_path)
     gallery, results, status = c.predict(app_file(query_path), 7, api_name="/search")
@@ -352,6 +347,7 @@ def app_doc_block(starts_with: str) -> str:
     return next(b for b in blocks if b.startswith(starts_with))
 
 
+@pytest.mark.integration
 def test_docs_http_api_example_matches_searcher_query(server, searcher, query_path):
     # The plain-HTTP example of docs/app.md (kept-alive connection), run as written against the real app.
     code = app_doc_block("import json, httpx").replace('"http://127.0.0.1:7860/"', repr(server))
@@ -362,6 +358,7 @@ def test_docs_http_api_example_matches_searcher_query(server, searcher, query_pa
     assert len(scope["gallery"]) == len(hits) and "10 results" in scope["status"]
 
 
+@pytest.mark.integration
 def test_api_explain_and_feedback(server, searcher, query_path, small_index_dir, tmp_path):
     """/explain returns both heat maps and the score; /feedback stores a verdict that reads back."""
     from gradio_client.exceptions import AppError
@@ -392,6 +389,7 @@ def test_api_explain_and_feedback(server, searcher, query_path, small_index_dir,
     assert len(store.read()) == before + 1
 
 
+@pytest.mark.integration
 def test_add_to_gallery_only_with_the_flag(server, searcher, copies_artifacts, small_table, tmp_path):
     """Without --allow-add there is no such endpoint; with it an added image is indexed, saved and served."""
     import httpx
@@ -403,9 +401,8 @@ def test_add_to_gallery_only_with_the_flag(server, searcher, copies_artifacts, s
     from simlib.search import Searcher
 
     growing = Searcher.load(copies_artifacts / "index")
-    demo = app.build_demo(growing, artifacts=copies_artifacts, allow_add=True)
-    url, _ = app.serve(demo, growing, port=free_port(), artifacts=copies_artifacts, allow_add=True, log=lambda m: None)
-    try:
+    serve = {"artifacts": copies_artifacts, "allow_add": True}
+    with served_demo(growing, artifacts=copies_artifacts, allow_add=True, serve=serve) as url:
         c = client(url, tmp_path)
         new = small_table.paths[1]
         message, status = c.predict(app_file(new), api_name="/add_to_gallery")
@@ -419,8 +416,6 @@ def test_add_to_gallery_only_with_the_flag(server, searcher, copies_artifacts, s
         assert httpx.get(files + added["gallery_path"]).status_code == 200  # served although added after launch
         for private in ("index/manifest.json", "index/model/config.json"):
             assert httpx.get(files + str((copies_artifacts / private).resolve())).status_code == 403, private
-    finally:
-        demo.close()
 
 
 def app_file(path):
@@ -429,6 +424,7 @@ def app_file(path):
     return handle_file(str(path))
 
 
+@pytest.mark.integration
 def test_bad_uploads_get_one_clear_error(server, tmp_path):
     from gradio_client.exceptions import AppError
 
@@ -439,6 +435,7 @@ def test_bad_uploads_get_one_clear_error(server, tmp_path):
         c.predict(app_file(text), 3, api_name="/search")
 
 
+@pytest.mark.integration
 def test_only_gallery_files_are_served(server, searcher, small_index_dir):
     import httpx
 
@@ -451,6 +448,7 @@ def test_only_gallery_files_are_served(server, searcher, small_index_dir):
     assert httpx.get(base + str(styles)).status_code == 403
 
 
+@pytest.mark.integration
 def test_server_files_cannot_be_named_as_queries(server, searcher):
     """A hand-made request naming a server path (Gradio's file marker or not) is refused, not read."""
     import httpx
@@ -470,6 +468,7 @@ def test_server_files_cannot_be_named_as_queries(server, searcher):
         assert "event: error" in answer and message in answer and "hits" not in answer, answer
 
 
+@pytest.mark.integration
 def test_uploads_over_the_limit_are_refused(server):
     import httpx
 
@@ -478,12 +477,11 @@ def test_uploads_over_the_limit_are_refused(server):
     assert r.status_code == 413, r.text
 
 
+@pytest.mark.integration
 def test_auth_refuses_anonymous_requests(searcher, small_index_dir, query_path, tmp_path):
     import httpx
 
-    demo = app.build_demo(searcher)
-    url, _ = app.serve(demo, searcher, port=free_port(), auth=AUTH, artifacts=small_index_dir, log=lambda m: None)
-    try:
+    with served_demo(searcher, serve={"auth": AUTH, "artifacts": small_index_dir}) as url:
         for path in ("config", "gradio_api/info"):
             assert httpx.get(url + path).status_code == 401, path
         r = httpx.post(url + "gradio_api/call/search", json={"data": [{"path": query_path}, 3]})
@@ -491,8 +489,6 @@ def test_auth_refuses_anonymous_requests(searcher, small_index_dir, query_path, 
         assert httpx.get(url + "gradio_api/file=" + query_path).status_code == 401
         gallery, _, _ = client(url, tmp_path, auth=AUTH).predict(app_file(query_path), 2, api_name="/search")
         assert len(gallery) == 2
-    finally:
-        demo.close()
 
 
 @pytest.fixture(scope="module")
@@ -520,6 +516,7 @@ def app_process(small_index_dir, tmp_path_factory):
         proc.wait(timeout=30)
 
 
+@pytest.mark.integration
 def test_main_share_offline_fails_soft_and_keeps_serving(app_process, small_index_dir, query_path, tmp_path):
     """--share with no network still serves, says why in one line, and warns about --auth."""
     url, lines, _ = app_process

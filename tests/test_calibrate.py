@@ -8,7 +8,7 @@ import pytest
 from simlib.calibrate import MIN_SUPPORT, calibrate_threshold, perturb, precision_threshold
 from simlib.errors import SimlibError
 from simlib.search import Searcher, no_good_match
-from tests.conftest import stratified_rows
+from tests.support.vectors import stratified_rows
 
 
 def brute_force_threshold(scores, correct, target):
@@ -37,6 +37,7 @@ def test_precision_threshold_matches_brute_force():
         precision_threshold(np.ones(2), np.ones(2, bool), 0.9)
 
 
+@pytest.mark.integration  # real images, a ResNet50
 def test_perturb_is_seeded_and_changes_the_image(small_table):
     a, b, c = perturb(small_table.paths[0], 1), perturb(small_table.paths[0], 1), perturb(small_table.paths[0], 2)
     assert np.array_equal(np.asarray(a), np.asarray(b)) and a.size != (0, 0)
@@ -53,6 +54,7 @@ def calibrated(tiny_model, product_table, tmp_path_factory):
     return Searcher.load(out), info, table
 
 
+@pytest.mark.integration  # real images, a ResNet50
 def test_calibration_is_saved_and_marks_weak_hits(calibrated):
     searcher, info, table = calibrated
     assert searcher.index.manifest.threshold.to_dict() == info
@@ -63,6 +65,7 @@ def test_calibration_is_saved_and_marks_weak_hits(calibrated):
     assert 0 < sum(good) < len(good)
 
 
+@pytest.mark.integration  # real images, a ResNet50
 def test_pure_noise_gets_no_good_match(calibrated):
     searcher, _, _ = calibrated
     for seed in range(3):
@@ -71,6 +74,7 @@ def test_pure_noise_gets_no_good_match(calibrated):
         assert len(hits) == 5 and no_good_match(hits), [h.score for h in hits]
 
 
+@pytest.mark.integration  # real images, a ResNet50
 def test_label_free_calibration_uses_near_copies(calibrated, tiny_model):
     searcher, _, table = calibrated
     info = calibrate_threshold(searcher, dataclasses.replace(table, labels=None), percentile=5, seed=0)

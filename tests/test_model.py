@@ -10,7 +10,7 @@ import pytest
 from simlib.config import ModelConfig
 from simlib.errors import SimlibError
 from simlib.model import Embedder, fingerprint_of, resolve_weights
-from tests.conftest import REPO
+from tests.support import REPO
 from tests.support.legacy import probe_batch, write_legacy_model
 
 TINY = ModelConfig(image_size=32, embedding_dim=16, weights="none", backbone="tiny")
@@ -79,6 +79,7 @@ def test_tiny_backbone_is_rejected_nowhere_and_unknown_ones_are():
     assert Embedder.build(TINY).feature_shape == (8, 8, 32)
 
 
+@pytest.mark.integration  # builds ResNet50s
 @pytest.mark.parametrize("head", [{}, {"head_hidden": 16, "head_norm": True}])
 def test_model_folders_written_by_simlib_0_1_still_load(tmp_path, head):
     config = ModelConfig(image_size=32, embedding_dim=32, weights="none", seed=3, **head)
@@ -108,6 +109,7 @@ def test_local_weights_file_is_loaded(tmp_path, tiny_model):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.integration  # a real process importing TensorFlow
 def test_imagenet_without_network_fails_fast_and_auto_falls_back(tmp_path):
     """Runs the real Keras download in a clean process (no network here: it must fail within seconds)."""
     code = (
