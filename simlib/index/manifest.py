@@ -74,9 +74,10 @@ class Threshold:
         return self.reached if self.supported is None else self.supported
 
     def to_dict(self) -> dict[str, Any]:
-        """As stored under ``"threshold"``: ``target`` or ``percentile`` only for the method that has it."""
+        """As stored under ``"threshold"``: ``target`` or ``percentile`` only for the method that has it,
+        ``coverage`` and ``supported`` only when the calibration recorded them."""
         out = dataclasses.asdict(self)
-        for key in ("target", "percentile"):
+        for key in ("target", "percentile", "coverage", "supported"):
             if out[key] is None:
                 del out[key]
         return out
