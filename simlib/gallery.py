@@ -280,26 +280,11 @@ def app_folders(artifacts: str | os.PathLike) -> dict[str, Path]:
 
 
 def store_upload(image, folder: str | os.PathLike) -> Path:
-    """Save an uploaded image into ``folder`` as PNG, named by the SHA-256 of its pixels; returns its path.
+    """Save an uploaded image into ``folder`` (:func:`simlib.storage.store_png`: PNG named by its pixels' hash).
 
-    Decoding and re-encoding drops the upload's metadata (a phone photo's GPS position among it),
-    and the content name makes a second upload of the same picture the same file, which
+    The content name makes a second upload of the same picture the same file, which
     :meth:`simlib.search.Searcher.add_images` then recognises as already indexed.
     """
-    import hashlib
-    import threading
+    from simlib.storage import store_png
 
-    from PIL import Image
-
-    from simlib.data import open_image
-
-    rgb = np.asarray(open_image(image), np.uint8)
-    digest = hashlib.sha256(f"{rgb.shape}".encode() + rgb.tobytes()).hexdigest()[:32]
-    folder = Path(folder)
-    target = folder / f"{digest}.png"
-    if not target.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{digest}.{os.getpid()}.{threading.get_ident()}.tmp"
-        Image.fromarray(rgb).save(tmp, "PNG")
-        os.replace(tmp, target)  # the index never names a half-written file
-    return target.resolve()
+    return store_png(image, folder)

@@ -45,6 +45,40 @@ class Hit:
         """The hit as a JSON-ready dict."""
         return dataclasses.asdict(self)
 
+    def marks(self) -> list[str]:
+        """What a listing adds after the score: "+N copies" (merged near-copies) and "weak", when they apply."""
+        copies = [f"+{self.duplicates} cop{'ies' if self.duplicates > 1 else 'y'}"] if self.duplicates else []
+        return copies + (["weak"] if self.weak else [])
+
+    def caption(self) -> str:
+        """One line for a result tile: ``#rank · score · label · +N copies · weak`` (the parts that apply)."""
+        return " · ".join(
+            [f"#{self.rank}", score_text(self.score), *([self.label] if self.label else []), *self.marks()]
+        )
+
+
+def score_text(score: float) -> str:
+    """A similarity score as every listing shows it (3 decimals)."""
+    return f"{score:.3f}"
+
+
+def format_hits(hits: Sequence[Hit], collapse: bool = False) -> str:
+    """The hits as a text table (``simlib search``): rank, score, label, path, then the merged-copies count
+    (with ``collapse``) and the weak mark (when a hit is weak)."""
+    rows = [(f"{'rank':>4}", f"{'score':>6}", f"{'label':<20}", "path")]
+    rows += [
+        (f"{h.rank:>4}", f"{score_text(h.score):>6}", f"{str(h.label or '-')[:20]:<20}", str(h.path)) for h in hits
+    ]
+    lines = ["  ".join(r) for r in rows]
+    if not collapse and not any(h.weak for h in hits):
+        return "\n".join(lines)
+    width = max(len(line) for line in lines)
+    out = [lines[0].ljust(width) + ("  merged" if collapse else "")]
+    for line, h in zip(lines[1:], hits, strict=True):
+        mark = (f"  +{h.duplicates}" if collapse else "") + ("  weak" if h.weak else "")
+        out.append(line.ljust(width) + mark)
+    return "\n".join(out)
+
 
 def table_records(table: ImageTable, rows: Sequence[int] | np.ndarray) -> list[Record]:
     """Index records for the given table rows."""
@@ -209,6 +243,14 @@ class Searcher:
 
         return self.index.save(directory, write_extra=write_model)
 
+    def save_updated(self, index_dir: str | os.PathLike) -> Path:
+        """Save an index loaded from ``index_dir`` after changing its gallery or manifest, reusing its model files.
+
+        The one way the CLI (``add``, ``remove``, ``calibrate``) and the app write back the folder they
+        serve: :meth:`save` with ``reuse_model`` set to the folder's own model.
+        """
+        return self.save(index_dir, reuse_model=Path(index_dir) / self.index.manifest.model_dir)
+
     @classmethod
     def load(
         cls,
@@ -288,10 +330,23 @@ class Searcher:
                 break
         return hits
 
+    def score_ids(self, vector: np.ndarray, ids: Sequence[int]) -> list[Hit]:
+        """Gallery entries scored against an embedded query, as :meth:`query` would show them (rank 0).
+
+        The score is the cosine with the stored vector; ``weak`` as in a search. For scoring a result
+        the user picked (explain, feedback) without trusting a score sent by a client.
+
+        Raises:
+            SimlibError: an id that is not in the gallery.
+        """
+        records = [self.index.record(int(i)) for i in ids]  # SimlibError for an unknown id
+        stored = self.index.vectors_of([r.id for r in records])
+        return [self._hit(0, r.id, float(vector @ v)) for r, v in zip(records, stored, strict=True)]
+
     def _hit(self, rank: int, id_: int, score: float, duplicates: int = 0) -> Hit:
         r = self.index.record(id_)
         threshold = self.threshold
-        weak = threshold is not None and score < threshold
+        weak = threshold is not None and score < threshold  # the one place a hit is judged weak
         return Hit(rank, r.id, score, r.path, r.label, r.attributes, duplicates, weak)
 
     def _collapsed(self, vector: np.ndarray, k: int, filters: Filters | None, exclude: set, threshold: float) -> list:

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from simlib.app import GalleryService
 from simlib.errors import SimlibError
 from tests.support import ARTIFACTS, REPO
 from tests.support.servers import app_module, free_port, served_demo
@@ -88,6 +89,11 @@ def client(url: str, tmp_path: Path, auth=None):
     return Client(url, auth=auth, download_files=str(tmp_path), verbose=False)
 
 
+def search(searcher, image, k, filters=None, collapse=None):
+    """``(gallery, results, status)`` of the app's service for one query, as ``/search`` returns them."""
+    return GalleryService(searcher).search(image, k, filters, collapse).outputs()
+
+
 def brute_force(searcher, image, k, filters=None):
     """Ids and scores of the top-k by a plain dot product over every (matching) gallery vector."""
     q = searcher.embedder.embed_images([image])[0]
@@ -109,7 +115,7 @@ def test_filter_fields_and_filters():
 
 @pytest.mark.integration
 def test_search_matches_brute_force(searcher, query_path):
-    gallery, results, status = app.search(searcher, query_path, 6)
+    gallery, results, status = search(searcher, query_path, 6)
     ids, scores = brute_force(searcher, query_path, 6)
     assert [h["id"] for h in results["hits"]] == ids
     np.testing.assert_allclose([h["score"] for h in results["hits"]], scores, atol=1e-5)
@@ -124,7 +130,7 @@ def test_search_filters_inside_the_search(searcher, query_path):
     filters = {"masterCategory": ["Footwear"]}
     n_footwear = sum(r.attributes.get("masterCategory") == "Footwear" for r in searcher.index.records())
     assert 0 < n_footwear < 48
-    _, results, _ = app.search(searcher, query_path, 50, filters)
+    _, results, _ = search(searcher, query_path, 50, filters)
     # All matching images come back (not the matches among an unfiltered top-k), in brute-force order.
     assert [h["id"] for h in results["hits"]] == brute_force(searcher, query_path, 50, filters)[0]
     assert len(results["hits"]) == n_footwear
@@ -135,11 +141,11 @@ def test_search_errors_are_simlib_errors(searcher, tmp_path):
     not_image = tmp_path / "notes.jpg"
     not_image.write_text("not an image")
     with pytest.raises(SimlibError, match="no query image"):
-        app.search(searcher, None, 5)
+        search(searcher, None, 5)
     with pytest.raises(SimlibError, match="between 1 and 50"):
-        app.search(searcher, str(not_image), 51)
+        search(searcher, str(not_image), 51)
     with pytest.raises(SimlibError) as e:
-        app.search(searcher, str(not_image), 5)
+        search(searcher, str(not_image), 5)
     assert app.user_message(e.value, str(not_image)).startswith("notes.jpg: not an image")
 
 
@@ -217,10 +223,10 @@ def test_copies_are_merged_and_counted(copies_index_dir):
     searcher = Searcher.load(copies_index_dir)
     original = searcher.index.records()[0]
     assert searcher.index.record(12).path.endswith("copy0.jpg")
-    _, plain, _ = app.search(searcher, original.path, 3)
+    _, plain, _ = search(searcher, original.path, 3)
     assert {plain["hits"][0]["id"], plain["hits"][1]["id"]} == {original.id, 12}  # the copy ranks with it
     at = 0.99999  # exact copies only: the tiny 32 px test model crowds distinct photos above the app's 0.9998
-    gallery, results, status = app.search(searcher, original.path, 3, collapse=at)
+    gallery, results, status = search(searcher, original.path, 3, collapse=at)
     assert results["hits"][0]["id"] in (original.id, 12) and results["hits"][0]["duplicates"] == 1
     assert 12 not in [h["id"] for h in results["hits"][1:]] and len(results["hits"]) == 3
     assert gallery[0][1].endswith(" · +1 copy") and results["collapse"] == at
@@ -233,20 +239,24 @@ def test_copies_are_merged_and_counted(copies_index_dir):
 def test_weak_results_and_no_good_match(searcher, query_path):
     """Weak results are labelled; the banner speaks only when nothing clears the calibrated threshold."""
     noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)
-    _, plain, _ = app.search(searcher, query_path, 5)
-    assert plain["threshold"] is None and plain["no_good_match"] is None and app.no_match_banner(plain) == ""
+    service = GalleryService(searcher)
+    found = service.search(query_path, 5)
+    plain = found.to_json()
+    assert plain["threshold"] is None and plain["no_good_match"] is None and found.banner() == ""
     third = plain["hits"][2]["score"]
     with threshold(searcher, third + 1e-6):
-        gallery, results, _ = app.search(searcher, query_path, 5)
+        found = service.search(query_path, 5)
+    gallery, results, _ = found.outputs()
     assert [h["weak"] for h in results["hits"]] == [False, False, True, True, True]
     assert [c.endswith(" · weak") for _, c in gallery] == [False, False, True, True, True]
-    assert results["no_good_match"] is False and app.no_match_banner(results) == ""
-    _, noisy, _ = app.search(searcher, noise, 5)
+    assert results["no_good_match"] is False and found.banner() == ""
+    _, noisy, _ = search(searcher, noise, 5)
     with threshold(searcher, (noisy["hits"][0]["score"] + 1) / 2):
-        _, results, _ = app.search(searcher, noise, 5)
-        _, itself, _ = app.search(searcher, query_path, 5)  # a gallery image finds itself at 1.0
+        found = service.search(noise, 5)
+        _, itself, _ = search(searcher, query_path, 5)  # a gallery image finds itself at 1.0
+    results = found.to_json()
     assert results["no_good_match"] is True and all(h["weak"] for h in results["hits"])
-    assert app.no_match_banner(results).startswith("### No good match")
+    assert found.banner().startswith("### No good match")
     assert itself["no_good_match"] is False
 
 
@@ -257,18 +267,19 @@ def test_explain_shows_both_images_with_heat_maps(searcher, query_path):
     from simlib.errors import SimlibError
 
     second = searcher.query(query_path, k=2)[1]
-    e = app.explain(searcher, query_path, second.id, rank=2)
+    service = GalleryService(searcher)
+    e = service.explain(query_path, second.id, rank=2)
     for name, path in (("query", query_path), ("result", second.path)):
         assert Image.open(path).size == (60, 80)  # product photos are enlarged to EXPLAIN_SIZE for display
-        assert e[name].shape == e[f"{name}_heat"].shape == (app.EXPLAIN_SIZE, 192, 3)
-        assert e[f"{name}_heat"].dtype == np.uint8
-        assert not np.array_equal(e[name], e[f"{name}_heat"])  # the heat is blended over the image
-    assert e["id"] == second.id and e["score"] == pytest.approx(second.score, abs=1e-5) and not e["weak"]
-    assert e["text"].startswith(f"**#2** · cosine similarity **{second.score:.4f}**")
+        image, heat = getattr(e, name), getattr(e, f"{name}_heat")
+        assert image.shape == heat.shape == (app.EXPLAIN_SIZE, 192, 3) and heat.dtype == np.uint8
+        assert not np.array_equal(image, heat)  # the heat is blended over the image
+    assert e.hit.id == second.id and e.hit.score == pytest.approx(second.score, abs=1e-5) and not e.hit.weak
+    assert e.text.startswith(f"**#2** · cosine similarity **{second.score:.4f}**")
     big = np.zeros((1000, 600, 3), np.uint8)  # a large upload is shrunk, aspect kept
-    assert app.explain(searcher, big, second.id)["query_heat"].shape == (app.EXPLAIN_SIZE, 154, 3)
+    assert service.explain(big, second.id).query_heat.shape == (app.EXPLAIN_SIZE, 154, 3)
     with pytest.raises(SimlibError, match="not in the index"):
-        app.explain(searcher, query_path, 10_000)
+        service.explain(query_path, 10_000)
     with pytest.raises(SimlibError, match="whole number"):
         app.gallery_id("3; rm -rf")
 
@@ -277,10 +288,11 @@ def test_explain_shows_both_images_with_heat_maps(searcher, query_path):
 def test_feedback_round_trips(searcher, query_path, tmp_path):
     from simlib.feedback import FeedbackStore, feedback_triplets
 
+    service = GalleryService(searcher, artifacts=tmp_path)  # feedback goes to tmp_path/feedback
     store = FeedbackStore(tmp_path / "feedback")
     hits = searcher.query(query_path, k=3)
-    app.record_feedback(store, searcher, query_path, hits[1].id, "similar")
-    app.record_feedback(store, searcher, query_path, hits[2].id, "not_similar")
+    service.feedback(query_path, hits[1].id, "similar")
+    service.feedback(query_path, hits[2].id, "not_similar")
     back = store.read()
     assert [(e.result_id, e.verdict, e.result_path) for e in back] == [
         (hits[1].id, "similar", hits[1].path),
@@ -290,7 +302,7 @@ def test_feedback_round_trips(searcher, query_path, tmp_path):
     assert {e.model_fingerprint for e in back} == {searcher.fingerprint}
     assert feedback_triplets(store.path) == [(back[0].query, hits[1].path, hits[2].path)]
     with pytest.raises(SimlibError, match="verdict"):
-        app.record_feedback(store, searcher, query_path, hits[1].id, "meh")
+        service.feedback(query_path, hits[1].id, "meh")
 
 
 @pytest.mark.integration
@@ -303,13 +315,14 @@ def test_add_to_gallery_saves_the_index(copies_artifacts, small_table, tiny_mode
     index_dir, uploads = copies_artifacts / "index", copies_artifacts / "gallery_uploads"
     searcher = Searcher.load(index_dir)
     new = small_table.paths[1]  # not in this gallery (it holds every 4th image)
-    message, added = app.add_to_gallery(searcher, Path(new).read_bytes(), index_dir, uploads)
+    service = GalleryService(searcher, artifacts=copies_artifacts, allow_add=True)
+    message, added = service.add(Path(new).read_bytes())
     assert added == [14] and message.startswith("Added to the gallery as image 14") and "15 images" in message
     reloaded = Searcher(searcher.embedder, VectorIndex.load(index_dir))  # saved (checked against the model)
     first = reloaded.query(new, k=1)[0]
     assert first.id == 14 and first.score == pytest.approx(1.0, abs=1e-5) and Path(first.path).parent == uploads
     assert np.array_equal(np.asarray(Image.open(first.path)), np.asarray(Image.open(new).convert("RGB")))
-    message, added = app.add_to_gallery(searcher, new, index_dir, uploads)  # the same picture again
+    message, added = service.add(new)  # the same picture again
     assert added == [] and message.startswith("Not added: already in the index (id 14)")
     assert len(VectorIndex.load(index_dir)) == 15 and len(list(uploads.iterdir())) == 1
 
@@ -326,7 +339,7 @@ def test_api_matches_searcher_query(server, searcher, query_path, tmp_path):
     assert [(h["duplicates"], h["weak"]) for h in results["hits"]] == [(h.duplicates, False) for h in hits]
     assert results["no_good_match"] is None  # not calibrated
     assert len(gallery) == 7 and all(Path(g["image"]).is_file() for g in gallery)
-    assert [g["caption"] for g in gallery] == [app.hit_caption(h) for h in hits]
+    assert [g["caption"] for g in gallery] == [h.caption() for h in hits]
     assert [(h["id"], h["label"], h["gallery_path"]) for h in results["hits"]] == [
         (h.id, h.label, h.path) for h in hits
     ]

@@ -275,10 +275,13 @@ def test_searcher_streams_a_gallery_into_milvus_and_agrees_with_faiss(backend, t
         sys.path.insert(0, str(REPO))
         app = importlib.import_module("app_gradio")
         assert app.build_parser().parse_args(["--index", "i", "--uri", uri]).uri == uri
+        from simlib.app import GalleryService
+
+        served, reference = GalleryService(searcher), GalleryService(faiss_searcher)
         for i in (3, 20):
-            _, got, _ = app.search(searcher, small_table.paths[i], 6, {"baseColour": [colour]})
-            _, want, _ = app.search(faiss_searcher, small_table.paths[i], 6, {"baseColour": [colour]})
-            assert [h["id"] for h in got["hits"]] == [h["id"] for h in want["hits"]]
+            got = served.search(small_table.paths[i], 6, {"baseColour": [colour]})
+            want = reference.search(small_table.paths[i], 6, {"baseColour": [colour]})
+            assert [h.id for h in got.hits] == [h.id for h in want.hits]
     finally:
         searcher.close()
 
