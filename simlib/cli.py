@@ -144,7 +144,7 @@ def _report_skipped(table, skipped: dict[int, str]) -> None:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from simlib.data import open_image
-    from simlib.search import Searcher, format_hits, no_good_match
+    from simlib.search import Searcher, format_hits, no_good_match, unsupported_note
 
     open_image(args.image)  # a bad query fails before the model loads
     if args.backend:
@@ -162,7 +162,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             exclude_self=args.exclude_self,
             collapse_duplicates=args.collapse,
         )
-        threshold = searcher.threshold
+        threshold, calibration = searcher.threshold, searcher.calibration
     finally:
         searcher.close()
     nothing_good = threshold is not None and no_good_match(hits)
@@ -181,6 +181,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     print(format_hits(hits, collapse=args.collapse is not None))
     if args.collapse is not None:
         print(f"merged {merged} near-duplicate{'s' * (merged != 1)} (cosine >= {args.collapse})")
+    if calibration is not None and threshold is None:
+        print(unsupported_note(calibration))
     return 0
 
 
