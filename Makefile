@@ -29,8 +29,10 @@ format: venv
 test: venv lint
 	$(BIN)/python -m pytest
 
+# The inner loop: no ResNet50, no data folder, no server, no notebook; fails past its 2-minute budget.
+FAST_TIER := not integration and not slow and not browser and not notebooks and not hostile and not milvus_server
 test-fast: venv
-	$(BIN)/python -m pytest -m "not slow and not browser and not notebooks"
+	$(BIN)/python -m pytest -m "$(FAST_TIER)" --max-seconds 120
 
 # The backend conformance suite against a real Milvus server (PyPI's embedded standalone, started on
 # 127.0.0.1 and stopped afterwards); SIMLIB_MILVUS_URI=http://host:19530 runs it against another server.

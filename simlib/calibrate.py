@@ -29,6 +29,10 @@ DEFAULT_TARGET = 0.9
 DEFAULT_PERCENTILE = 5.0
 # With too few queries above a cut-off its precision is noise; never calibrate on fewer.
 MIN_SUPPORT = 5
+# A cut-off that only a sliver of genuine queries clears says "no good match" to nearly everything: an
+# untrained backbone reached 0.9 precision only above 0.9997, which 3 % of its queries cleared. Below this
+# share the model cannot support the target and nothing is marked weak.
+MIN_COVERAGE = 0.25
 
 
 def precision_threshold(scores: np.ndarray, correct: np.ndarray, target: float) -> tuple[float, float, bool]:
@@ -102,7 +106,8 @@ def calibrate_threshold(
 
     Returns:
         The manifest entry: ``{"score", "method", "target" | "percentile", "precision",
-        "reached", "n_queries", "seed", "calibrated_at"}``. Save the searcher to keep it.
+        "reached", "coverage", "supported", "n_queries", "seed", "calibrated_at"}``. Save the searcher
+        to keep it.
     """
     if not 0 < target <= 1:
         raise SimlibError(f"target precision must be in (0, 1], not {target}")
@@ -140,6 +145,8 @@ def calibrate_threshold(
     else:
         score = float(np.percentile(top_scores, percentile))
         info.update(method="near-copy score percentile", percentile=percentile, precision=None, reached=True)
+    coverage = float(np.mean(np.asarray(top_scores) >= score))
+    info.update(coverage=coverage, supported=bool(info["reached"] and coverage >= MIN_COVERAGE))
     info.update(score=score, calibrated_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"))
     index.manifest = index.manifest.replace(threshold=Threshold(**info))
     return info

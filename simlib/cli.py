@@ -142,29 +142,9 @@ def _report_skipped(table, skipped: dict[int, str]) -> None:
         print(f"skipped {reason}" if reason.startswith(source) else f"skipped {source}: {reason}", file=sys.stderr)
 
 
-def _format_hits(hits) -> str:
-    lines = [f"{'rank':>4}  {'score':>6}  {'label':<20}  path"]
-    for h in hits:
-        lines.append(f"{h.rank:>4}  {h.score:6.3f}  {str(h.label or '-')[:20]:<20}  {h.path}")
-    return "\n".join(lines)
-
-
-def _mark_hits(table: str, hits, collapse: bool) -> str:
-    """Add the duplicate count and weak mark columns to :func:`_format_hits`' table."""
-    if not collapse and not any(h.weak for h in hits):
-        return table
-    lines = table.splitlines()
-    width = max(len(line) for line in lines)
-    out = [lines[0].ljust(width) + ("  merged" if collapse else "")]
-    for line, h in zip(lines[1:], hits, strict=True):
-        mark = (f"  +{h.duplicates}" if collapse else "") + ("  weak" if h.weak else "")
-        out.append(line.ljust(width) + mark)
-    return "\n".join(out)
-
-
 def cmd_search(args: argparse.Namespace) -> int:
     from simlib.data import open_image
-    from simlib.search import Searcher, no_good_match
+    from simlib.search import Searcher, format_hits, no_good_match
 
     open_image(args.image)  # a bad query fails before the model loads
     if args.backend:
@@ -198,7 +178,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     if nothing_good:
         print(f"no good match: the best score {hits[0].score:.3f} is under the calibrated threshold {threshold:.3f}")
         print("closest (weak) results:")
-    print(_mark_hits(_format_hits(hits), hits, args.collapse is not None))
+    print(format_hits(hits, collapse=args.collapse is not None))
     if args.collapse is not None:
         print(f"merged {merged} near-duplicate{'s' * (merged != 1)} (cosine >= {args.collapse})")
     return 0
@@ -238,13 +218,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _save_updated(searcher, index_dir: str) -> None:
-    """Save an index loaded from ``index_dir`` after changing its gallery or manifest, reusing its model files."""
-    from pathlib import Path
-
-    searcher.save(index_dir, reuse_model=Path(index_dir) / searcher.index.manifest.model_dir)
-
-
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from simlib.calibrate import calibrate_threshold
     from simlib.search import Searcher
@@ -254,17 +227,24 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     info = calibrate_threshold(
         searcher, table, target=args.target, percentile=args.percentile, seed=args.seed, progress=not args.quiet
     )
-    _save_updated(searcher, args.index)
+    searcher.save_updated(args.index)
     if args.json:
         print(json.dumps(info))
         return 0
     print(f"threshold {info['score']:.4f} ({info['method']}, {info['n_queries']} validation queries) -> {args.index}")
     if info["precision"] is not None:
         print(f"top-1 same-class precision above it: {info['precision']:.3f} (target {info['target']})")
+    print(f"validation queries whose top-1 clears it: {info['coverage']:.0%}")
     if not info["reached"]:
         print(
             f"warning: no cut-off reaches precision {info['target']}; using the most precise one "
             "(train the model, or lower --target)",
+            file=sys.stderr,
+        )
+    if not info["supported"]:
+        print(
+            "warning: this model cannot support the threshold (too few queries clear it): results will not be "
+            "marked weak and 'no good match' is never said; train a model to get one",
             file=sys.stderr,
         )
     return 0
@@ -278,7 +258,7 @@ def cmd_add(args: argparse.Namespace) -> int:
     for path, reason in skipped.items():
         print(f"skipped {path}: {reason}", file=sys.stderr)
     if added:
-        _save_updated(searcher, args.index)
+        searcher.save_updated(args.index)
     ids = f" (ids {added[0]}..{added[-1]})" if added else ""
     print(f"added {len(added)} images{ids}, skipped {len(skipped)}; the gallery holds {len(searcher.index)}")
     known = ("already in the index", "given twice")
@@ -303,7 +283,7 @@ def cmd_remove(args: argparse.Namespace) -> int:
         print(f"not in the index: {', '.join(unknown)}", file=sys.stderr)
     if not removed:
         raise SimlibError("nothing removed: give gallery ids (see `simlib search --json`) or indexed image paths")
-    _save_updated(searcher, args.index)
+    searcher.save_updated(args.index)
     print(f"removed {removed}; the gallery holds {len(searcher.index)}")
     return 0
 

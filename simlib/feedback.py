@@ -12,19 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
-import hashlib
 import json
 import os
-import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from PIL import Image
-
-from simlib.data import open_image
 from simlib.errors import SimlibError
+from simlib.storage import store_png
 
 FEEDBACK_FILE = "feedback.jsonl"
 QUERIES_DIR = "queries"
@@ -60,19 +55,10 @@ class FeedbackStore:
     def __init__(self, directory: str | os.PathLike) -> None:
         self.directory = Path(directory)
         self.path = self.directory / FEEDBACK_FILE
-        self._lock = threading.Lock()  # only orders this process's image writes; appends need no lock
 
     def save_query(self, image: Any) -> Path:
-        """Store a query image once under its content hash; returns its path."""
-        rgb = np.asarray(open_image(image), np.uint8)
-        digest = hashlib.sha256(f"{rgb.shape}".encode() + rgb.tobytes()).hexdigest()[:32]
-        target = self.directory / QUERIES_DIR / f"{digest}.png"
-        if not target.exists():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-            Image.fromarray(rgb).save(tmp, "PNG")
-            os.replace(tmp, target)  # readers never see a half-written image
-        return target.resolve()
+        """Store a query image once under its content hash (:func:`simlib.storage.store_png`); returns its path."""
+        return store_png(image, self.directory / QUERIES_DIR)
 
     def add(
         self,

@@ -23,7 +23,7 @@ from simlib.errors import SimlibError
 from simlib.index import MANIFEST_FILE, IndexBackend, open_index, read_manifest
 
 INDEX_SUBDIR = "index"
-MODEL_SUBDIR = "model"  # where `simlib train` and the course save a trained model inside the artifacts
+TRAINED_MODEL_DIR = "model"  # where `simlib train` saves a trained model inside the artifacts folder
 FEEDBACK_SUBDIR = "feedback"  # the app's feedback store
 UPLOADS_SUBDIR = "gallery_uploads"  # images the app added to the gallery (the only artifacts it serves)
 
@@ -141,9 +141,9 @@ def open_gallery(
             reasons.append(f"the index in {index_dir} was built by another model than {model_dir}")
     elif index is not None:
         model = Embedder.load(index_dir / index.manifest.model_dir)
-    elif (Path(artifacts) / MODEL_SUBDIR / "model.keras").is_file():
-        model = Embedder.load(Path(artifacts) / MODEL_SUBDIR)
-        log(f"using the trained model in {Path(artifacts) / MODEL_SUBDIR}")
+    elif (Path(artifacts) / TRAINED_MODEL_DIR / "model.keras").is_file():
+        model = Embedder.load(Path(artifacts) / TRAINED_MODEL_DIR)
+        log(f"using the trained model in {Path(artifacts) / TRAINED_MODEL_DIR}")
     if model_dir is None and model is not None and (weights is not None or image_size is not None):
         cfg = model.config
         wanted_weights = resolve_weights(weights) if weights is not None else cfg.weights
@@ -233,10 +233,13 @@ def _calibrate(searcher, log: Callable[[str], None]) -> None:
         return
     log(
         f"calibrated the 'no good match' threshold: {info['score']:.4f} (top-1 same-class precision "
-        f"{info['precision']:.2f} on {info['n_queries']} validation queries, {time.perf_counter() - t0:.1f} s)"
+        f"{info['precision']:.2f} on {info['n_queries']} validation queries, {info['coverage']:.0%} of them "
+        f"clear it, {time.perf_counter() - t0:.1f} s)"
     )
     if not info["reached"]:
         log(f"warning: no threshold reaches precision {info['target']}; using the most precise one")
+    if not info["supported"]:
+        log("this model cannot tell good matches from bad ones: 'no good match' will not be shown")
 
 
 def gallery_folders(index: IndexBackend) -> list[Path]:
@@ -277,26 +280,11 @@ def app_folders(artifacts: str | os.PathLike) -> dict[str, Path]:
 
 
 def store_upload(image, folder: str | os.PathLike) -> Path:
-    """Save an uploaded image into ``folder`` as PNG, named by the SHA-256 of its pixels; returns its path.
+    """Save an uploaded image into ``folder`` (:func:`simlib.storage.store_png`: PNG named by its pixels' hash).
 
-    Decoding and re-encoding drops the upload's metadata (a phone photo's GPS position among it),
-    and the content name makes a second upload of the same picture the same file, which
+    The content name makes a second upload of the same picture the same file, which
     :meth:`simlib.search.Searcher.add_images` then recognises as already indexed.
     """
-    import hashlib
-    import threading
+    from simlib.storage import store_png
 
-    from PIL import Image
-
-    from simlib.data import open_image
-
-    rgb = np.asarray(open_image(image), np.uint8)
-    digest = hashlib.sha256(f"{rgb.shape}".encode() + rgb.tobytes()).hexdigest()[:32]
-    folder = Path(folder)
-    target = folder / f"{digest}.png"
-    if not target.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        tmp = folder / f".{digest}.{os.getpid()}.{threading.get_ident()}.tmp"
-        Image.fromarray(rgb).save(tmp, "PNG")
-        os.replace(tmp, target)  # the index never names a half-written file
-    return target.resolve()
+    return store_png(image, folder)

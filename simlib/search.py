@@ -23,7 +23,7 @@ from simlib.errors import SimlibError
 from simlib.index import Filters, IndexBackend, Record, VectorIndex, create_index, open_index
 from simlib.model import CONFIG_FILE, Embedder
 
-MODEL_SUBDIR = "model"
+INDEX_MODEL_DIR = "model"  # the model that built an index, inside the index folder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +44,40 @@ class Hit:
     def to_dict(self) -> dict[str, Any]:
         """The hit as a JSON-ready dict."""
         return dataclasses.asdict(self)
+
+    def marks(self) -> list[str]:
+        """What a listing adds after the score: "+N copies" (merged near-copies) and "weak", when they apply."""
+        copies = [f"+{self.duplicates} cop{'ies' if self.duplicates > 1 else 'y'}"] if self.duplicates else []
+        return copies + (["weak"] if self.weak else [])
+
+    def caption(self) -> str:
+        """One line for a result tile: ``#rank · score · label · +N copies · weak`` (the parts that apply)."""
+        return " · ".join(
+            [f"#{self.rank}", score_text(self.score), *([self.label] if self.label else []), *self.marks()]
+        )
+
+
+def score_text(score: float) -> str:
+    """A similarity score as every listing shows it (3 decimals)."""
+    return f"{score:.3f}"
+
+
+def format_hits(hits: Sequence[Hit], collapse: bool = False) -> str:
+    """The hits as a text table (``simlib search``): rank, score, label, path, then the merged-copies count
+    (with ``collapse``) and the weak mark (when a hit is weak)."""
+    rows = [(f"{'rank':>4}", f"{'score':>6}", f"{'label':<20}", "path")]
+    rows += [
+        (f"{h.rank:>4}", f"{score_text(h.score):>6}", f"{str(h.label or '-')[:20]:<20}", str(h.path)) for h in hits
+    ]
+    lines = ["  ".join(r) for r in rows]
+    if not collapse and not any(h.weak for h in hits):
+        return "\n".join(lines)
+    width = max(len(line) for line in lines)
+    out = [lines[0].ljust(width) + ("  merged" if collapse else "")]
+    for line, h in zip(lines[1:], hits, strict=True):
+        mark = (f"  +{h.duplicates}" if collapse else "") + ("  weak" if h.weak else "")
+        out.append(line.ljust(width) + mark)
+    return "\n".join(out)
 
 
 def table_records(table: ImageTable, rows: Sequence[int] | np.ndarray) -> list[Record]:
@@ -77,6 +111,8 @@ class Searcher:
             )
         self.embedder = embedder
         self.index = index
+        # path -> records, valid while the index's (size, next id) stays the same
+        self._by_path: tuple[tuple[int, int], dict[str, list[Record]]] | None = None
         built_by = index.manifest.model_fingerprint
         if check and built_by and built_by != embedder.fingerprint:
             raise SimlibError(
@@ -195,17 +231,25 @@ class Searcher:
 
         fingerprint = self.fingerprint
         self.index.manifest = self.index.manifest.replace(
-            model_fingerprint=fingerprint, model_config=self.embedder.config, model_dir=MODEL_SUBDIR
+            model_fingerprint=fingerprint, model_config=self.embedder.config, model_dir=INDEX_MODEL_DIR
         )
 
         def write_model(tmp: Path) -> None:
             source = Path(reuse_model) if reuse_model is not None else None
             if source is not None and source.is_dir() and _saved_fingerprint(source) == fingerprint:
-                shutil.copytree(source, tmp / MODEL_SUBDIR, copy_function=_link_or_copy)
+                shutil.copytree(source, tmp / INDEX_MODEL_DIR, copy_function=_link_or_copy)
             else:
-                self.embedder.save(tmp / MODEL_SUBDIR)
+                self.embedder.save(tmp / INDEX_MODEL_DIR)
 
         return self.index.save(directory, write_extra=write_model)
+
+    def save_updated(self, index_dir: str | os.PathLike) -> Path:
+        """Save an index loaded from ``index_dir`` after changing its gallery or manifest, reusing its model files.
+
+        The one way the CLI (``add``, ``remove``, ``calibrate``) and the app write back the folder they
+        serve: :meth:`save` with ``reuse_model`` set to the folder's own model.
+        """
+        return self.save(index_dir, reuse_model=Path(index_dir) / self.index.manifest.model_dir)
 
     @classmethod
     def load(
@@ -286,10 +330,23 @@ class Searcher:
                 break
         return hits
 
+    def score_ids(self, vector: np.ndarray, ids: Sequence[int]) -> list[Hit]:
+        """Gallery entries scored against an embedded query, as :meth:`query` would show them (rank 0).
+
+        The score is the cosine with the stored vector; ``weak`` as in a search. For scoring a result
+        the user picked (explain, feedback) without trusting a score sent by a client.
+
+        Raises:
+            SimlibError: an id that is not in the gallery.
+        """
+        records = [self.index.record(int(i)) for i in ids]  # SimlibError for an unknown id
+        stored = self.index.vectors_of([r.id for r in records])
+        return [self._hit(0, r.id, float(vector @ v)) for r, v in zip(records, stored, strict=True)]
+
     def _hit(self, rank: int, id_: int, score: float, duplicates: int = 0) -> Hit:
         r = self.index.record(id_)
         threshold = self.threshold
-        weak = threshold is not None and score < threshold
+        weak = threshold is not None and score < threshold  # the one place a hit is judged weak
         return Hit(rank, r.id, score, r.path, r.label, r.attributes, duplicates, weak)
 
     def _collapsed(self, vector: np.ndarray, k: int, filters: Filters | None, exclude: set, threshold: float) -> list:
@@ -328,9 +385,15 @@ class Searcher:
 
     @property
     def threshold(self) -> float | None:
-        """The calibrated "good match" score from the index manifest, or None when not calibrated."""
+        """The calibrated "good match" score, or None when not calibrated or when the model cannot
+        support it (see :attr:`simlib.index.Threshold.supported`)."""
         threshold = self.index.manifest.threshold
-        return None if threshold is None else float(threshold.score)
+        return None if threshold is None or not threshold.usable else float(threshold.score)
+
+    @property
+    def calibration(self):
+        """The index's :class:`~simlib.index.Threshold` as calibrated (None when not calibrated)."""
+        return self.index.manifest.threshold
 
     # ------------------------------------------------------------------ changing the gallery
     def add_images(
@@ -409,7 +472,7 @@ class Searcher:
         return bool(records) and all(r.path and r.label == Path(r.path).parent.name for r in records)
 
     def _records_by_path(self) -> dict[str, list[Record]]:
-        cached = getattr(self, "_by_path", None)
+        cached = self._by_path
         if cached is None or cached[0] != (len(self.index), self._next_id()):
             by_path: dict[str, list[Record]] = {}
             for r in self.index.records():

@@ -1,9 +1,11 @@
-"""Crash-safe writes: JSON files and whole folders are replaced by rename, never edited in place."""
+"""Crash-safe writes: JSON files, whole folders and content-named images are replaced by rename, never edited
+in place."""
 
 from __future__ import annotations
 
 import contextlib
 import glob
+import hashlib
 import json
 import os
 import shutil
@@ -48,6 +50,40 @@ def load_json(path: str | os.PathLike) -> Any:
         raise SimlibError(f"{path} is missing: was this folder written by simlib?") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise SimlibError(f"{path} is not valid JSON ({e}); the folder is damaged, rebuild it") from None
+
+
+def store_png(image: Any, folder: str | os.PathLike) -> Path:
+    """Store an image once in ``folder`` as PNG, named by the SHA-256 of its pixels; returns its resolved path.
+
+    The one content-addressed image store (the app's added images, the feedback's query images).
+    Decoding with :func:`simlib.data.open_image` and re-encoding drops the file's metadata (a
+    phone photo's GPS position among it); the content name makes a second copy of the same
+    picture the same file. The PNG is written beside its name and renamed in, so a reader (or an
+    index naming it) never sees a half-written image, and concurrent writers of the same picture
+    agree.
+
+    Args:
+        image: a path, bytes, PIL image or array (anything :func:`simlib.data.open_image` reads).
+        folder: where to store it (created).
+
+    Raises:
+        SimlibError: the image cannot be read.
+    """
+    import numpy as np
+    from PIL import Image
+
+    from simlib.data import open_image
+
+    rgb = np.asarray(open_image(image), np.uint8)
+    digest = hashlib.sha256(f"{rgb.shape}".encode() + rgb.tobytes()).hexdigest()[:32]
+    folder = Path(folder)
+    target = folder / f"{digest}.png"
+    if not target.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{digest}.{os.getpid()}.{threading.get_ident()}.tmp"
+        Image.fromarray(rgb).save(tmp, "PNG")
+        os.replace(tmp, target)
+    return target.resolve()
 
 
 @contextlib.contextmanager

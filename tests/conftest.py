@@ -1,17 +1,20 @@
-"""Shared fixtures: real data from $SIMLIB_DATA, small real models, isolated caches."""
+"""Shared fixtures: real data from $SIMLIB_DATA, small real models, isolated caches; the test tiers.
+
+Helpers (vectors, galleries, servers, the in-process CLI) live in ``tests/support``; this file holds
+fixtures and hooks only.
+
+Tiers: ``make test-fast`` runs the tests marked none of ``integration``, ``slow``, ``browser``,
+``notebooks``, ``hostile``, ``milvus_server`` (no ResNet50, no data folder, no server, no notebook);
+``make test`` runs everything.
+"""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
+import time
 from pathlib import Path
 
-import numpy as np
 import pytest
-
-REPO = Path(__file__).resolve().parents[1]
-ARTIFACTS = REPO / "test-artifacts"  # screenshots and logs a test wants kept
 
 # Isolate every cache before TensorFlow or Keras is imported by any test module.
 _TMP_HOME = Path(os.environ.get("PYTEST_SIMLIB_HOME", "/tmp/simlib-test-home"))
@@ -22,17 +25,65 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+# Markers that keep a test out of the fast tier.
+NOT_FAST = ("integration", "slow", "browser", "notebooks", "hostile", "milvus_server")
+# Fixtures that read the data folder or build a ResNet50: a test using one is integration, marked or not.
+INTEGRATION_FIXTURES = {"data_root", "product_dir", "product_table", "small_table", "tiny_model", "small_index_dir"}
+_START = pytest.StashKey[float]()  # when the session started
+_TIMING = pytest.StashKey[tuple[str, bool]]()  # the --max-seconds verdict
 
-def _find_data() -> Path | None:
-    from simlib.data import find_data_root
 
-    return find_data_root()
+# ----------------------------------------------------------------------------- tiers
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--max-seconds",
+        type=float,
+        default=None,
+        metavar="S",
+        help="fail the run when it takes longer than S seconds of wall time (make test-fast: the fast tier's budget)",
+    )
 
 
+@pytest.hookimpl(tryfirst=True)  # before -m deselects: the safety net must be in place when it does
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Safety net: a test that uses a data or model fixture without a tier marker is integration anyway."""
+    for item in items:
+        unmarked = not any(item.get_closest_marker(m) for m in NOT_FAST)
+        if unmarked and INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_START] = time.monotonic()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """With ``--max-seconds``: a run over its wall-time budget fails (the tier grew too slow)."""
+    budget = session.config.getoption("--max-seconds")
+    if budget is None or session.config.getoption("collectonly"):
+        return
+    took = time.monotonic() - session.config.stash[_START]
+    over = took > budget
+    session.config.stash[_TIMING] = (f"wall time {took:.1f} s, budget {budget:g} s (--max-seconds)", over)
+    if over and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    message, over = config.stash.get(_TIMING, (None, False))
+    if message and over:
+        terminalreporter.write_sep("=", f"FAILED: {message}: move the slowest tests above to a slower tier", red=True)
+    elif message:
+        terminalreporter.write_sep("=", message, green=True)
+
+
+# ----------------------------------------------------------------------------- data
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     """The shared data root ($SIMLIB_DATA, ./data or ../shared/data)."""
-    root = _find_data()
+    from simlib.data import find_data_root
+
+    root = find_data_root()
     if root is None or not (root / "fashion-product-images-small" / "styles.csv").is_file():
         msg = "no data: set SIMLIB_DATA to the folder holding fashion-product-images-small"
         if os.environ.get("CI"):
@@ -53,44 +104,22 @@ def product_table(product_dir: Path):
     return load_product_set(product_dir)
 
 
-def structured(n, d=32, rank=8, noise=0.1, seed=0):
-    """Low-rank plus noise unit vectors: realistic for recall tests (isotropic noise makes recall meaningless)."""
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((n, rank)) @ rng.standard_normal((rank, d)) + noise * rng.standard_normal((n, d))
-    x = x.astype(np.float32)
-    return x / np.linalg.norm(x, axis=1, keepdims=True)
-
-
-def brute(x, q, k, allowed=None):
-    """Exact top-k by inner product (``allowed``: a boolean mask of usable rows): the reference for indexes."""
-    s = q @ x.T
-    if allowed is not None:
-        s[:, ~allowed] = -np.inf
-    order = np.argsort(-s, axis=1, kind="stable")[:, :k]
-    return np.take_along_axis(s, order, 1), order
-
-
-def stratified_rows(labels: np.ndarray, n_classes: int, per_class: int, seed: int = 0) -> np.ndarray:
-    """Rows of the ``n_classes`` largest classes, ``per_class`` each (deterministic)."""
-    from simlib.data import ImageTable, sample_per_class
-
-    table = ImageTable(ids=np.arange(len(labels)), arrays=np.zeros((len(labels), 1, 1), np.uint8), labels=labels)
-    return sample_per_class(table, n_classes, per_class, seed).ids
-
-
 @pytest.fixture(scope="session")
 def small_table(product_table):
     """48 real product images: 8 classes x 6."""
+    from tests.support.vectors import stratified_rows
+
     return product_table.subset(stratified_rows(product_table.labels, 8, 6))
 
 
+# ----------------------------------------------------------------------------- models and indexes
 @pytest.fixture(scope="session")
 def tiny_model():
     """An untrained 32 px embedding model (weights=None): fast and fully real."""
-    from simlib.config import ModelConfig
     from simlib.model import build_embedding_model
+    from tests.support.galleries import model_config
 
-    return build_embedding_model(ModelConfig(image_size=32, embedding_dim=32, weights="none", seed=0))
+    return build_embedding_model(model_config())
 
 
 @pytest.fixture(scope="session")
@@ -102,13 +131,9 @@ def small_index_dir(tmp_path_factory, tiny_model, small_table) -> Path:
     return searcher.save(tmp_path_factory.mktemp("idx") / "index")
 
 
-def run_cli(*args: str, cwd: Path = REPO, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run ``python -m simlib ARGS`` in a subprocess, as a user would."""
-    return subprocess.run(
-        [sys.executable, "-m", "simlib", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-    )
+@pytest.fixture(scope="module")
+def searcher(small_index_dir):
+    """``small_index_dir`` loaded, one per test module (tests that change it put it back)."""
+    from simlib.search import Searcher
+
+    return Searcher.load(small_index_dir)

@@ -3,17 +3,15 @@ screenshots kept."""
 
 from __future__ import annotations
 
-import importlib
 import os
-import socket
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import ARTIFACTS, REPO
 
-sys.path.insert(0, str(REPO))  # app_gradio.py is a top-level script, not part of the package
-app = importlib.import_module("app_gradio")
+from tests.support import ARTIFACTS
+from tests.support.servers import app_module, served_demo
+
+app = app_module()
 
 pytestmark = pytest.mark.browser
 
@@ -36,21 +34,10 @@ TIMEOUT_MS = 60_000  # a loaded 2-core machine
 
 
 @pytest.fixture(scope="module")
-def searcher(small_index_dir):
-    from simlib.search import Searcher
-
-    return Searcher.load(small_index_dir)
-
-
-@pytest.fixture(scope="module")
 def url(searcher, small_index_dir):
-    demo = app.build_demo(searcher, k=K, artifacts=small_index_dir)  # feedback goes beside the index
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    local_url, _ = app.serve(demo, searcher, port=port, artifacts=small_index_dir, log=lambda m: None)
-    yield local_url
-    demo.close()
+    # feedback goes beside the index
+    with served_demo(searcher, k=K, artifacts=small_index_dir, serve={"artifacts": small_index_dir}) as local_url:
+        yield local_url
 
 
 @pytest.fixture(scope="module")

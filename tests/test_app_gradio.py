@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -18,27 +16,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ARTIFACTS, REPO
 
+from simlib.app import GalleryService
 from simlib.errors import SimlibError
+from tests.support import ARTIFACTS, REPO
+from tests.support.servers import app_module, free_port, served_demo
 
-sys.path.insert(0, str(REPO))  # app_gradio.py is a top-level script, not part of the package
-app = importlib.import_module("app_gradio")
+app = app_module()
 
 AUTH = ("ana", "s3cret-pass")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def searcher(small_index_dir):
-    from simlib.search import Searcher
-
-    return Searcher.load(small_index_dir)
 
 
 @pytest.fixture(scope="module")
@@ -52,10 +38,8 @@ def server(searcher, small_index_dir):
 
     Its feedback goes to ``feedback/`` beside the index folder (see ``simlib.gallery.app_folders``).
     """
-    demo = app.build_demo(searcher, k=4, artifacts=small_index_dir)
-    url, _ = app.serve(demo, searcher, port=free_port(), artifacts=small_index_dir, log=lambda m: None)
-    yield url
-    demo.close()
+    with served_demo(searcher, k=4, artifacts=small_index_dir, serve={"artifacts": small_index_dir}) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +89,11 @@ def client(url: str, tmp_path: Path, auth=None):
     return Client(url, auth=auth, download_files=str(tmp_path), verbose=False)
 
 
+def search(searcher, image, k, filters=None, collapse=None):
+    """``(gallery, results, status)`` of the app's service for one query, as ``/search`` returns them."""
+    return GalleryService(searcher).search(image, k, filters, collapse).outputs()
+
+
 def brute_force(searcher, image, k, filters=None):
     """Ids and scores of the top-k by a plain dot product over every (matching) gallery vector."""
     q = searcher.embedder.embed_images([image])[0]
@@ -124,8 +113,9 @@ def test_filter_fields_and_filters():
     assert app.make_filters(["gender", "baseColour", "label"], [["Men"], [], "any"]) == {"gender": ["Men"]}
 
 
+@pytest.mark.integration
 def test_search_matches_brute_force(searcher, query_path):
-    gallery, results, status = app.search(searcher, query_path, 6)
+    gallery, results, status = search(searcher, query_path, 6)
     ids, scores = brute_force(searcher, query_path, 6)
     assert [h["id"] for h in results["hits"]] == ids
     np.testing.assert_allclose([h["score"] for h in results["hits"]], scores, atol=1e-5)
@@ -135,25 +125,27 @@ def test_search_matches_brute_force(searcher, query_path):
     assert status.startswith("gallery: 48 images") and "untrained" in status and "query:" in status
 
 
+@pytest.mark.integration
 def test_search_filters_inside_the_search(searcher, query_path):
     filters = {"masterCategory": ["Footwear"]}
     n_footwear = sum(r.attributes.get("masterCategory") == "Footwear" for r in searcher.index.records())
     assert 0 < n_footwear < 48
-    _, results, _ = app.search(searcher, query_path, 50, filters)
+    _, results, _ = search(searcher, query_path, 50, filters)
     # All matching images come back (not the matches among an unfiltered top-k), in brute-force order.
     assert [h["id"] for h in results["hits"]] == brute_force(searcher, query_path, 50, filters)[0]
     assert len(results["hits"]) == n_footwear
 
 
+@pytest.mark.integration
 def test_search_errors_are_simlib_errors(searcher, tmp_path):
     not_image = tmp_path / "notes.jpg"
     not_image.write_text("not an image")
     with pytest.raises(SimlibError, match="no query image"):
-        app.search(searcher, None, 5)
+        search(searcher, None, 5)
     with pytest.raises(SimlibError, match="between 1 and 50"):
-        app.search(searcher, str(not_image), 51)
+        search(searcher, str(not_image), 51)
     with pytest.raises(SimlibError) as e:
-        app.search(searcher, str(not_image), 5)
+        search(searcher, str(not_image), 5)
     assert app.user_message(e.value, str(not_image)).startswith("notes.jpg: not an image")
 
 
@@ -172,12 +164,14 @@ def test_uploaded_image_only_from_the_upload_folder(tmp_path):
         app.uploaded_image({"url": "data:image/png;base64,!!"}, folder)
 
 
+@pytest.mark.integration
 def test_mmap_needs_an_index_and_no_adding(small_index_dir, capsys):
     for argv in (["--mmap"], ["--index", str(small_index_dir), "--mmap", "--allow-add"]):
         assert app.main(argv) == 1
         assert "--mmap needs --index DIR and cannot be combined with --allow-add" in capsys.readouterr().err
 
 
+@pytest.mark.integration
 def test_status_notice_auth_and_share_message(searcher):
     info = searcher.describe()
     assert app.is_untrained(info)
@@ -191,6 +185,7 @@ def test_status_notice_auth_and_share_message(searcher):
     assert app.share_failure(gradio_said).endswith("[Missing file: /x/frpc]")
 
 
+@pytest.mark.integration
 def test_launch_settings_serve_only_the_gallery(searcher, small_index_dir, copies_artifacts):
     settings = app.launch_settings(searcher, small_index_dir)
     folders = {str(Path(r.path).parent) for r in searcher.index.records()}
@@ -221,16 +216,17 @@ def test_collapse_threshold_suits_the_model():
     assert app.collapse_threshold({**untrained, "trained": True, "threshold": 0.98}) == pytest.approx(0.99)
 
 
+@pytest.mark.integration
 def test_copies_are_merged_and_counted(copies_index_dir):
     from simlib.search import Searcher
 
     searcher = Searcher.load(copies_index_dir)
     original = searcher.index.records()[0]
     assert searcher.index.record(12).path.endswith("copy0.jpg")
-    _, plain, _ = app.search(searcher, original.path, 3)
+    _, plain, _ = search(searcher, original.path, 3)
     assert {plain["hits"][0]["id"], plain["hits"][1]["id"]} == {original.id, 12}  # the copy ranks with it
     at = 0.99999  # exact copies only: the tiny 32 px test model crowds distinct photos above the app's 0.9998
-    gallery, results, status = app.search(searcher, original.path, 3, collapse=at)
+    gallery, results, status = search(searcher, original.path, 3, collapse=at)
     assert results["hits"][0]["id"] in (original.id, 12) and results["hits"][0]["duplicates"] == 1
     assert 12 not in [h["id"] for h in results["hits"][1:]] and len(results["hits"]) == 3
     assert gallery[0][1].endswith(" · +1 copy") and results["collapse"] == at
@@ -239,55 +235,64 @@ def test_copies_are_merged_and_counted(copies_index_dir):
     assert status.endswith(f"3 results, {merged} near-duplicate{'s' * (merged > 1)} merged")
 
 
+@pytest.mark.integration
 def test_weak_results_and_no_good_match(searcher, query_path):
     """Weak results are labelled; the banner speaks only when nothing clears the calibrated threshold."""
     noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)
-    _, plain, _ = app.search(searcher, query_path, 5)
-    assert plain["threshold"] is None and plain["no_good_match"] is None and app.no_match_banner(plain) == ""
+    service = GalleryService(searcher)
+    found = service.search(query_path, 5)
+    plain = found.to_json()
+    assert plain["threshold"] is None and plain["no_good_match"] is None and found.banner() == ""
     third = plain["hits"][2]["score"]
     with threshold(searcher, third + 1e-6):
-        gallery, results, _ = app.search(searcher, query_path, 5)
+        found = service.search(query_path, 5)
+    gallery, results, _ = found.outputs()
     assert [h["weak"] for h in results["hits"]] == [False, False, True, True, True]
     assert [c.endswith(" · weak") for _, c in gallery] == [False, False, True, True, True]
-    assert results["no_good_match"] is False and app.no_match_banner(results) == ""
-    _, noisy, _ = app.search(searcher, noise, 5)
+    assert results["no_good_match"] is False and found.banner() == ""
+    _, noisy, _ = search(searcher, noise, 5)
     with threshold(searcher, (noisy["hits"][0]["score"] + 1) / 2):
-        _, results, _ = app.search(searcher, noise, 5)
-        _, itself, _ = app.search(searcher, query_path, 5)  # a gallery image finds itself at 1.0
+        found = service.search(noise, 5)
+        _, itself, _ = search(searcher, query_path, 5)  # a gallery image finds itself at 1.0
+    results = found.to_json()
     assert results["no_good_match"] is True and all(h["weak"] for h in results["hits"])
-    assert app.no_match_banner(results).startswith("### No good match")
+    assert found.banner().startswith("### No good match")
     assert itself["no_good_match"] is False
 
 
+@pytest.mark.integration
 def test_explain_shows_both_images_with_heat_maps(searcher, query_path):
     from PIL import Image
 
     from simlib.errors import SimlibError
 
     second = searcher.query(query_path, k=2)[1]
-    e = app.explain(searcher, query_path, second.id, rank=2)
+    service = GalleryService(searcher)
+    e = service.explain(query_path, second.id, rank=2)
     for name, path in (("query", query_path), ("result", second.path)):
         assert Image.open(path).size == (60, 80)  # product photos are enlarged to EXPLAIN_SIZE for display
-        assert e[name].shape == e[f"{name}_heat"].shape == (app.EXPLAIN_SIZE, 192, 3)
-        assert e[f"{name}_heat"].dtype == np.uint8
-        assert not np.array_equal(e[name], e[f"{name}_heat"])  # the heat is blended over the image
-    assert e["id"] == second.id and e["score"] == pytest.approx(second.score, abs=1e-5) and not e["weak"]
-    assert e["text"].startswith(f"**#2** · cosine similarity **{second.score:.4f}**")
+        image, heat = getattr(e, name), getattr(e, f"{name}_heat")
+        assert image.shape == heat.shape == (app.EXPLAIN_SIZE, 192, 3) and heat.dtype == np.uint8
+        assert not np.array_equal(image, heat)  # the heat is blended over the image
+    assert e.hit.id == second.id and e.hit.score == pytest.approx(second.score, abs=1e-5) and not e.hit.weak
+    assert e.text.startswith(f"**#2** · cosine similarity **{second.score:.4f}**")
     big = np.zeros((1000, 600, 3), np.uint8)  # a large upload is shrunk, aspect kept
-    assert app.explain(searcher, big, second.id)["query_heat"].shape == (app.EXPLAIN_SIZE, 154, 3)
+    assert service.explain(big, second.id).query_heat.shape == (app.EXPLAIN_SIZE, 154, 3)
     with pytest.raises(SimlibError, match="not in the index"):
-        app.explain(searcher, query_path, 10_000)
+        service.explain(query_path, 10_000)
     with pytest.raises(SimlibError, match="whole number"):
         app.gallery_id("3; rm -rf")
 
 
+@pytest.mark.integration
 def test_feedback_round_trips(searcher, query_path, tmp_path):
     from simlib.feedback import FeedbackStore, feedback_triplets
 
+    service = GalleryService(searcher, artifacts=tmp_path)  # feedback goes to tmp_path/feedback
     store = FeedbackStore(tmp_path / "feedback")
     hits = searcher.query(query_path, k=3)
-    app.record_feedback(store, searcher, query_path, hits[1].id, "similar")
-    app.record_feedback(store, searcher, query_path, hits[2].id, "not_similar")
+    service.feedback(query_path, hits[1].id, "similar")
+    service.feedback(query_path, hits[2].id, "not_similar")
     back = store.read()
     assert [(e.result_id, e.verdict, e.result_path) for e in back] == [
         (hits[1].id, "similar", hits[1].path),
@@ -297,9 +302,10 @@ def test_feedback_round_trips(searcher, query_path, tmp_path):
     assert {e.model_fingerprint for e in back} == {searcher.fingerprint}
     assert feedback_triplets(store.path) == [(back[0].query, hits[1].path, hits[2].path)]
     with pytest.raises(SimlibError, match="verdict"):
-        app.record_feedback(store, searcher, query_path, hits[1].id, "meh")
+        service.feedback(query_path, hits[1].id, "meh")
 
 
+@pytest.mark.integration
 def test_add_to_gallery_saves_the_index(copies_artifacts, small_table, tiny_model):
     from PIL import Image
 
@@ -309,18 +315,20 @@ def test_add_to_gallery_saves_the_index(copies_artifacts, small_table, tiny_mode
     index_dir, uploads = copies_artifacts / "index", copies_artifacts / "gallery_uploads"
     searcher = Searcher.load(index_dir)
     new = small_table.paths[1]  # not in this gallery (it holds every 4th image)
-    message, added = app.add_to_gallery(searcher, Path(new).read_bytes(), index_dir, uploads)
+    service = GalleryService(searcher, artifacts=copies_artifacts, allow_add=True)
+    message, added = service.add(Path(new).read_bytes())
     assert added == [14] and message.startswith("Added to the gallery as image 14") and "15 images" in message
     reloaded = Searcher(searcher.embedder, VectorIndex.load(index_dir))  # saved (checked against the model)
     first = reloaded.query(new, k=1)[0]
     assert first.id == 14 and first.score == pytest.approx(1.0, abs=1e-5) and Path(first.path).parent == uploads
     assert np.array_equal(np.asarray(Image.open(first.path)), np.asarray(Image.open(new).convert("RGB")))
-    message, added = app.add_to_gallery(searcher, new, index_dir, uploads)  # the same picture again
+    message, added = service.add(new)  # the same picture again
     assert added == [] and message.startswith("Not added: already in the index (id 14)")
     assert len(VectorIndex.load(index_dir)) == 15 and len(list(uploads.iterdir())) == 1
 
 
 # ----------------------------------------------------------------------------- the real server
+@pytest.mark.integration
 def test_api_matches_searcher_query(server, searcher, query_path, tmp_path):
     c = client(server, tmp_path)
     gallery, results, status = c.predict(app_file(query_path), 7, api_name="/search")
@@ -331,7 +339,7 @@ def test_api_matches_searcher_query(server, searcher, query_path, tmp_path):
     assert [(h["duplicates"], h["weak"]) for h in results["hits"]] == [(h.duplicates, False) for h in hits]
     assert results["no_good_match"] is None  # not calibrated
     assert len(gallery) == 7 and all(Path(g["image"]).is_file() for g in gallery)
-    assert [g["caption"] for g in gallery] == [app.hit_caption(h) for h in hits]
+    assert [g["caption"] for g in gallery] == [h.caption() for h in hits]
     assert [(h["id"], h["label"], h["gallery_path"]) for h in results["hits"]] == [
         (h.id, h.label, h.path) for h in hits
     ]
@@ -352,6 +360,7 @@ def app_doc_block(starts_with: str) -> str:
     return next(b for b in blocks if b.startswith(starts_with))
 
 
+@pytest.mark.integration
 def test_docs_http_api_example_matches_searcher_query(server, searcher, query_path):
     # The plain-HTTP example of docs/app.md (kept-alive connection), run as written against the real app.
     code = app_doc_block("import json, httpx").replace('"http://127.0.0.1:7860/"', repr(server))
@@ -362,6 +371,7 @@ def test_docs_http_api_example_matches_searcher_query(server, searcher, query_pa
     assert len(scope["gallery"]) == len(hits) and "10 results" in scope["status"]
 
 
+@pytest.mark.integration
 def test_api_explain_and_feedback(server, searcher, query_path, small_index_dir, tmp_path):
     """/explain returns both heat maps and the score; /feedback stores a verdict that reads back."""
     from gradio_client.exceptions import AppError
@@ -392,6 +402,7 @@ def test_api_explain_and_feedback(server, searcher, query_path, small_index_dir,
     assert len(store.read()) == before + 1
 
 
+@pytest.mark.integration
 def test_add_to_gallery_only_with_the_flag(server, searcher, copies_artifacts, small_table, tmp_path):
     """Without --allow-add there is no such endpoint; with it an added image is indexed, saved and served."""
     import httpx
@@ -403,9 +414,8 @@ def test_add_to_gallery_only_with_the_flag(server, searcher, copies_artifacts, s
     from simlib.search import Searcher
 
     growing = Searcher.load(copies_artifacts / "index")
-    demo = app.build_demo(growing, artifacts=copies_artifacts, allow_add=True)
-    url, _ = app.serve(demo, growing, port=free_port(), artifacts=copies_artifacts, allow_add=True, log=lambda m: None)
-    try:
+    serve = {"artifacts": copies_artifacts, "allow_add": True}
+    with served_demo(growing, artifacts=copies_artifacts, allow_add=True, serve=serve) as url:
         c = client(url, tmp_path)
         new = small_table.paths[1]
         message, status = c.predict(app_file(new), api_name="/add_to_gallery")
@@ -419,8 +429,6 @@ def test_add_to_gallery_only_with_the_flag(server, searcher, copies_artifacts, s
         assert httpx.get(files + added["gallery_path"]).status_code == 200  # served although added after launch
         for private in ("index/manifest.json", "index/model/config.json"):
             assert httpx.get(files + str((copies_artifacts / private).resolve())).status_code == 403, private
-    finally:
-        demo.close()
 
 
 def app_file(path):
@@ -429,6 +437,7 @@ def app_file(path):
     return handle_file(str(path))
 
 
+@pytest.mark.integration
 def test_bad_uploads_get_one_clear_error(server, tmp_path):
     from gradio_client.exceptions import AppError
 
@@ -439,6 +448,7 @@ def test_bad_uploads_get_one_clear_error(server, tmp_path):
         c.predict(app_file(text), 3, api_name="/search")
 
 
+@pytest.mark.integration
 def test_only_gallery_files_are_served(server, searcher, small_index_dir):
     import httpx
 
@@ -451,6 +461,7 @@ def test_only_gallery_files_are_served(server, searcher, small_index_dir):
     assert httpx.get(base + str(styles)).status_code == 403
 
 
+@pytest.mark.integration
 def test_server_files_cannot_be_named_as_queries(server, searcher):
     """A hand-made request naming a server path (Gradio's file marker or not) is refused, not read."""
     import httpx
@@ -470,6 +481,7 @@ def test_server_files_cannot_be_named_as_queries(server, searcher):
         assert "event: error" in answer and message in answer and "hits" not in answer, answer
 
 
+@pytest.mark.integration
 def test_uploads_over_the_limit_are_refused(server):
     import httpx
 
@@ -478,12 +490,11 @@ def test_uploads_over_the_limit_are_refused(server):
     assert r.status_code == 413, r.text
 
 
+@pytest.mark.integration
 def test_auth_refuses_anonymous_requests(searcher, small_index_dir, query_path, tmp_path):
     import httpx
 
-    demo = app.build_demo(searcher)
-    url, _ = app.serve(demo, searcher, port=free_port(), auth=AUTH, artifacts=small_index_dir, log=lambda m: None)
-    try:
+    with served_demo(searcher, serve={"auth": AUTH, "artifacts": small_index_dir}) as url:
         for path in ("config", "gradio_api/info"):
             assert httpx.get(url + path).status_code == 401, path
         r = httpx.post(url + "gradio_api/call/search", json={"data": [{"path": query_path}, 3]})
@@ -491,8 +502,6 @@ def test_auth_refuses_anonymous_requests(searcher, small_index_dir, query_path, 
         assert httpx.get(url + "gradio_api/file=" + query_path).status_code == 401
         gallery, _, _ = client(url, tmp_path, auth=AUTH).predict(app_file(query_path), 2, api_name="/search")
         assert len(gallery) == 2
-    finally:
-        demo.close()
 
 
 @pytest.fixture(scope="module")
@@ -520,6 +529,7 @@ def app_process(small_index_dir, tmp_path_factory):
         proc.wait(timeout=30)
 
 
+@pytest.mark.integration
 def test_main_share_offline_fails_soft_and_keeps_serving(app_process, small_index_dir, query_path, tmp_path):
     """--share with no network still serves, says why in one line, and warns about --auth."""
     url, lines, _ = app_process

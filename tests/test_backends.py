@@ -20,7 +20,9 @@ from simlib.config import IndexConfig
 from simlib.errors import SimlibError
 from simlib.index import IndexBackend, Record, Threshold, VectorIndex, create_index, open_index
 from simlib.index.milvus import filter_expression, public_uri, quote
-from tests.conftest import REPO, brute, run_cli, stratified_rows, structured
+from tests.support import REPO
+from tests.support.cli import run_cli
+from tests.support.vectors import brute, stratified_rows, structured
 
 D = 32
 N = 300
@@ -273,15 +275,18 @@ def test_searcher_streams_a_gallery_into_milvus_and_agrees_with_faiss(backend, t
         sys.path.insert(0, str(REPO))
         app = importlib.import_module("app_gradio")
         assert app.build_parser().parse_args(["--index", "i", "--uri", uri]).uri == uri
+        from simlib.app import GalleryService
+
+        served, reference = GalleryService(searcher), GalleryService(faiss_searcher)
         for i in (3, 20):
-            _, got, _ = app.search(searcher, small_table.paths[i], 6, {"baseColour": [colour]})
-            _, want, _ = app.search(faiss_searcher, small_table.paths[i], 6, {"baseColour": [colour]})
-            assert [h["id"] for h in got["hits"]] == [h["id"] for h in want["hits"]]
+            got = served.search(small_table.paths[i], 6, {"baseColour": [colour]})
+            want = reference.search(small_table.paths[i], 6, {"baseColour": [colour]})
+            assert [h.id for h in got.hits] == [h.id for h in want.hits]
     finally:
         searcher.close()
 
 
-@pytest.mark.slow  # three CLI processes, each importing TensorFlow
+@pytest.mark.slow  # three CLI commands, each building or loading a ResNet50
 def test_cli_indexes_into_milvus_lite_and_searches_it(tmp_path, product_table):
     rows = stratified_rows(product_table.labels, 4, 5)
     gallery = tmp_path / "images"

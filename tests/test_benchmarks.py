@@ -20,6 +20,7 @@ OTHER_ROWS = {
 
 
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
+@pytest.mark.integration  # real data, ResNet50s and a server
 def test_benchmark_smoke_run_writes_its_rows(name, tmp_path, data_root, monkeypatch):
     monkeypatch.setenv("SIMLIB_DATA", str(data_root))
     module = importlib.import_module(f"benchmarks.bench_{name}")

@@ -8,7 +8,7 @@ import pytest
 from simlib.calibrate import MIN_SUPPORT, calibrate_threshold, perturb, precision_threshold
 from simlib.errors import SimlibError
 from simlib.search import Searcher, no_good_match
-from tests.conftest import stratified_rows
+from tests.support.vectors import stratified_rows
 
 
 def brute_force_threshold(scores, correct, target):
@@ -37,6 +37,7 @@ def test_precision_threshold_matches_brute_force():
         precision_threshold(np.ones(2), np.ones(2, bool), 0.9)
 
 
+@pytest.mark.integration  # real images, a ResNet50
 def test_perturb_is_seeded_and_changes_the_image(small_table):
     a, b, c = perturb(small_table.paths[0], 1), perturb(small_table.paths[0], 1), perturb(small_table.paths[0], 2)
     assert np.array_equal(np.asarray(a), np.asarray(b)) and a.size != (0, 0)
@@ -53,6 +54,7 @@ def calibrated(tiny_model, product_table, tmp_path_factory):
     return Searcher.load(out), info, table
 
 
+@pytest.mark.integration  # real images, a ResNet50
 def test_calibration_is_saved_and_marks_weak_hits(calibrated):
     searcher, info, table = calibrated
     assert searcher.index.manifest.threshold.to_dict() == info
@@ -63,6 +65,7 @@ def test_calibration_is_saved_and_marks_weak_hits(calibrated):
     assert 0 < sum(good) < len(good)
 
 
+@pytest.mark.integration  # real images, a ResNet50
 def test_pure_noise_gets_no_good_match(calibrated):
     searcher, _, _ = calibrated
     for seed in range(3):
@@ -71,6 +74,7 @@ def test_pure_noise_gets_no_good_match(calibrated):
         assert len(hits) == 5 and no_good_match(hits), [h.score for h in hits]
 
 
+@pytest.mark.integration  # real images, a ResNet50
 def test_label_free_calibration_uses_near_copies(calibrated, tiny_model):
     searcher, _, table = calibrated
     info = calibrate_threshold(searcher, dataclasses.replace(table, labels=None), percentile=5, seed=0)
@@ -81,3 +85,47 @@ def test_label_free_calibration_uses_near_copies(calibrated, tiny_model):
     copies = tiny_model.embed_images([perturb(table.paths[r], 1000 + r) for r in rows])
     originals = searcher.index.vectors_of([int(table.ids[r]) for r in rows])
     assert np.mean(np.sum(copies * originals, axis=1) >= info["score"]) >= 0.8
+
+
+def _colour_gallery(folder, n_classes: int, per_class: int, seed: int = 0, shuffle_labels: bool = False):
+    """PNG files of noisy solid colours, one colour per class (the tiny backbone separates them)."""
+    from PIL import Image
+
+    from simlib.data import ImageTable
+
+    rng = np.random.default_rng(seed)
+    colours = rng.integers(0, 256, (n_classes, 3))
+    paths, labels = [], []
+    for c in range(n_classes):
+        for i in range(per_class):
+            img = np.clip(colours[c] + rng.normal(0, 12, (32, 32, 3)), 0, 255).astype(np.uint8)
+            path = folder / f"c{c}_{i}.png"
+            Image.fromarray(img).save(path)
+            paths.append(str(path))
+            labels.append(f"class{c}")
+    labels = np.asarray(labels, dtype=object)
+    if shuffle_labels:  # labels the images do not show: no model can reach a precise cut-off
+        labels = rng.permutation(labels)
+    return ImageTable(ids=np.arange(len(paths)), paths=tuple(paths), labels=labels, name="colours")
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_calibration_says_whether_the_model_supports_the_threshold(tmp_path, shuffle):
+    from simlib.config import ModelConfig
+    from simlib.model import Embedder
+
+    table = _colour_gallery(tmp_path, 6, 10, shuffle_labels=shuffle)
+    embedder = Embedder.build(ModelConfig(backbone="tiny", image_size=32, embedding_dim=16, weights="none"))
+    searcher, _ = Searcher.from_table(embedder, table, progress=False)
+    info = calibrate_threshold(searcher, target=0.9, seed=0)
+    assert 0.0 <= info["coverage"] <= 1.0
+    assert info["supported"] == (info["reached"] and info["coverage"] >= 0.25)
+    noise = np.random.default_rng(9).integers(0, 256, (40, 40, 3)).astype(np.uint8)
+    if shuffle:  # the labels are noise: the threshold cannot be supported, so nothing is called weak
+        assert not info["supported"]
+        assert searcher.threshold is None and searcher.calibration.score == info["score"]
+        assert not no_good_match(searcher.query(noise, k=3))
+    else:  # colours are easy: most queries clear a 0.9-precision cut, and noise does not
+        assert info["supported"] and info["coverage"] >= 0.5
+        assert searcher.threshold == info["score"]
+        assert not no_good_match(searcher.query(table.paths[0], k=3))

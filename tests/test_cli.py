@@ -1,18 +1,17 @@
-"""The real command line in a subprocess, as a user runs it."""
+"""The real command line: ``simlib.cli.main`` in this process, and once ``python -m simlib`` as a user runs it."""
 
 import json
 import os
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.support.cli import run_cli, run_cli_process
+from tests.support.vectors import stratified_rows
 
 
 @pytest.fixture(scope="module")
 def gallery(tmp_path_factory, product_table):
     """A product-layout gallery of 40 real images (symlinked) plus one corrupt file listed in styles.csv."""
-    from tests.conftest import stratified_rows
-
     root = tmp_path_factory.mktemp("gallery")
     (root / "images").mkdir()
     rows = stratified_rows(product_table.labels, 5, 8)
@@ -35,6 +34,7 @@ def built(gallery, tmp_path_factory):
     return res, out
 
 
+@pytest.mark.integration
 def test_index_builds_and_reports_the_corrupt_image(built, gallery):
     res, out = built
     assert res.returncode == 3, res.stderr  # done, with skipped images
@@ -47,6 +47,7 @@ def test_index_builds_and_reports_the_corrupt_image(built, gallery):
     assert (out / "model" / "model.keras").is_file()
 
 
+@pytest.mark.integration
 def test_search_mmap_gives_the_same_hits(built):
     _, out = built
     first = json.loads((out / "records.jsonl").read_text().splitlines()[3])
@@ -57,6 +58,7 @@ def test_search_mmap_gives_the_same_hits(built):
     assert json.loads(runs[0].stdout)["hits"] == json.loads(runs[1].stdout)["hits"]
 
 
+@pytest.mark.integration
 def test_search_json_and_table(built, gallery):
     _, out = built
     first = json.loads((out / "records.jsonl").read_text().splitlines()[0])
@@ -85,6 +87,7 @@ def test_search_json_and_table(built, gallery):
     assert first["path"] not in res.stdout and all(first["label"] in line for line in body[1:])
 
 
+@pytest.mark.integration
 def test_eval_prints_recall_as_json(gallery):
     res = run_cli(
         "eval", "--data", str(gallery), "--split", "all", "--weights", "none", "--image-size", "32", "--json", "--quiet"
@@ -105,6 +108,7 @@ def _one_clear_error(res, *words):
         assert w in errors[0], errors[0]
 
 
+@pytest.mark.integration
 def test_user_errors_give_one_line_and_exit_1(built, tmp_path, gallery):
     _, out = built
     _one_clear_error(
@@ -139,13 +143,14 @@ def test_user_errors_give_one_line_and_exit_1(built, tmp_path, gallery):
     )
 
 
-def test_usage_errors_exit_2():
+def test_usage_errors_exit_2():  # argparse only: no model, no data
     res = run_cli("search")
     assert res.returncode == 2 and "usage:" in res.stderr
     res = run_cli("index", "--out", "x", "--kind", "lsh")
     assert res.returncode == 2
 
 
+@pytest.mark.integration
 def test_index_with_mixed_bfloat16_precision(gallery, tmp_path):
     out = tmp_path / "bf16"
     res = run_cli(
@@ -158,3 +163,17 @@ def test_index_with_mixed_bfloat16_precision(gallery, tmp_path):
     res = run_cli("search", str(gallery / "images" / os.listdir(gallery / "images")[0]), "--index", str(out), "--json")
     assert res.returncode == 0, res.stderr
     assert len(json.loads(res.stdout)["hits"]) == 5
+
+
+@pytest.mark.integration
+def test_python_m_simlib_runs_as_a_user_runs_it(built):
+    """The one real process: ``python -m simlib`` finds the package, prints JSON and exits with main's code."""
+    _, out = built
+    first = json.loads((out / "records.jsonl").read_text().splitlines()[2])
+    res = run_cli_process("search", first["path"], "--index", out, "-k", "4", "--json")
+    assert res.returncode == 0 and "Traceback" not in res.stderr, res.stderr[-2000:]
+    in_process = run_cli("search", first["path"], "--index", out, "-k", "4", "--json")
+    assert json.loads(res.stdout)["hits"] == json.loads(in_process.stdout)["hits"]
+    assert json.loads(res.stdout)["hits"][0]["path"] == first["path"]
+    missing = run_cli_process("search", first["path"], "--index", out.parent / "nowhere")
+    assert missing.returncode == 1 and missing.stderr.startswith("simlib: error:")

@@ -21,9 +21,11 @@ from simlib.data import (
     split_table,
 )
 from simlib.errors import SimlibError
+from tests.support.galleries import labelled_folder, synthetic_image
 
 
 # ----------------------------------------------------------------------------- loaders
+@pytest.mark.integration  # reads $SIMLIB_DATA
 def test_product_set_loads_the_kaggle_layout(product_table, product_dir):
     t = product_table
     assert len(t) == 4888
@@ -35,6 +37,7 @@ def test_product_set_loads_the_kaggle_layout(product_table, product_dir):
     assert "articleType" not in t.attrs(0) and "id" not in t.attrs(0)
 
 
+@pytest.mark.integration  # reads $SIMLIB_DATA
 def test_product_set_label_column_is_selectable(product_dir):
     t = load_product_set(product_dir, label_column="masterCategory")
     assert "Apparel" in set(t.labels)
@@ -43,6 +46,7 @@ def test_product_set_label_column_is_selectable(product_dir):
         load_product_set(product_dir, label_column="colour")
 
 
+@pytest.mark.integration  # reads $SIMLIB_DATA
 def test_product_set_tolerates_unquoted_commas_and_missing_images(tmp_path, product_dir):
     (tmp_path / "images").mkdir()
     src = sorted((product_dir / "images").iterdir())[:2]
@@ -61,12 +65,12 @@ def test_product_set_tolerates_unquoted_commas_and_missing_images(tmp_path, prod
     assert t.attrs(row)["productDisplayName"] == "Puma Men, Blue, T-shirt"
 
 
-def test_image_folder_with_and_without_class_subfolders(tmp_path, product_table):
-    for i, cls in enumerate(["boots", "boots", "hats"]):
-        (tmp_path / "lab" / cls).mkdir(parents=True, exist_ok=True)
-        shutil.copy(product_table.paths[i], tmp_path / "lab" / cls / f"{i}.jpg")
-        (tmp_path / "flat").mkdir(exist_ok=True)
-        shutil.copy(product_table.paths[i], tmp_path / "flat" / f"{i}.JPG")
+def test_image_folder_with_and_without_class_subfolders(tmp_path):
+    images = [synthetic_image(label, seed) for label, seed in ((0, 0), (0, 1), (1, 0))]
+    labelled_folder(tmp_path / "lab", list(zip(["boots", "boots", "hats"], images, strict=True)), ext=".jpg")
+    (tmp_path / "flat").mkdir()
+    for i, img in enumerate(images):
+        Image.fromarray(img).save(tmp_path / "flat" / f"{i}.JPG", "JPEG")  # upper-case extensions count too
     (tmp_path / "flat" / "notes.txt").write_text("not an image")
     labelled = load_image_folder(tmp_path / "lab")
     assert list(labelled.labels) == ["boots", "boots", "hats"]
@@ -85,6 +89,7 @@ def test_loader_errors_are_clear(tmp_path):
         load_dataset(tmp_path / "file.jpg")
 
 
+@pytest.mark.integration  # reads $SIMLIB_DATA
 def test_fashion_mnist_through_keras_datasets(data_root, tmp_path):
     t = load_fashion_mnist("test")
     assert len(t) == 10_000 and t.arrays.shape == (10_000, 28, 28)
@@ -95,6 +100,7 @@ def test_fashion_mnist_through_keras_datasets(data_root, tmp_path):
 
 
 # ----------------------------------------------------------------------------- splits
+@pytest.mark.integration  # reads $SIMLIB_DATA
 def test_image_split_is_deterministic_disjoint_and_stratified(product_table):
     a = split_table(product_table, seed=0)
     b = split_table(product_table, seed=0)
@@ -108,6 +114,7 @@ def test_image_split_is_deterministic_disjoint_and_stratified(product_table):
     assert len(a["test"]) == pytest.approx(0.3 * len(product_table), rel=0.02)
 
 
+@pytest.mark.integration  # reads $SIMLIB_DATA
 def test_class_split_keeps_classes_apart(product_table):
     s = split_table(product_table, seed=0, by="class")
     train, val, test = (set(s[k].labels) for k in ("train", "val", "test"))
@@ -198,6 +205,7 @@ def test_resize_pad_keeps_aspect_and_crop_fills():
         resize_image(img, 32, "stretch")
 
 
+@pytest.mark.integration  # reads $SIMLIB_DATA
 def test_prepare_image_is_the_same_for_path_bytes_and_pil(product_table):
     path = product_table.paths[0]
     a = prepare_image(path, 48)
@@ -207,6 +215,7 @@ def test_prepare_image_is_the_same_for_path_bytes_and_pil(product_table):
 
 
 # ----------------------------------------------------------------------------- pipeline
+@pytest.mark.integration  # reads $SIMLIB_DATA
 def test_pipeline_decodes_in_order_and_reports_bad_rows(tmp_path, product_table):
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
     paths = (*product_table.paths[:5], str(tmp_path / "broken.jpg"), product_table.paths[5])
@@ -222,6 +231,7 @@ def test_pipeline_decodes_in_order_and_reports_bad_rows(tmp_path, product_table)
     assert np.array_equal(images[6], prepare_image(paths[6], 32))
 
 
+@pytest.mark.integration  # reads $SIMLIB_DATA
 def test_sample_per_class_takes_the_largest_classes(product_table):
     from simlib.data import sample_per_class
 

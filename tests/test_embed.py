@@ -1,8 +1,11 @@
 import numpy as np
+import pytest
 from PIL import Image
 
 from simlib.data import ImageTable, prepare_image
 from simlib.embed import embed_images, embed_table
+
+pytestmark = pytest.mark.integration  # every test embeds with a ResNet50 (tiny_model)
 
 
 def test_table_embedding_matches_one_by_one_embedding(tiny_model, small_table):

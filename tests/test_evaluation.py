@@ -18,6 +18,8 @@ from simlib.evaluation import (
 )
 from simlib.train import load_images
 
+pytestmark = pytest.mark.integration  # every test reads the product set
+
 
 def test_pixel_embeddings_are_unit_thumbnails(small_table):
     images = load_images(small_table.subset(range(5)), 32)
@@ -61,17 +63,15 @@ def test_compare_table_and_results_files(small_table, tiny_model, tmp_path):
         assert len(list(csv.DictReader(f))) == len(rows)
 
 
-@pytest.mark.slow
 def test_cli_compare(small_index_dir, tmp_path, product_table):
-    import shutil
+    from tests.support.cli import run_cli
+    from tests.support.galleries import labelled_folder, table_items
+    from tests.support.vectors import stratified_rows
 
-    from conftest import run_cli, stratified_rows
-
-    data = tmp_path / "folder"  # a small class folder: the full product set takes minutes
-    for row in stratified_rows(product_table.labels, 4, 8, seed=2):
-        folder = data / str(product_table.labels[row]).replace(" ", "_")
-        folder.mkdir(parents=True, exist_ok=True)
-        shutil.copy(product_table.paths[row], folder / f"{product_table.ids[row]}.jpg")
+    # a small class folder: the full product set takes minutes
+    data = labelled_folder(
+        tmp_path / "folder", table_items(product_table, stratified_rows(product_table.labels, 4, 8, seed=2))
+    )
     proc = run_cli(
         "compare", "--data", str(data), "--model", str(small_index_dir / "model"), "--out", str(tmp_path / "res"),
         "--json", "--quiet",

@@ -4,8 +4,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from simlib.data import resize_image
 from simlib.errors import SimlibError
 from simlib.explain import explain_layer, overlay, similarity_maps
+
+pytestmark = pytest.mark.integration  # every test reads a ResNet50's feature maps (tiny_model)
 
 
 def pasted_pair(seed: int, size: int = 32):
@@ -47,11 +50,18 @@ def test_maps_have_the_image_shape_and_range(tiny_model, small_table):
 
 
 def test_padding_is_cut_off_the_map(tiny_model):
-    # a wide image is padded top and bottom to a square; its map must cover the picture only
+    # A wide image reaches the model padded top and bottom to a square (white bars); its map must be the
+    # picture's band of the square's map only, not the whole square squeezed into the picture's shape.
     wide = np.full((8, 32, 3), 200, np.uint8)
     wide[:, 12:20] = (255, 0, 0)
+    square = resize_image(Image.fromarray(wide), 32, "pad")  # exactly what the model sees
+    assert (square[:12] == 255).all() and (square[20:] == 255).all() and (square[12:20] == wide).all()
     qmap, _ = similarity_maps(tiny_model, wide, wide)
+    full, _ = similarity_maps(tiny_model, square, square)  # the same input, mapped over the whole square
     assert qmap.shape == (8, 32)
+    assert max(full[:12].max(), full[20:].max()) > 0.05  # the bars got heat: a map that kept them would differ
+    band = full[12:20]
+    np.testing.assert_allclose(qmap, band / band.max(), atol=1e-5)
 
 
 def test_maps_heat_the_shared_object_more_than_the_backgrounds(tiny_model):

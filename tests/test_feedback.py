@@ -16,6 +16,7 @@ def _image(seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (20, 16, 3)).astype(np.uint8)
 
 
+@pytest.mark.integration  # reads $SIMLIB_DATA
 def test_round_trip_and_query_images_stored_once_by_content(tmp_path, small_table):
     store = FeedbackStore(tmp_path / "fb")
     hit = Hit(1, int(small_table.ids[0]), 0.91, small_table.paths[0], small_table.label(0), {})

@@ -8,18 +8,16 @@ import numpy as np
 import pytest
 
 from simlib.errors import SimlibError
+from tests.support.galleries import labelled_folder, table_items
+
+pytestmark = pytest.mark.integration  # real images through a ResNet50
 
 
 @pytest.fixture(scope="module")
 def gallery_dir(tmp_path_factory, product_table) -> Path:
     """A labelled image folder (2 classes x 4 real product photos, as symlinks)."""
-    root = tmp_path_factory.mktemp("gallery")
-    for label in ("Watches", "Sandals"):
-        rows = np.flatnonzero(product_table.labels == label)[:4]
-        (root / label).mkdir()
-        for r in rows:
-            (root / label / Path(product_table.paths[r]).name).symlink_to(product_table.paths[r])
-    return root
+    rows = [r for label in ("Watches", "Sandals") for r in np.flatnonzero(product_table.labels == label)[:4]]
+    return labelled_folder(tmp_path_factory.mktemp("gallery"), table_items(product_table, rows), link=True)
 
 
 @pytest.fixture(scope="module")
@@ -93,11 +91,10 @@ def test_a_labelled_gallery_is_calibrated_when_indexed(tmp_path, product_table):
     from simlib.gallery import open_gallery
     from simlib.index import VectorIndex
 
-    gallery = tmp_path / "gallery"
-    for label in ("Watches", "Sandals", "Tshirts"):
-        (gallery / label).mkdir(parents=True)
-        for r in np.flatnonzero(product_table.labels == label)[:10]:
-            (gallery / label / Path(product_table.paths[r]).name).symlink_to(product_table.paths[r])
+    rows = [
+        r for label in ("Watches", "Sandals", "Tshirts") for r in np.flatnonzero(product_table.labels == label)[:10]
+    ]
+    gallery = labelled_folder(tmp_path / "gallery", table_items(product_table, rows), link=True)
     logged: list[str] = []
     searcher, _ = open_gallery(
         tmp_path / "artifacts", data=str(gallery), weights="none", image_size=32, progress=False, log=logged.append

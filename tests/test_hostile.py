@@ -17,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, run_cli
 from hostile import Hostile, png_declaring, upright_and_rotated, write_corpus
 
 from simlib.errors import SimlibError
+from tests.support import REPO
+from tests.support.cli import run_cli
 
 pytestmark = pytest.mark.hostile
 
@@ -180,7 +181,7 @@ def corpus_index(corpus, tmp_path_factory) -> Path:
     """``simlib index`` over the corpus, as a user runs it; checks its output on the way."""
     out = tmp_path_factory.mktemp("hostile-index") / "index"
     t0 = time.perf_counter()
-    proc = run_cli("index", "--data", str(_root(corpus)), "--out", str(out), "--quiet", *MODEL_ARGS, timeout=240)
+    proc = run_cli("index", "--data", str(_root(corpus)), "--out", str(out), "--quiet", *MODEL_ARGS)
     elapsed = time.perf_counter() - t0
     good, bad = _by(corpus, "good"), _by(corpus, "bad")
     assert proc.returncode == 3, proc.stderr[-2000:]  # done, with skipped images
@@ -194,6 +195,7 @@ def corpus_index(corpus, tmp_path_factory) -> Path:
     return out
 
 
+@pytest.mark.timeout(300)  # corpus_index's setup: a FIFO must not hang the in-process index
 def test_index_folder_with_the_cli(corpus_index, corpus):
     from simlib.index import VectorIndex
 
@@ -220,11 +222,12 @@ def test_query_every_entry_with_the_library(corpus, indexed):
         assert time.perf_counter() - t0 < QUERY_SECONDS, e.kind
 
 
+@pytest.mark.timeout(300)  # corpus_index's setup: a FIFO must not hang the in-process index
 def test_query_every_entry_with_the_cli(corpus, corpus_index, capsys):
     from simlib.cli import main
 
     good = _by(corpus, "good")[0]
-    proc = run_cli("search", str(good.path), "--index", str(corpus_index), "-k", "3", "--json", timeout=120)
+    proc = run_cli("search", str(good.path), "--index", str(corpus_index), "-k", "3", "--json")
     assert proc.returncode == 0, proc.stderr[-2000:]
     # Every bad query: the CLI's main() in this process (a crash would raise here) ...
     bad = [e for e in corpus if e.expected != "good"]

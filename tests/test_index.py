@@ -22,7 +22,8 @@ from simlib.index import (
     open_index,
     resolve_kind,
 )
-from tests.conftest import REPO, brute, structured
+from tests.support import REPO
+from tests.support.vectors import brute, structured
 
 
 def records(n, start=0):

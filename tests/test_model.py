@@ -10,7 +10,7 @@ import pytest
 from simlib.config import ModelConfig
 from simlib.errors import SimlibError
 from simlib.model import Embedder, fingerprint_of, resolve_weights
-from tests.conftest import REPO
+from tests.support import REPO
 from tests.support.legacy import probe_batch, write_legacy_model
 
 TINY = ModelConfig(image_size=32, embedding_dim=16, weights="none", backbone="tiny")
@@ -79,6 +79,7 @@ def test_tiny_backbone_is_rejected_nowhere_and_unknown_ones_are():
     assert Embedder.build(TINY).feature_shape == (8, 8, 32)
 
 
+@pytest.mark.integration  # builds ResNet50s
 @pytest.mark.parametrize("head", [{}, {"head_hidden": 16, "head_norm": True}])
 def test_model_folders_written_by_simlib_0_1_still_load(tmp_path, head):
     config = ModelConfig(image_size=32, embedding_dim=32, weights="none", seed=3, **head)
@@ -108,6 +109,7 @@ def test_local_weights_file_is_loaded(tmp_path, tiny_model):
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.integration  # a real process importing TensorFlow
 def test_imagenet_without_network_fails_fast_and_auto_falls_back(tmp_path):
     """Runs the real Keras download in a clean process (no network here: it must fail within seconds)."""
     code = (
@@ -152,3 +154,42 @@ def test_mixed_bfloat16_keeps_float32_unit_outputs_close_to_float32(tiny_model, 
     loaded = Embedder.load(tmp_path / "bf16")
     assert loaded.config.precision == "mixed_bfloat16"
     np.testing.assert_array_equal(loaded.embed_batch(x), b)
+
+
+def test_mixed_bfloat16_warns_where_the_cpu_would_emulate_it(monkeypatch, capsys):
+    import simlib.model.weights as weights
+
+    monkeypatch.setattr(weights, "bfloat16_supported", lambda: False)
+    Embedder.build(dataclasses.replace(TINY, precision="mixed_bfloat16"))
+    assert "no native bfloat16" in capsys.readouterr().err
+    monkeypatch.setattr(weights, "bfloat16_supported", lambda: True)
+    Embedder.build(dataclasses.replace(TINY, precision="mixed_bfloat16"))
+    assert "bfloat16" not in capsys.readouterr().err
+
+
+def test_imagenet_weights_in_keras_cache_are_picked_up_by_auto_and_imagenet(tmp_path, monkeypatch, tiny_model):
+    """The file `--weights imagenet` caches, in Keras' layout, where Keras' cache looks: no network needed."""
+    import h5py
+    import keras
+    import keras.src.backend.config as keras_config
+    from keras.src.legacy.saving import legacy_h5_format
+
+    from simlib.model import IMAGENET_NOTOP_FILE, imagenet_weights_cached
+
+    # Keras reads $KERAS_HOME once, at import: point the running process's cache at a fresh folder
+    monkeypatch.setattr(keras_config, "_KERAS_DIR", str(tmp_path / "keras"))
+    assert not imagenet_weights_cached()
+    # a stand-in for the real file: Keras' own ResNet50 without top, saved in the legacy .h5 layout
+    source = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3))
+    rng = np.random.default_rng(5)
+    source.set_weights([rng.standard_normal(w.shape).astype("float32") * 0.01 for w in source.get_weights()])
+    (tmp_path / "keras" / "models").mkdir(parents=True)
+    with h5py.File(tmp_path / "keras" / "models" / IMAGENET_NOTOP_FILE, "w") as f:
+        legacy_h5_format.save_weights_to_hdf5_group(f, source)
+    assert imagenet_weights_cached()
+    assert resolve_weights("auto") == resolve_weights("imagenet") == "imagenet"
+    e = Embedder.build(ModelConfig(image_size=32, embedding_dim=32, weights="auto"))
+    assert e.config.weights == "imagenet"
+    for a, b in zip(source.get_weights(), e.backbone.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert e.fingerprint != tiny_model.fingerprint

@@ -1,11 +1,11 @@
 """The course runs top to bottom: all six notebooks in order, smoke mode, a real Jupyter kernel."""
 
 import json
-import os
+from pathlib import Path
 
 import pytest
 
-from tests.conftest import ARTIFACTS, REPO
+from tests.support import ARTIFACTS, REPO
 
 NOTEBOOKS = [
     ("01_data_preparation", "01_data.json", ["n_images", "image_split", "class_split"]),
@@ -19,13 +19,13 @@ NOTEBOOKS = [
 
 @pytest.mark.notebooks
 @pytest.mark.slow
-def test_the_course_runs_in_order_in_smoke_mode(tmp_path, data_root):
+def test_the_course_runs_in_order_in_smoke_mode(tmp_path, data_root, monkeypatch):
     import papermill
 
     course = tmp_path / "course"
     executed = ARTIFACTS / "notebooks"
     executed.mkdir(parents=True, exist_ok=True)
-    os.environ["PYTHONPATH"] = str(REPO)  # the kernel imports this checkout's simlib
+    monkeypatch.setenv("PYTHONPATH", str(REPO))  # the kernel imports this checkout's simlib
     for name, record, keys in NOTEBOOKS:
         papermill.execute_notebook(
             str(REPO / "notebooks" / f"{name}.ipynb"),
@@ -39,10 +39,57 @@ def test_the_course_runs_in_order_in_smoke_mode(tmp_path, data_root):
         results = json.loads((course / record).read_text())
         missing = [k for k in keys if k not in results]
         assert not missing, f"{name} did not record {missing}"
-    table = json.loads((course / "05_evaluation.json").read_text())["table"]
-    methods = {(r["split"], r["method"]) for r in table}
-    assert {("image", "pixels"), ("image", "untrained"), ("image", "trained")} <= methods
-    assert json.loads((course / "06_demo.json").read_text())["api_matches_library"] is True
+    check_recorded_results({record: json.loads((course / record).read_text()) for _, record, _ in NOTEBOOKS}, course)
+
+
+def _scores_are_sane(row: dict) -> None:
+    """A retrieval row: recalls within [0, 1] and growing with k, some queries."""
+    assert 0.0 <= row["recall@1"] <= row["recall@5"] <= row["recall@10"] <= 1.0, row
+    assert 0.0 <= row["map@r"] <= 1.0 and row["n_queries"] > 0, row
+
+
+def check_recorded_results(r: dict[str, dict], course) -> None:
+    """What each notebook recorded in smoke mode (6 classes x 8 images at 32 px, untrained weights)."""
+    data = r["01_data.json"]
+    assert data["n_images"] == 48 and data["n_classes"] == 6 and data["image_size"] == 32
+    for split in ("image_split", "class_split"):
+        assert set(data[split]) == {"train", "val", "test"} and sum(data[split].values()) == 48, data[split]
+        assert data[split]["train"] > 0 and data[split]["test"] > 0, data[split]
+
+    baseline = r["02_baseline.json"]
+    assert baseline["weights"] == "none" and baseline["image_size"] == 32
+    assert [row["method"] for row in baseline["rows"]] == ["pixels 16x16", "backbone (none)"]
+    for row in baseline["rows"]:
+        _scores_are_sane(row)
+        assert row["n_queries"] <= data["image_split"]["test"]  # the image split's test images, at most
+
+    training = r["03_training.json"]
+    for run in ("labels", "self"):
+        summary = training[run]
+        assert 1 <= summary["best_epoch"] <= 3, summary  # SMOKE trains 3 epochs at most
+        assert 0.0 <= summary["best_val_recall@1"] <= 1.0 and summary["seconds"] > 0, summary
+        assert isinstance(summary["collapsed"], bool), summary
+    assert all((Path(m) / "model.keras").is_file() for m in training["models"])
+
+    indexing = r["04_indexing.json"]
+    assert indexing["synthetic_n"] == 20_000 and indexing["gallery_size"] == 48  # the copies were removed again
+    rows = {row["kind"]: row for row in indexing["rows"]}
+    assert set(rows) == {"flat", "ivfpq"} | {f"hnsw ef={ef}" for ef in (16, 32, 64, 128)}
+    assert rows["flat"]["recall@10"] == 1.0  # the exact index is its own ground truth
+    assert all(0.0 <= row["recall@10"] <= 1.0 and row["queries/s"] > 0 for row in rows.values())
+    assert rows["hnsw ef=128"]["recall@10"] >= 0.9  # low-rank vectors: HNSW at a wide beam is near exact
+
+    evaluation = r["05_evaluation.json"]
+    pairs = [(row["split"], row["method"]) for row in evaluation["table"]]
+    assert {("image", "pixels"), ("image", "untrained"), ("image", "trained")} <= set(pairs)
+    assert len(pairs) == len(set(pairs))
+    for row in evaluation["table"]:
+        _scores_are_sane(row)
+    per_class = evaluation["per_class_recall@1"]
+    assert 1 <= len(per_class) <= 6 and all(0.0 <= v <= 1.0 for v in per_class.values()), per_class
+
+    demo = r["06_demo.json"]
+    assert demo["api_matches_library"] is True and demo["local_url"].startswith("http://")
 
 
 def test_every_notebook_starts_with_a_parameters_cell_and_ends_with_exercises():

@@ -4,7 +4,7 @@ import json
 import re
 import tomllib
 
-from tests.conftest import REPO
+from tests.support import REPO
 
 
 def _names_and_specs(lines):

@@ -68,6 +68,7 @@ def test_label_free_triplets_never_use_the_anchor_as_negative():
         triplet_indices(None, 1, size=1)
 
 
+@pytest.mark.integration  # reads $SIMLIB_DATA
 def test_augmenter_is_seeded_and_changes_images(small_table):
     from simlib.data import prepare_image
 
@@ -90,6 +91,7 @@ def test_jpeg_reencode_changes_pixels_but_not_shape():
     assert out.shape == image.shape and out.dtype == np.uint8 and not np.array_equal(out, image)
 
 
+@pytest.mark.integration  # reads $SIMLIB_DATA
 def test_triplet_images_for_teaching(small_table):
     images, rows = triplet_images(small_table, 4, image_size=32, seed=0)
     assert images.shape == (4, 3, 32, 32, 3)

@@ -2,15 +2,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from simlib.config import ModelConfig
 from simlib.errors import SimlibError
 from simlib.model import build_embedding_model
 from simlib.search import Searcher
+from tests.support.galleries import model_config
 
-
-@pytest.fixture(scope="module")
-def searcher(small_index_dir):
-    return Searcher.load(small_index_dir)
+pytestmark = pytest.mark.integration  # the index of real images built by a ResNet50 (``searcher``)
 
 
 def test_a_gallery_image_finds_itself_first(searcher, small_table):
@@ -50,7 +47,7 @@ def test_query_accepts_pil_and_arrays(searcher, small_table):
 
 def test_an_index_built_by_another_model_is_refused(small_index_dir, tmp_path):
 
-    other = build_embedding_model(ModelConfig(image_size=32, embedding_dim=32, weights="none", seed=7))
+    other = build_embedding_model(model_config(seed=7))
     other.save(tmp_path / "other")
     with pytest.raises(SimlibError, match="different model"):
         Searcher.load(small_index_dir, model_dir=tmp_path / "other")

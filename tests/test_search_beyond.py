@@ -10,6 +10,9 @@ from PIL import Image
 from simlib.data import ImageTable, load_image_folder
 from simlib.index import Threshold, VectorIndex
 from simlib.search import Searcher, no_good_match
+from tests.support.galleries import labelled_folder, table_items
+
+pytestmark = pytest.mark.integration  # real images through a ResNet50
 
 
 @pytest.fixture(scope="module")
@@ -88,16 +91,9 @@ def test_weak_hits_follow_the_manifest_threshold(tiny_model, small_index_dir, sm
     assert not no_good_match(hits) and no_good_match(hits[2:]) and no_good_match([])
 
 
-def _folder_gallery(root, table, rows):
-    for r in rows:
-        folder = root / table.label(r).replace(" ", "_")
-        folder.mkdir(parents=True, exist_ok=True)
-        shutil.copy(table.paths[r], folder / f"{int(table.ids[r])}.jpg")
-
-
 def test_add_and_remove_match_a_full_rebuild(tiny_model, small_table, tmp_path):
-    _folder_gallery(tmp_path / "base", small_table, range(0, 48, 2))
-    _folder_gallery(tmp_path / "more", small_table, range(1, 48, 2))
+    labelled_folder(tmp_path / "base", table_items(small_table, range(0, 48, 2)))
+    labelled_folder(tmp_path / "more", table_items(small_table, range(1, 48, 2)))
     (tmp_path / "more" / "broken.jpg").write_bytes(b"\xff\xd8 not really")
     searcher, _ = Searcher.from_table(tiny_model, load_image_folder(tmp_path / "base"), progress=False)
     added, skipped = searcher.add_images([tmp_path / "more", tmp_path / "base" / "nothing.jpg"])

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO
 
 from simlib.errors import SimlibError
 from simlib.storage import atomic_dir, load_json, recover_dir, save_json
+from tests.support import REPO
 
 pytestmark = pytest.mark.hostile
 

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import json
-import shutil
 import warnings
 
 import numpy as np
 import pytest
-from conftest import run_cli, stratified_rows
 
-from simlib.config import ModelConfig
 from simlib.errors import SimlibError
 from simlib.train import TrainConfig, collapse_stats, fit, is_collapsed, load_images
+from tests.support.cli import run_cli
+from tests.support.galleries import SMALL_HEAD, labelled_folder, model_config, table_items
+from tests.support.vectors import stratified_rows
 
-SMALL = ModelConfig(image_size=32, embedding_dim=16, weights="none", head_hidden=32, head_norm=True, seed=0)
+SMALL = model_config(SMALL_HEAD)
 # val 1/3 of 6 images per class = 2, so validation has a positive for every query
 FAST = TrainConfig(
     epochs=3,
@@ -61,7 +61,7 @@ def _loss_on(model, images, labels, margin: float = 0.2) -> float:
     return float(np.maximum(d[:, :, None] - d[:, None, :] + margin, 0)[valid].mean())
 
 
-@pytest.mark.integration  # reads $SIMLIB_DATA
+@pytest.mark.integration
 def test_frozen_training_lowers_the_loss_and_saves_a_usable_model(small_table, tmp_path):
     from simlib.model import Embedder
     from simlib.search import Searcher
@@ -99,7 +99,7 @@ def test_frozen_training_lowers_the_loss_and_saves_a_usable_model(small_table, t
     assert again.embedder.fingerprint == result.embedder.fingerprint
 
 
-@pytest.mark.integration  # reads $SIMLIB_DATA
+@pytest.mark.integration
 def test_self_mode_needs_no_labels(small_table):
     import dataclasses
 
@@ -112,7 +112,7 @@ def test_self_mode_needs_no_labels(small_table):
         fit(unlabelled, SMALL, FAST, progress=False)
 
 
-@pytest.mark.integration  # reads $SIMLIB_DATA
+@pytest.mark.integration  # builds a ResNet50
 def test_mixed_bfloat16_model_computes_in_bfloat16_and_returns_float32(small_table):
     import dataclasses
 
@@ -130,7 +130,7 @@ def test_bad_train_settings_are_refused():
     with pytest.raises(SimlibError, match="backbone"):
         TrainConfig(backbone="half")
     with pytest.raises(SimlibError, match="precision"):
-        ModelConfig(precision="float16")
+        model_config(precision="float16")
 
 
 @pytest.mark.slow
@@ -144,16 +144,11 @@ def test_partial_backbone_trains_on_images(small_table):
     assert result.embedder.backbone.get_layer("conv5_block3_3_conv").trainable
 
 
-@pytest.mark.slow
-@pytest.mark.integration  # reads $SIMLIB_DATA
+@pytest.mark.integration  # in-process now: ~15 s, no longer slow
 def test_cli_train_end_to_end(product_table, tmp_path):
-    from simlib import cli
-
-    data = tmp_path / "folder"
-    for row in stratified_rows(product_table.labels, 4, 6, seed=1):
-        folder = data / str(product_table.labels[row]).replace(" ", "_")
-        folder.mkdir(parents=True, exist_ok=True)
-        shutil.copy(product_table.paths[row], folder / f"{product_table.ids[row]}.jpg")
+    data = labelled_folder(
+        tmp_path / "folder", table_items(product_table, stratified_rows(product_table.labels, 4, 6, seed=1))
+    )
     out = tmp_path / "model"
     proc = run_cli(
         "train", "--data", str(data), "--mode", "labels", "--out", str(out), "--weights", "none",
@@ -166,10 +161,9 @@ def test_cli_train_end_to_end(product_table, tmp_path):
     # the trained model works with the unchanged index and eval commands
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert (
-            cli.main(["index", "--data", str(data), "--model", str(out), "--out", str(tmp_path / "idx"), "--quiet"])
-            == 0
-        )
-        assert cli.main(["eval", "--data", str(data), "--model", str(out), "--split", "all", "--quiet"]) == 0
+        index = run_cli("index", "--data", data, "--model", out, "--out", tmp_path / "idx", "--quiet")
+        assert index.returncode == 0, index.stderr[-2000:]
+        evaluated = run_cli("eval", "--data", data, "--model", out, "--split", "all", "--quiet")
+        assert evaluated.returncode == 0, evaluated.stderr[-2000:]
     bad = run_cli("train", "--data", str(data), "--mode", "labels", "--out", str(out), "--backbone", "half")
     assert bad.returncode == 2

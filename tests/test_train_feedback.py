@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 
 import numpy as np
 import pytest
-from conftest import run_cli, stratified_rows
 
-from simlib.config import ModelConfig
 from simlib.errors import SimlibError
 from simlib.feedback import FeedbackStore
 from simlib.train import TrainConfig, feedback_images, fit
+from tests.support.cli import run_cli
+from tests.support.galleries import SMALL_HEAD, labelled_folder, model_config, table_items
+from tests.support.vectors import stratified_rows
 
-SMALL = ModelConfig(image_size=32, embedding_dim=16, weights="none", head_hidden=32, head_norm=True, seed=0)
+pytestmark = pytest.mark.integration  # every test trains a ResNet50-based model
+
+SMALL = model_config(SMALL_HEAD)
 FAST = TrainConfig(
     epochs=1,
     steps_per_epoch=6,
@@ -100,14 +102,10 @@ def test_feedback_images_fill_missing_positives_and_negatives(small_table, tmp_p
         feedback_images(empty.directory, gallery, 32)
 
 
-@pytest.mark.slow
+@pytest.mark.integration  # in-process now: ~15 s, no longer slow
 def test_cli_train_with_feedback(product_table, tmp_path):
-    data = tmp_path / "folder"
     rows = stratified_rows(product_table.labels, 4, 6, seed=1)
-    for row in rows:
-        folder = data / str(product_table.labels[row]).replace(" ", "_")
-        folder.mkdir(parents=True, exist_ok=True)
-        shutil.copy(product_table.paths[row], folder / f"{product_table.ids[row]}.jpg")
+    data = labelled_folder(tmp_path / "folder", table_items(product_table, rows))
     store = FeedbackStore(tmp_path / "feedback")
     store.add(product_table.paths[rows[0]], int(rows[-1]), "not_similar", product_table.paths[rows[-1]])
     out = tmp_path / "model"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from PIL import Image
 
 
 def test_image_grid_lays_out_images_and_titles():
@@ -30,5 +31,15 @@ def test_triplet_history_and_comparison_plots(tmp_path):
         {"split": "image", "method": "trained", "recall@1": 0.70},
     ]
     fig = plot_comparison(rows)
-    fig.savefig(tmp_path / "cmp.png")
-    assert (tmp_path / "cmp.png").stat().st_size > 0
+    ax = fig.axes[0]
+    assert [round(bar.get_height(), 2) for bar in ax.patches] == [0.58, 0.70]  # one bar per method
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["pixels", "trained"]
+    fig.savefig(tmp_path / "cmp.png", dpi=100)
+    png = Image.open(tmp_path / "cmp.png")
+    assert png.format == "PNG" and png.size == (420, 340)  # figsize (2.2 x 1 split + 2, 3.4) inches at 100 dpi
+    pixels = np.asarray(png.convert("RGB")).reshape(-1, 3)
+    colours = {tuple(c) for c in pixels}
+    assert len(colours) > 20  # text, axes and bars, not a blank canvas
+    # both bars are drawn in the first two colours of Matplotlib's cycle, each a visible area
+    for colour in ((0x1F, 0x77, 0xB4), (0xFF, 0x7F, 0x0E)):
+        assert (pixels == colour).all(axis=1).sum() > 500, colour

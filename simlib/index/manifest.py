@@ -48,6 +48,11 @@ class Threshold:
         precision: labelled method: the top-1 same-class precision above ``score``.
         reached: whether ``target`` was reached (else the most precise cut-off was kept).
         calibrated_at: ISO time of the calibration.
+        coverage: share of the validation queries whose top-1 score clears ``score``.
+        supported: whether the model can support the threshold: the target is reached and at least
+            :data:`simlib.calibrate.MIN_COVERAGE` of the queries clear it. An unsupported threshold
+            marks nothing weak (the model cannot tell good matches from bad ones); None: calibrated
+            before this was recorded (treated as ``reached``).
     """
 
     score: float
@@ -60,11 +65,19 @@ class Threshold:
     precision: float | None = None
     reached: bool = True
     calibrated_at: str | None = None
+    coverage: float | None = None
+    supported: bool | None = None
+
+    @property
+    def usable(self) -> bool:
+        """Whether hits under ``score`` may be called weak (see ``supported``)."""
+        return self.reached if self.supported is None else self.supported
 
     def to_dict(self) -> dict[str, Any]:
-        """As stored under ``"threshold"``: ``target`` or ``percentile`` only for the method that has it."""
+        """As stored under ``"threshold"``: ``target`` or ``percentile`` only for the method that has it,
+        ``coverage`` and ``supported`` only when the calibration recorded them."""
         out = dataclasses.asdict(self)
-        for key in ("target", "percentile"):
+        for key in ("target", "percentile", "coverage", "supported"):
             if out[key] is None:
                 del out[key]
         return out

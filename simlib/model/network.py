@@ -64,11 +64,19 @@ def build_backbone(config: ModelConfig):
             x = keras.layers.Conv2D(width, 3, strides=2, padding="same", activation="relu", name=f"tiny_conv{i}")(x)
         return keras.Model(image, x, name="backbone")
     weights = None if config.weights == "none" else config.weights
+    if weights == "imagenet":
+        from simlib.model.weights import imagenet_weights_cached, imagenet_weights_file, resolve_weights
+
+        # Load the cached file by its path: resolve_weights downloaded it (with Keras' own hash check)
+        # if it was missing, and reading it from the cache needs no network.
+        if not imagenet_weights_cached():
+            resolve_weights("imagenet")
+        weights = str(imagenet_weights_file())
     x = layers["ResNetPreprocess"](name="preprocess")(image)
     try:
         resnet = keras.applications.ResNet50(include_top=False, weights=weights, input_tensor=x)
     except Exception as e:
-        if weights == "imagenet":
+        if config.weights == "imagenet":
             raise SimlibError(
                 "cannot load the ResNet50 ImageNet weights: use --weights none or --weights PATH"
                 f" [{type(e).__name__}: {str(e)[:100]}]"

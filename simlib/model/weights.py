@@ -13,11 +13,16 @@ IMAGENET_NOTOP_FILE = "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5"
 NETWORK_TIMEOUT_S = 15
 
 
-def imagenet_weights_cached() -> bool:
-    """True when Keras already has the ResNet50 ImageNet (no-top) weights in its cache."""
+def imagenet_weights_file() -> Path:
+    """Where Keras caches the ResNet50 ImageNet (no-top) weights (``$KERAS_HOME/models``)."""
     from keras.src.backend.config import keras_home
 
-    return (Path(keras_home()).expanduser() / "models" / IMAGENET_NOTOP_FILE).is_file()
+    return Path(keras_home()).expanduser() / "models" / IMAGENET_NOTOP_FILE
+
+
+def imagenet_weights_cached() -> bool:
+    """True when Keras already has the ResNet50 ImageNet (no-top) weights in its cache."""
+    return imagenet_weights_file().is_file()
 
 
 def resolve_weights(weights: str, warn: bool = True) -> str:
