@@ -331,6 +331,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         learning_rate=args.learning_rate,
         minutes=args.minutes,
         split_by=args.split_by,
+        val_classes=args.val_classes,
+        select_on=args.select_on,
         seed=args.seed,
         feedback_weight=args.feedback_weight,
     )
@@ -356,8 +358,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         print(json.dumps(summary))
     else:
         print(
-            f"trained on {table.name}: best epoch {result.best_epoch}, val Recall@1 {result.best_val_recall:.4f}, "
-            f"{result.seconds:.0f} s -> {result.out}"
+            f"trained on {table.name}: best epoch {result.best_epoch}, val Recall@1 {result.best_val_recall:.4f}"
+            + (
+                ""
+                if result.best_val_unseen_recall is None
+                else f", held-out classes {result.best_val_unseen_recall:.4f} (selected on {result.select_on})"
+            )
+            + f", {result.seconds:.0f} s -> {result.out}"
         )
     if result.collapsed:
         print("warning: the saved embeddings look collapsed (see the collapse monitor in history.csv)", file=sys.stderr)
@@ -517,6 +524,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--learning-rate", type=float, default=0.0, metavar="LR", help="0: 1e-3 frozen, 1e-4 otherwise")
     p.add_argument("--head-hidden", type=int, metavar="N", help="hidden layer width of the head (0: linear head)")
     p.add_argument("--split-by", default="image", choices=["image", "class"], help="which held-out split to keep")
+    p.add_argument(
+        "--val-classes",
+        type=float,
+        default=0.1,
+        metavar="F",
+        help="labels mode: share of the training classes held out whole for the class-disjoint validation "
+        "(default 0.1; 0: none)",
+    )
+    p.add_argument(
+        "--select-on",
+        default="mean",
+        choices=["seen", "unseen", "mean"],
+        help="labels mode: the validation Recall@1 that picks the kept epoch and drives early stopping: "
+        "image-disjoint (seen classes), class-disjoint (held-out classes) or their mean (default)",
+    )
     p.add_argument(
         "--feedback",
         metavar="FILE",

@@ -64,7 +64,7 @@ def triplet_grid(triplets: np.ndarray, labels: Sequence[Sequence[str]] | None = 
 
 
 def plot_history(history: Mapping[str, Sequence[float]]):
-    """Training curves: loss, validation Recall@1 and the collapse monitor, per epoch.
+    """Training curves: loss, validation Recall@1 (seen and held-out classes) and the collapse monitor, per epoch.
 
     Args:
         history: ``TrainResult.history`` (or the columns of ``history.csv``).
@@ -74,7 +74,7 @@ def plot_history(history: Mapping[str, Sequence[float]]):
     epochs = history.get("epoch") or list(range(1, len(next(iter(history.values()), [])) + 1))
     panels = [
         ("triplet loss", ["loss"]),
-        ("validation Recall@1", ["val_recall@1"]),
+        ("validation Recall@1", ["val_recall@1", "val_unseen_recall@1"]),
         ("collapse monitor (probe)", ["probe_mean_cosine", "probe_spread"]),
     ]
     fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
@@ -85,7 +85,7 @@ def plot_history(history: Mapping[str, Sequence[float]]):
         ax.set_title(title)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
-        if len(keys) > 1:
+        if sum(key in history for key in keys) > 1:
             ax.legend(fontsize=8)
     fig.tight_layout()
     return fig

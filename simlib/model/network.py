@@ -156,6 +156,26 @@ def stage_layers(config: ModelConfig) -> tuple[str, ...]:
     return STAGE_LAYERS[config.backbone]
 
 
+# Prefix of the layers of each backbone's last stage (what ``backbone="partial"`` trains).
+LAST_STAGE_PREFIX = {"resnet50": "conv5_", "tiny": "tiny_conv2"}
+
+
+def set_backbone_trainable(backbone, config: ModelConfig, which: str) -> None:
+    """Mark the backbone's layers trainable for fine-tuning.
+
+    Args:
+        backbone: the embedder's backbone.
+        config: its config (which backbone it is).
+        which: "all" (every layer) or "last" (the last stage only; its batch-normalisation layers
+            stay frozen so that their statistics do not drift in a mostly frozen network).
+    """
+    if which not in ("all", "last"):
+        raise SimlibError(f"which must be 'all' or 'last', not {which!r}")
+    prefix = LAST_STAGE_PREFIX[config.backbone]
+    for layer in backbone.layers:
+        layer.trainable = which == "all" or (layer.name.startswith(prefix) and "_bn" not in layer.name)
+
+
 def set_weights(model, weights) -> None:
     """``model.set_weights`` that also refreshes what Keras derives from weights.
 
