@@ -22,7 +22,12 @@ class ModelConfig:
         image_size: side of the square input in pixels.
         embedding_dim: size of the L2-normalised output vector.
         weights: backbone weights as resolved at build time: "imagenet", "none" or a file path.
-        pooling: "avg" or "max" global pooling of the last feature map.
+        pooling: "avg" or "max" global pooling of the feature map, or "grid": average pooling
+            over a ``grid_size`` x ``grid_size`` grid of cells, concatenated (keeps the layout, which
+            is what an untrained backbone's features carry on centred product photos).
+        grid_size: cells per side with ``pooling="grid"`` (fewer where the map is smaller).
+        feature_stage: the backbone stage whose output the head pools: 0 (default) the last;
+            2-5 a ResNet50 stage (4 = ``conv4_block6_out``, stride 16), 1-2 for the tiny backbone.
         resize: "pad" keeps the whole image and pads with white; "crop" centre-crops.
         backbone: "resnet50", or "tiny" (two convolutions: for fast tests and quick experiments).
         seed: seed for the randomly initialised layers.
@@ -32,6 +37,9 @@ class ModelConfig:
         head_norm: standardise the pooled features before the head (a Keras ``Normalization``
             layer whose mean and variance training sets from the training images). Random
             backbones give features with a large shared component that this removes.
+        head_pca: dimensions of a whitened PCA of the standardised pooled features, fitted on the
+            training images when training starts (0: none). The projection then starts as the
+            identity on the first ``embedding_dim`` components, so training begins from PCA.
         precision: "float32" or "mixed_bfloat16" (bfloat16 compute, float32 weights and output).
     """
 
@@ -46,14 +54,30 @@ class ModelConfig:
     head_hidden: int = 0
     head_norm: bool = False
     precision: str = "float32"
+    grid_size: int = 4
+    feature_stage: int = 0
+    head_pca: int = 0
 
     def __post_init__(self) -> None:
         if not 32 <= self.image_size <= 1024:
             raise SimlibError(f"image size {self.image_size} is out of range: use 32 to 1024 pixels")
         if self.embedding_dim < 2:
             raise SimlibError(f"embedding dimension {self.embedding_dim} must be at least 2")
-        if self.pooling not in ("avg", "max"):
-            raise SimlibError(f"pooling must be 'avg' or 'max', not {self.pooling!r}")
+        if self.pooling not in ("avg", "max", "grid"):
+            raise SimlibError(f"pooling must be 'avg', 'max' or 'grid', not {self.pooling!r}")
+        if self.grid_size < 1:
+            raise SimlibError(f"grid_size must be at least 1, not {self.grid_size}")
+        stages = (0, 2, 3, 4, 5) if self.backbone == "resnet50" else (0, 1, 2)
+        if self.feature_stage not in stages:
+            raise SimlibError(
+                f"feature_stage {self.feature_stage} does not exist in the {self.backbone} backbone: "
+                f"use one of {stages}"
+            )
+        if self.head_pca < 0 or (self.head_pca and self.head_pca < self.embedding_dim):
+            raise SimlibError(
+                f"head_pca must be 0 (none) or at least the embedding dimension {self.embedding_dim}, "
+                f"not {self.head_pca}"
+            )
         if self.resize not in ("pad", "crop"):
             raise SimlibError(f"resize must be 'pad' or 'crop', not {self.resize!r}")
         if self.backbone not in ("resnet50", "tiny"):

@@ -193,3 +193,62 @@ def test_imagenet_weights_in_keras_cache_are_picked_up_by_auto_and_imagenet(tmp_
     for a, b in zip(source.get_weights(), e.backbone.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     assert e.fingerprint != tiny_model.fingerprint
+
+
+GRID_PCA = dataclasses.replace(
+    TINY, feature_stage=1, pooling="grid", grid_size=4, head_norm=True, head_pca=24, embedding_dim=8
+)
+
+
+def test_grid_pooling_keeps_layout_and_an_earlier_stage_shortens_the_backbone():
+    e = Embedder.build(GRID_PCA)
+    assert e.feature_shape == (16, 16, 16)  # tiny_conv1 at 32 px: stride 2
+    assert [layer.name for layer in e.backbone.layers][-1] == "tiny_conv1"
+    from simlib.model.network import split_head
+
+    pool, _ = split_head(e.head)
+    maps = np.zeros((1, 16, 16, 16), np.float32)
+    maps[0, :4, :4, 0] = 1.0  # a feature present only in the top-left cell
+    pooled = np.asarray(pool(maps)).reshape(4, 4, 16)
+    assert pooled[0, 0, 0] == 1.0 and pooled[..., 0].sum() == 1.0  # it stays in its cell
+    with pytest.raises(SimlibError, match="feature_stage"):
+        ModelConfig(backbone="tiny", feature_stage=4)
+    with pytest.raises(SimlibError, match="head_pca"):
+        ModelConfig(embedding_dim=64, head_pca=32)
+
+
+def test_pca_head_is_a_shrunk_whitened_pca_of_the_standardised_features():
+    from simlib.model.network import adapt_head
+
+    e = Embedder.build(GRID_PCA)
+    rng = np.random.default_rng(0)
+    pooled = (rng.standard_normal((200, 16 * 16)) @ rng.standard_normal((256, 256)) * 3 + 5).astype(np.float32)
+    adapt_head(e.head, pooled)
+    z = np.asarray(e.head.get_layer("pca")(e.head.get_layer("feature_norm")(pooled)), np.float64)
+    # the reference: standardise, SVD, keep 24 components, divide by sqrt(variance + mean variance)
+    x = (pooled - pooled.mean(0)) / pooled.std(0)
+    _, s, vt = np.linalg.svd(x - x.mean(0), full_matrices=False)
+    var = s[:24] ** 2 / len(x)
+    ref = (x - x.mean(0)) @ vt[:24].T / np.sqrt(var + var.mean())
+    np.testing.assert_allclose(np.abs(z), np.abs(ref), atol=2e-3)  # components agree up to sign
+    np.testing.assert_allclose(z.mean(0), 0, atol=1e-4)
+    # the projection starts as the identity on the leading components
+    np.testing.assert_array_equal(np.asarray(e.head.get_layer("projection").kernel), np.eye(24, 8))
+
+
+def test_new_pooling_options_round_trip_through_save_load_and_the_index_fingerprint(tmp_path):
+    from simlib.data import ImageTable
+    from simlib.model.network import adapt_head, split_head
+    from simlib.search import Searcher
+
+    e = Embedder.build(GRID_PCA)
+    images = np.random.default_rng(1).integers(0, 256, (40, 32, 32, 3), dtype=np.uint8)
+    pool, _ = split_head(e.head)
+    adapt_head(e.head, np.asarray(pool(e.backbone(images.astype("float32")))))
+    e = Embedder.assemble(e.backbone, e.head, e.config)  # fitted statistics: a new fingerprint
+    searcher, _ = Searcher.from_table(e, ImageTable(ids=np.arange(40), arrays=images), progress=False)
+    searcher.save(tmp_path / "index")
+    again = Searcher.load(tmp_path / "index")  # refuses a model whose fingerprint differs
+    assert again.embedder.config == GRID_PCA and again.fingerprint == e.fingerprint
+    np.testing.assert_allclose(again.embedder.embed_batch(images[:4]), e.embed_batch(images[:4]), atol=1e-6)
+    assert [h.id for h in again.query(images[3], k=1)] == [3]

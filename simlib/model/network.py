@@ -60,7 +60,7 @@ def build_backbone(config: ModelConfig):
     if config.backbone == "tiny":
         # Two strided convolutions: a real CNN for the fast tests and quick experiments, not for quality.
         x = keras.layers.Rescaling(1 / 127.5, -1.0, name="tiny_scale")(image)
-        for i, width in enumerate((16, 32), 1):
+        for i, width in enumerate((16, 32)[: len(stage_layers(config))], 1):
             x = keras.layers.Conv2D(width, 3, strides=2, padding="same", activation="relu", name=f"tiny_conv{i}")(x)
         return keras.Model(image, x, name="backbone")
     weights = None if config.weights == "none" else config.weights
@@ -82,7 +82,8 @@ def build_backbone(config: ModelConfig):
                 f" [{type(e).__name__}: {str(e)[:100]}]"
             ) from None
         raise SimlibError(f"cannot load backbone weights from {weights}: {str(e)[:200]}") from None
-    return keras.Model(image, resnet.output, name="backbone")
+    # an earlier stage: the layers after it are left out of the backbone (and of its cost)
+    return keras.Model(image, resnet.get_layer(stage_layers(config)[-1]).output, name="backbone")
 
 
 def build_head(config: ModelConfig, feature_shape: tuple[int, ...]):
@@ -91,11 +92,20 @@ def build_head(config: ModelConfig, feature_shape: tuple[int, ...]):
 
     layers = custom_layers()
     maps = keras.Input(feature_shape, name="feature_map")
-    pool = keras.layers.GlobalAveragePooling2D if config.pooling == "avg" else keras.layers.GlobalMaxPooling2D
-    x = pool(name="pool")(maps)
+    if config.pooling == "grid":
+        h, w = feature_shape[:2]
+        g = max(1, min(config.grid_size, h, w))
+        x = keras.layers.AveragePooling2D((h // g, w // g), name="grid_cells")(maps)
+        x = keras.layers.Flatten(name="pool")(x)
+    else:
+        pool = keras.layers.GlobalAveragePooling2D if config.pooling == "avg" else keras.layers.GlobalMaxPooling2D
+        x = pool(name="pool")(maps)
     if config.head_norm:
         # identity until training adapts it to the training images' feature statistics
         x = keras.layers.Normalization(axis=-1, name="feature_norm")(x)
+    if config.head_pca:
+        # a whitened PCA, fitted (not trained) on the training images' features by adapt_head
+        x = keras.layers.Dense(config.head_pca, trainable=False, name="pca")(x)
     if config.head_hidden:
         x = keras.layers.Dense(
             config.head_hidden,
@@ -104,13 +114,10 @@ def build_head(config: ModelConfig, feature_shape: tuple[int, ...]):
             name="head_hidden",
         )(x)
     # Orthogonal projection keeps the angles of the pooled features as far as the dimension allows,
-    # so an untrained head is already a sensible embedding.
-    x = keras.layers.Dense(
-        config.embedding_dim,
-        use_bias=False,
-        kernel_initializer=keras.initializers.Orthogonal(seed=config.seed),
-        name="projection",
-    )(x)
+    # so an untrained head is already a sensible embedding; after a PCA it starts as the identity on
+    # the leading components.
+    init = "identity" if config.head_pca and not config.head_hidden else keras.initializers.Orthogonal(seed=config.seed)
+    x = keras.layers.Dense(config.embedding_dim, use_bias=False, kernel_initializer=init, name="projection")(x)
     outputs = layers["L2Normalize"](name="l2_normalize", dtype="float32")(x)
     return keras.Model(maps, outputs, name="head")
 
@@ -132,10 +139,49 @@ def split_head(head):
     return pool, keras.Model(pooled, x, name="head_rest")
 
 
-def adapt_head(head, pooled) -> None:
-    """Set the head's feature standardisation from pooled training features (no-op without ``head_norm``)."""
-    if any(layer.name == "feature_norm" for layer in head.layers):
+# PCA is fitted on at most this many training images (the Gram matrix is n x n).
+PCA_MAX_ROWS = 6000
+
+
+def head_needs_adapting(config: ModelConfig) -> bool:
+    """Whether the head has statistics to fit on training features before training."""
+    return bool(config.head_norm or config.head_pca)
+
+
+def adapt_head(head, pooled, seed: int = 0) -> None:
+    """Fit the head's statistics to pooled training features: the standardisation (``head_norm``)
+    and the whitened PCA (``head_pca``); no-op for a head without them.
+
+    The PCA keeps the leading components of the standardised features and scales each by
+    ``1 / sqrt(variance + mean variance)``: whitening, shrunk so that weak directions are not blown up.
+    """
+    import numpy as np
+
+    names = {layer.name for layer in head.layers}
+    if "feature_norm" in names:
         head.get_layer("feature_norm").adapt(pooled)
+    if "pca" not in names:
+        return
+    x = np.asarray(pooled, np.float32)
+    if len(x) > PCA_MAX_ROWS:
+        x = x[np.sort(np.random.default_rng(seed).permutation(len(x))[:PCA_MAX_ROWS])]
+    if "feature_norm" in names:
+        x = np.asarray(head.get_layer("feature_norm")(x))
+    pca = head.get_layer("pca")
+    k = pca.units
+    if len(x) <= k:
+        raise SimlibError(f"a {k}-component PCA needs more than {k} training images ({len(x)} given)")
+    mean = x.mean(axis=0)
+    centred = (x - mean).astype(np.float64)
+    # eigenvectors of the n x n Gram matrix give the principal axes without a d x d covariance
+    eigval, u = np.linalg.eigh(centred @ centred.T)
+    order = np.argsort(eigval)[::-1][:k]
+    eigval, u = np.maximum(eigval[order], 1e-12), u[:, order]
+    axes = centred.T @ u / np.sqrt(eigval)  # (d, k), unit columns
+    variance = eigval / len(x)
+    scale = np.sqrt(variance + variance.mean())
+    kernel = (axes / scale).astype(np.float32)
+    pca.set_weights([kernel, (-(mean @ kernel)).astype(np.float32)])
 
 
 def linear_projection(head):
@@ -143,21 +189,27 @@ def linear_projection(head):
 
     Then the embedding's dot product splits exactly into per-cell shares (see :mod:`simlib.explain`).
     """
+    import keras
     import numpy as np
 
     names = {layer.name for layer in head.layers}
-    if names & {"feature_norm", "head_hidden"}:
+    if names & {"feature_norm", "head_hidden", "pca"}:
         return None
+    if not isinstance(head.get_layer("pool"), keras.layers.GlobalAveragePooling2D):
+        return None  # the shares add up only for a mean over the cells
     return np.asarray(head.get_layer("projection").kernel, np.float64)
 
 
 def stage_layers(config: ModelConfig) -> tuple[str, ...]:
-    """The backbone's stage-output layer names, shallow to deep."""
-    return STAGE_LAYERS[config.backbone]
+    """The backbone's stage-output layer names, shallow to deep, up to the stage the head reads."""
+    stages = STAGE_LAYERS[config.backbone]
+    if not config.feature_stage:
+        return stages
+    first = 2 if config.backbone == "resnet50" else 1
+    return stages[: config.feature_stage - first + 1]
 
 
 # Prefix of the layers of each backbone's last stage (what ``backbone="partial"`` trains).
-LAST_STAGE_PREFIX = {"resnet50": "conv5_", "tiny": "tiny_conv2"}
 
 
 def set_backbone_trainable(backbone, config: ModelConfig, which: str) -> None:
@@ -171,7 +223,8 @@ def set_backbone_trainable(backbone, config: ModelConfig, which: str) -> None:
     """
     if which not in ("all", "last"):
         raise SimlibError(f"which must be 'all' or 'last', not {which!r}")
-    prefix = LAST_STAGE_PREFIX[config.backbone]
+    last = stage_layers(config)[-1]  # e.g. conv5_block3_out: its stage's layers start with conv5_
+    prefix = last.split("_")[0] + "_" if config.backbone == "resnet50" else last
     for layer in backbone.layers:
         layer.trainable = which == "all" or (layer.name.startswith(prefix) and "_bn" not in layer.name)
 

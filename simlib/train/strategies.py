@@ -74,7 +74,8 @@ class FrozenHead(Strategy):
                 for i, v in enumerate(views)
             ]
         )
-        adapt_head(self.embedder.head, self._train_feats)
+        if not self.embedder.config.trained:  # a trained head keeps the statistics it was trained with
+            adapt_head(self.embedder.head, self._train_feats[: len(data.images)], seed=tc.seed)
         self.say(
             f"cached backbone features of {len(data.images)} train images × {tc.n_views} views "
             f"in {time.perf_counter() - t0:.1f} s"
@@ -110,15 +111,15 @@ class FineTune(Strategy):
     def prepare(self) -> tuple[Any, Any]:
         import tensorflow as tf
 
-        from simlib.model.network import adapt_head, set_backbone_trainable
+        from simlib.model.network import adapt_head, head_needs_adapting, set_backbone_trainable
         from simlib.train.samplers import Augmenter, pk_batches
 
         tc, data, embedder = self.tc, self.data, self.embedder
         size = embedder.image_size
         set_backbone_trainable(embedder.backbone, embedder.config, "all" if tc.backbone == "full" else "last")
-        if embedder.config.head_norm:
+        if head_needs_adapting(embedder.config) and not embedder.config.trained:
             sample = data.images[np.random.default_rng(tc.seed).permutation(len(data.images))[:2000]]
-            adapt_head(embedder.head, batched(pooled_features_fn(embedder), sample))
+            adapt_head(embedder.head, batched(pooled_features_fn(embedder), sample), seed=tc.seed)
         p, k = data.p, data.k
         batches = pk_batches(data.ids, p, k, tc.epochs * data.steps, seed=tc.seed)
         augment = Augmenter(size, seed=tc.seed)
