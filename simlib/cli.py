@@ -291,6 +291,8 @@ def cmd_remove(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from simlib.data import split_table
     from simlib.metrics import evaluate
 
@@ -301,16 +303,44 @@ def cmd_eval(args: argparse.Namespace) -> int:
         table = split_table(table, seed=args.seed, by=args.by)["test"]
     result = get_model(args).embed_table(table, progress=not args.quiet)
     _report_skipped(table, result.skipped)
-    labels = table.labels[result.rows]
-    scores = evaluate(result.embeddings, labels, result.embeddings, labels, ref_includes_query=True)
-    scores.update(split=args.split, by=args.by, seed=args.seed, data=table.name)
+    labels = table.labels[result.rows].astype(str)
+    parts = {"all": np.ones(len(labels), bool)}
+    classes = _trained_classes(args.model)
+    if classes:  # the classes the model trained on, scored apart from the others
+        seen = np.isin(labels, sorted(classes))
+        if seen.any() and (~seen).any():
+            parts.update(seen=seen, unseen=~seen)
+    scores = {}
+    for part, mask in parts.items():
+        e = result.embeddings[mask]
+        scores[part] = evaluate(e, labels[mask], e, labels[mask], ref_includes_query=True)
+        scores[part].update(split=args.split, by=args.by, seed=args.seed, data=table.name, classes=part)
     if args.json:
-        print(json.dumps(scores))
-    else:
-        print(f"{table.name}, split {args.split} ({args.by}-disjoint, seed {args.seed}), {scores['n_queries']} queries")
+        print(json.dumps(scores["all"] if len(parts) == 1 else scores))
+        return EXIT_PARTIAL if result.skipped else 0
+    for part, s in scores.items():
+        which = (
+            "" if part == "all" else f", the {part} classes ({'trained on' if part == 'seen' else 'never trained on'})"
+        )
+        print(
+            f"{table.name}, split {args.split} ({args.by}-disjoint, seed {args.seed}){which}, {s['n_queries']} queries"
+        )
         for key in ("recall@1", "recall@5", "recall@10", "map@r"):
-            print(f"  {key:<10} {scores[key]:.4f}")
+            print(f"  {key:<10} {s[key]:.4f}")
     return EXIT_PARTIAL if result.skipped else 0
+
+
+def _trained_classes(model_dir: str | None) -> tuple[str, ...] | None:
+    """The classes a saved model trained on, from its training.json: () for a label-free run, None
+    when unknown (no record, or a run from before they were recorded)."""
+    from pathlib import Path
+
+    from simlib.train import TRAINING_FILE, TrainingRecord
+
+    if not model_dir or not (Path(model_dir) / TRAINING_FILE).is_file():
+        return None
+    record = TrainingRecord.load(model_dir)
+    return record.classes if record.labels_used else ()
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -398,15 +428,37 @@ def cmd_compare(args: argparse.Namespace) -> int:
     models["untrained"] = Embedder.build(untrained)
     if trained is not None:
         models["trained"] = trained
+    trained_classes: dict[str, tuple[str, ...]] = {}  # fingerprint -> classes; a model missing is unknown
+    meta = {"data": table.name, "seed": args.seed, "model": args.model, "class_model": args.class_model}
     if args.class_model:
         class_models["trained"] = Embedder.load(args.class_model)
-    rows = compare(table, models, class_models=class_models, seed=args.seed, progress=not args.quiet)
-    meta = {"data": table.name, "seed": args.seed, "model": args.model, "class_model": args.class_model}
-    if trained is not None and not args.class_model:
-        meta["note"] = "class split: the trained model saw the test classes in training (no --class-model given)"
+    for folder, embedder in ((args.model, trained), (args.class_model, class_models.get("trained"))):
+        classes = _trained_classes(folder)
+        if embedder is not None and classes is not None:
+            trained_classes[embedder.fingerprint] = classes
+    if not args.class_model and trained is not None and trained.config.trained:
+        from simlib.data import split_table
+
+        test_classes = set(split_table(table, seed=args.seed, by="class")["test"].labels.astype(str))
+        if trained.fingerprint not in trained_classes or test_classes & set(trained_classes[trained.fingerprint]):
+            class_models["trained"] = None  # it trained on those classes: the class split is not its test
+            meta["note"] = (
+                "class split without the trained model (it trained on those classes, or they are unknown): "
+                "give --class-model, a model trained with --split-by class"
+            )
+    rows = compare(
+        table,
+        models,
+        class_models=class_models,
+        trained_classes=trained_classes,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
     if args.out:
         save_results(rows, args.out, meta)
     print(json.dumps({"rows": rows, "meta": meta}) if args.json else format_table(rows))
+    if "note" in meta and not args.json:
+        print(f"note: {meta['note']}")
     if args.out and not args.json:
         print(f"saved {args.out}/results.json and results.csv")
     return 0

@@ -92,15 +92,19 @@ def plot_history(history: Mapping[str, Sequence[float]]):
 
 
 def plot_comparison(rows: Sequence[Mapping[str, Any]], metric: str = "recall@1"):
-    """The before/after table as grouped bars: one group per split, one bar per method."""
+    """The before/after table as grouped bars: one group per split (and seen / unseen part), one bar per method."""
     import matplotlib.pyplot as plt
 
-    splits = list(dict.fromkeys(r["split"] for r in rows))
+    def group(r: Mapping[str, Any]) -> str:
+        part = r.get("part", "all")
+        return r["split"] if part == "all" else f"{r['split']}\n{part} classes"
+
+    splits = list(dict.fromkeys(group(r) for r in rows))
     methods = list(dict.fromkeys(r["method"] for r in rows))
     width = 0.8 / max(len(methods), 1)
     fig, ax = plt.subplots(figsize=(2.2 * len(splits) + 2, 3.4))
     for j, method in enumerate(methods):
-        values = [next((r[metric] for r in rows if r["split"] == s and r["method"] == method), np.nan) for s in splits]
+        values = [next((r[metric] for r in rows if group(r) == s and r["method"] == method), np.nan) for s in splits]
         bars = ax.bar(np.arange(len(splits)) + j * width, values, width, label=method)
         ax.bar_label(bars, fmt="%.2f", fontsize=7)
     ax.set_xticks(np.arange(len(splits)) + width * (len(methods) - 1) / 2, splits)
