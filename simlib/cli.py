@@ -346,7 +346,7 @@ def _trained_classes(model_dir: str | None) -> tuple[str, ...] | None:
 def cmd_train(args: argparse.Namespace) -> int:
     from simlib.config import DEFAULT_IMAGE_SIZE, ModelConfig
     from simlib.model import resolve_weights
-    from simlib.train import DEFAULT_HEAD_HIDDEN, TrainConfig, fit
+    from simlib.train import TrainConfig, fit, recommended_head
 
     table = get_table(args, materialize=True)
     train_config = TrainConfig(
@@ -366,14 +366,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         seed=args.seed,
         feedback_weight=args.feedback_weight,
     )
+    weights = resolve_weights(args.weights)
+    head = recommended_head(weights)  # depends on whether the backbone is pretrained
+    if args.head_hidden is not None:
+        head["head_hidden"] = args.head_hidden
     model_config = ModelConfig(
         image_size=args.image_size or DEFAULT_IMAGE_SIZE,
         embedding_dim=args.embedding_dim,
-        weights=resolve_weights(args.weights),
-        head_hidden=DEFAULT_HEAD_HIDDEN if args.head_hidden is None else args.head_hidden,
-        head_norm=True,
+        weights=weights,
         precision=args.precision or "float32",
         seed=args.seed,
+        **head,
     )
     start = None
     if args.model:  # continue training a saved model
@@ -579,17 +582,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--val-classes",
         type=float,
-        default=0.1,
+        default=0.2,
         metavar="F",
         help="labels mode: share of the training classes held out whole for the class-disjoint validation "
-        "(default 0.1; 0: none)",
+        "(default 0.2; 0: none)",
     )
     p.add_argument(
         "--select-on",
-        default="mean",
+        default="unseen",
         choices=["seen", "unseen", "mean"],
         help="labels mode: the validation Recall@1 that picks the kept epoch and drives early stopping: "
-        "image-disjoint (seen classes), class-disjoint (held-out classes) or their mean (default)",
+        "image-disjoint (seen classes), class-disjoint (held-out classes, the default) or their mean",
     )
     p.add_argument(
         "--feedback",

@@ -27,10 +27,12 @@ from simlib.train.plan import (
     BACKBONES,
     DEFAULT_HEAD_HIDDEN,
     MODES,
+    RANDOM_INIT_HEAD,
     RECOMMENDED_HEAD,
     SELECT_ON,
     TrainConfig,
     TrainResult,
+    recommended_head,
 )
 from simlib.train.record import HISTORY_FILE, TRAINING_FILE, TrainingRecord
 from simlib.train.run import fit, strategy_for, training_data
@@ -44,6 +46,7 @@ __all__ = [
     "DEFAULT_HEAD_HIDDEN",
     "HISTORY_FILE",
     "MODES",
+    "RANDOM_INIT_HEAD",
     "RECOMMENDED_HEAD",
     "SELECT_ON",
     "TRAINING_FILE",
@@ -62,6 +65,7 @@ __all__ = [
     "is_collapsed",
     "load_images",
     "make_split",
+    "recommended_head",
     "strategy_for",
     "training_data",
 ]

@@ -13,9 +13,34 @@ MODES = ("labels", "self")
 BACKBONES = ("frozen", "partial", "full")
 # Which validation picks the kept epoch and drives early stopping (labels mode; self mode has one).
 SELECT_ON = ("seen", "unseen", "mean")
-# The head simlib train gives a model: standardised pooled features -> 512 ReLU -> projection.
+# The head simlib train gives a pretrained (ImageNet or local-file) backbone: standardised globally
+# pooled features -> 512 ReLU -> projection, the usual shape for ImageNet features (not measured here:
+# the weights cannot be downloaded on the project's machines).
 DEFAULT_HEAD_HIDDEN = 512
 RECOMMENDED_HEAD = {"head_hidden": DEFAULT_HEAD_HIDDEN, "head_norm": True}
+# The head for a random-init backbone (``--weights none``), chosen on class-disjoint validation of the
+# product set at 64 px (docs/training.md): a 4x4 grid of conv4 features keeps the layout that a random
+# backbone's features carry (globally pooled conv5 features lost to 16x16 pixels on unseen classes,
+# grid-pooled ones matched them), standardised, whitened by a PCA fitted on the training images, then one
+# linear map trained from the identity. Trained this way the model beat pixels and the untrained backbone
+# on seen and on unseen classes; a hidden layer, global pooling or cached augmented views did not.
+RANDOM_INIT_HEAD = {
+    "feature_stage": 4,
+    "pooling": "grid",
+    "grid_size": 4,
+    "head_norm": True,
+    "head_pca": 512,
+    "head_hidden": 0,
+}
+
+
+def recommended_head(weights: str) -> dict[str, Any]:
+    """The head fields :func:`simlib.train.fit` and ``simlib train`` use for a backbone's weights policy.
+
+    Args:
+        weights: the resolved weights ("none" for a random backbone; "imagenet" or a file path).
+    """
+    return dict(RANDOM_INIT_HEAD if weights == "none" else RECOMMENDED_HEAD)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -52,7 +77,9 @@ class TrainConfig:
         split_by: "image" or "class": how the test split is drawn (as ``simlib eval --split-by``).
         select_on: labels mode: the validation that picks the kept epoch and drives early
             stopping: "seen" (image-disjoint Recall@1), "unseen" (class-disjoint Recall@1) or
-            "mean" (their mean). Self mode always uses its near-duplicate validation.
+            "mean" (their mean). Default "unseen": the point of metric learning is classes never
+            trained on, and selecting on seen classes kept the epochs that overfit them. Self mode
+            always uses its near-duplicate validation.
         seed: seeds the split, the sampler, the augmentations and the weights.
         feedback_weight: weight of the feedback triplets' loss added to each batch's loss (with
             ``fit(..., feedback=...)``).
@@ -73,10 +100,10 @@ class TrainConfig:
     patience: int = 15
     minutes: float = 0.0
     val_fraction: float = 0.1
-    val_classes: float = 0.1
+    val_classes: float = 0.2
     test_fraction: float = 0.3
     split_by: str = "image"
-    select_on: str = "mean"
+    select_on: str = "unseen"
     seed: int = 0
     feedback_weight: float = 1.0
     feedback_batch: int = 8

@@ -13,7 +13,7 @@ from simlib.config import ModelConfig
 from simlib.data import ImageTable, load_images
 from simlib.errors import SimlibError
 from simlib.train.base import MAX_TRAIN_REFS, PROBE_SIZE, Strategy, TrainingData, ValidationData, say_to_stderr
-from simlib.train.plan import RECOMMENDED_HEAD, TrainConfig, TrainResult
+from simlib.train.plan import TrainConfig, TrainResult, recommended_head
 from simlib.train.samplers import label_codes
 from simlib.train.split import Split, make_split
 from simlib.train.strategies import STRATEGIES, augmented_views
@@ -77,8 +77,8 @@ def fit(
     Args:
         table: the images; labels are needed in ``mode="labels"`` and ignored in ``mode="self"``.
         model_config: the model to build (weights must be resolved); ignored when ``embedder`` is
-            given. Default: ``ModelConfig(**RECOMMENDED_HEAD)`` (standardised features, a 512-wide
-            hidden layer); a config without them trains today's single linear projection.
+            given. Default: ``ModelConfig(**recommended_head("none"))``, the head chosen
+            for a random-init backbone (see :data:`simlib.train.RANDOM_INIT_HEAD`).
         train_config: how to train.
         out: folder to save the trained model in (``model.keras``, ``config.json``,
             ``history.csv``, ``training.json``); None keeps it in memory only.
@@ -112,7 +112,7 @@ def fit(
     if len(split.train) < 4 or len(split.val) < 2:
         raise SimlibError(f"{table.name} has too few images to train on ({len(table)}): use at least a few dozen")
     if embedder is None:
-        embedder = Embedder.build(model_config or ModelConfig(**RECOMMENDED_HEAD))
+        embedder = Embedder.build(model_config or ModelConfig(**recommended_head("none")))
     else:  # train a copy: the caller's embedder (and its fingerprint) stays valid
         embedder = embedder.clone(backbone=tc.backbone != "frozen")
     data = training_data(split, tc, embedder.config, progress)
