@@ -291,7 +291,7 @@ def build_demo(service: GalleryService, k: int = DEFAULT_K, title: str = TITLE) 
         # decoding) and a bad upload gets one clear message.
         auto = gr.on(
             # change: upload, webcam capture, paste, example click and clearing the image
-            triggers=[query.change, top_k.release, *(w.change for w in filter_widgets), collapse_box.change],
+            triggers=[query.change, top_k.change, *(w.change for w in filter_widgets), collapse_box.change],
             fn=search_if_image,
             inputs=search_inputs,
             outputs=search_outputs,
