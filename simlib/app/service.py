@@ -15,6 +15,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -42,7 +44,7 @@ CONCURRENCY_LIMIT = max(1, min(4, os.cpu_count() or 1))
 QUEUE_SIZE = 64  # waiting requests beyond this are turned away instead of piling up memory
 # "Train a model on this gallery": a frozen backbone (its features computed once) and a small head, for at
 # most this long; re-indexing and re-calibrating the gallery with the new model come on top.
-TRAIN_MINUTES = 1.0
+TRAIN_MINUTES = 2.0
 TRAIN_EPOCHS = 40
 UNTRAINED_HEAT_NOTE = (
     "_This model is untrained: the maps show where its raw (random) features overlap, not what a trained "
@@ -559,6 +561,7 @@ class GalleryService:
         epochs: int = TRAIN_EPOCHS,
         steps_per_epoch: int = 0,
         progress: Callable[[float, str], None] | None = None,
+        require_better: bool = True,
     ) -> TrainOutcome:
         """Train a model on the gallery's labels and serve it: no restart, searches keep working meanwhile.
 
@@ -572,6 +575,8 @@ class GalleryService:
             epochs: most epochs (early stopping may end sooner).
             steps_per_epoch: batches per epoch (0: about one pass over the gallery).
             progress: called with ``(fraction done, what is happening)`` as it goes.
+            require_better: keep the new model only if its validation Recall@1 beats the served model's
+                (measured by the same run before training); else raise and keep serving the old one.
 
         Raises:
             SimlibError: training is off, not possible for this gallery or model, or already running.
@@ -582,7 +587,8 @@ class GalleryService:
         from simlib.config import IndexConfig
         from simlib.gallery import index_table
         from simlib.search import Searcher
-        from simlib.train import RECOMMENDED_HEAD, TrainConfig, fit
+        from simlib.storage import atomic_dir, load_json
+        from simlib.train import RECOMMENDED_HEAD, TRAINING_FILE, TrainConfig, fit
 
         if not self.allow_train:
             raise SimlibError("training is off for this app (start it with --allow-train, on a trusted host)")
@@ -608,9 +614,29 @@ class GalleryService:
                 steps_per_epoch=steps_per_epoch,
                 test_fraction=0.0,  # a demo model for this gallery: every image trains or validates
             )
-            run = fit(
-                labelled, config, settings, out=self.model_dir, progress=False, callbacks=[_progress(say, epochs)]
-            )
+            # Trained into a scratch folder first: a model no better than the served one is not kept (the
+            # next start would pick it up), and training.json holds the validation Recall@1 before training.
+            scratch = Path(tempfile.mkdtemp(prefix=".training-", dir=self.model_dir.parent if self.model_dir else None))
+            try:
+                run = fit(
+                    labelled,
+                    config,
+                    settings,
+                    out=scratch / "model",
+                    progress=False,
+                    callbacks=[_progress(say, epochs)],
+                )
+                before = float(load_json(scratch / "model" / TRAINING_FILE).get("val_recall@1_before") or 0.0)
+                if require_better and run.best_val_recall <= before:
+                    raise SimlibError(
+                        f"training did not improve on the served model (validation Recall@1 {before:.2f} -> "
+                        f"{run.best_val_recall:.2f} in {time.perf_counter() - t0:.0f} s): it keeps serving the old one"
+                    )
+                if self.model_dir is not None:
+                    with atomic_dir(self.model_dir) as tmp:
+                        shutil.copytree(scratch / "model", tmp, dirs_exist_ok=True)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
             say(0.8, f"indexing {len(gallery):,} images with the new model")
             searcher, _ = Searcher.from_table(run.embedder, gallery, IndexConfig(kind=kind), progress=False)
             say(0.95, "calibrating 'no good match'")
@@ -628,8 +654,8 @@ class GalleryService:
             seconds = time.perf_counter() - t0
             say(1.0, "done")
             return TrainOutcome(
-                f"Trained in {seconds:.0f} s (validation Recall@1 {run.best_val_recall:.2f}): the gallery is "
-                "re-indexed and re-calibrated and the app now serves the new model"
+                f"Trained in {seconds:.0f} s (validation Recall@1 {before:.2f} -> {run.best_val_recall:.2f}): the "
+                "gallery is re-indexed and re-calibrated and the app now serves the new model"
                 + (f" (saved in {self.model_dir}: the next start uses it)." if self.model_dir else "."),
                 run.best_val_recall,
                 seconds,

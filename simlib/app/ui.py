@@ -40,8 +40,8 @@ UNTRAINED_NOTICE = (
 TRAIN_OFFER = " Or train one right here: **Train a model on this gallery**, below the results."
 TRAIN_HELP = (
     "### Train a model on this gallery\nTrains a small head on this gallery's labels over the frozen "
-    "backbone (at most a minute of training, then the gallery is re-indexed and re-calibrated: about two "
-    "minutes here), then serves the new model without a restart."
+    "backbone (at most two minutes, then the gallery is re-indexed and re-calibrated: about three minutes "
+    "on a 2-core machine), then serves the new model without a restart, if it does better than this one."
 )
 EXPLAIN_HELP = "### Why are they similar?"
 # The colour bar of the heat maps (Matplotlib's "jet", as simlib.explain.overlay paints them).
