@@ -135,8 +135,8 @@ def calibration_note(calibration: Mapping[str, Any] | None) -> str:
     aim = f"{target:.0%} same-class precision" if target else "a reliable cut-off"
     return (
         f"This model cannot tell good matches from bad ones: {measured} reach the score at which it has {aim} "
-        f"(best reached: {calibration.get('precision') or 0:.0%}), so no result is marked weak. Train a model "
-        "to get one that can."
+        f"(best reached: {calibration.get('precision') or 0:.0%}), so no result is marked weak and "
+        '"no good match" is never said.'
     )
 
 
