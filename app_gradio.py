@@ -3,6 +3,12 @@
     python app_gradio.py                       # serve artifacts/ (built and cached on first start)
     python app_gradio.py --share --auth me:pw  # a public link, behind a password
     python app_gradio.py --allow-add           # visitors may add their image to the gallery
+    python app_gradio.py --model DIR           # serve this trained model (default: the newest one found)
+
+The model: ``--model DIR``, else the newest trained model under the artifacts folder (``model/``, or the
+course's ``course/model_labels``), else a fresh one (``--weights``); the status line says which and why.
+With an untrained model and a labelled gallery the page offers "Train a model on this gallery" (on
+localhost by default; on a share link or a public address only with ``--allow-train``).
 
 Click a result to see why it matched (similarity heat maps over both images) and mark it
 "similar" / "not similar" (stored as training data in ``<artifacts>/feedback``). Near-duplicate
@@ -70,6 +76,8 @@ def build_demo(
     artifacts: str | os.PathLike | None = None,
     allow_add: bool = False,
     collapse: float | None = None,
+    allow_train: bool = False,
+    model_source: str | None = None,
 ):
     """The Gradio app for ``searcher``: a :class:`GalleryService` over it, warmed up, and its page.
 
@@ -84,6 +92,9 @@ def build_demo(
             :func:`simlib.gallery.app_folders`). None: no feedback buttons, no adding.
         allow_add: offer "Add to gallery" (needs ``artifacts``): any visitor can then grow the gallery.
         collapse: the duplicate-collapse threshold (default: :func:`collapse_threshold`).
+        allow_train: offer "Train a model on this gallery" when the model is untrained and the gallery
+            labelled (it keeps the host's CPU busy for minutes: see :func:`train_allowed`).
+        model_source: which model this is and why, for the status line (:func:`simlib.gallery.model_source`).
 
     Returns:
         A ``gr.Blocks`` with its queue set; its API is described in :mod:`simlib.app.ui`.
@@ -94,7 +105,13 @@ def build_demo(
         service = searcher
     else:
         service = GalleryService(
-            searcher, artifacts=artifacts, allow_add=allow_add, collapse=collapse, examples=examples
+            searcher,
+            artifacts=artifacts,
+            allow_add=allow_add,
+            collapse=collapse,
+            examples=examples,
+            allow_train=allow_train,
+            model_source=model_source,
         )
     service.warm_up()  # trace the model now, not on the first visitor's query
     return ui.build_demo(service, k=k, title=title or ui.TITLE)
@@ -129,6 +146,15 @@ def open_searcher(args: argparse.Namespace) -> tuple[Any, str]:
     )
 
 
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def train_allowed(host: str, share: bool, allow_train: bool) -> bool:
+    """Whether the page may offer training: on by default only on localhost without a share link (any
+    visitor could otherwise keep the host's CPU busy), anywhere with ``--allow-train``."""
+    return allow_train or (host in LOCAL_HOSTS and not share)
+
+
 def parse_auth(value: str | None) -> tuple[str, str] | None:
     """``"user:password"`` -> ``("user", "password")``; None stays None."""
     if not value:
@@ -148,6 +174,7 @@ def launch_settings(searcher, artifacts: str | os.PathLike | None = None, allow_
     (index, model, feedback) is blocked even though it sits in the working directory; uploads
     are size-limited.
     """
+    from simlib.app.ui import CSS
     from simlib.gallery import app_folders, gallery_folders
 
     allowed = set(gallery_folders(searcher.index))
@@ -174,6 +201,7 @@ def launch_settings(searcher, artifacts: str | os.PathLike | None = None, allow_
         "ssr_mode": False,
         "enable_monitoring": False,
         "mcp_server": False,
+        "css": CSS,
     }
 
 
@@ -274,6 +302,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="let visitors add their image to the gallery (off by default: anyone with the link could)",
     )
+    p.add_argument(
+        "--allow-train",
+        action="store_true",
+        help="offer 'Train a model on this gallery' on a share link or a public --host too "
+        "(by default only on localhost: training keeps the CPU busy for minutes)",
+    )
     return p
 
 
@@ -291,11 +325,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SimlibError(f"-k must be between 1 and {MAX_K}")
         searcher, note = open_searcher(args)
         _stderr(note)
-        if is_untrained(searcher.describe()):
-            _stderr("note: the model is untrained (random backbone): the page says so")
         # Feedback and added images go beside the served index (see simlib.gallery.app_folders).
         folder = args.index or args.artifacts
-        service = GalleryService(searcher, artifacts=folder, allow_add=args.allow_add)
+        from simlib.gallery import model_source
+
+        source = model_source(searcher, folder, args.model)
+        _stderr(f"model: {source}")
+        service = GalleryService(
+            searcher,
+            artifacts=folder,
+            allow_add=args.allow_add,
+            allow_train=train_allowed(args.host, args.share, args.allow_train),
+            model_source=source,
+        )
+        if service.untrained:
+            _stderr(
+                "note: the model is untrained (random backbone): the page says so"
+                + ("; it offers to train one on this gallery" if service.can_train else "")
+            )
         demo = build_demo(service, k=args.k)
         serve(
             demo,

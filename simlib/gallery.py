@@ -23,7 +23,11 @@ from simlib.errors import SimlibError
 from simlib.index import MANIFEST_FILE, IndexBackend, open_index, read_manifest
 
 INDEX_SUBDIR = "index"
-TRAINED_MODEL_DIR = "model"  # where `simlib train` saves a trained model inside the artifacts folder
+TRAINED_MODEL_DIR = "model"  # where `simlib train` (and the app's "Train" button) save a trained model
+# Trained models an app looks for in its artifacts folder: its own, then the course's (notebook 03 trains
+# ``artifacts/course/model_labels``; the notebooks run in notebooks/ and write to ../artifacts/course).
+# ``model_labels`` itself: an app started on the course's folder (``--artifacts artifacts/course``).
+TRAINED_MODEL_DIRS = (TRAINED_MODEL_DIR, "course/model_labels", "model_labels")
 FEEDBACK_SUBDIR = "feedback"  # the app's feedback store
 UPLOADS_SUBDIR = "gallery_uploads"  # images the app added to the gallery (the only artifacts it serves)
 
@@ -64,6 +68,55 @@ def index_table(index: IndexBackend, *, skip_pathless: bool = False) -> ImageTab
     )
 
 
+def _trained_config(model_dir: Path) -> dict | None:
+    """The saved ``config.json`` of a trained model folder (None: no model there, or not trained)."""
+    from simlib.model import CONFIG_FILE
+    from simlib.storage import load_json
+
+    if not (model_dir / "model.keras").is_file() or not (model_dir / CONFIG_FILE).is_file():
+        return None
+    try:
+        meta = load_json(model_dir / CONFIG_FILE)
+    except (OSError, ValueError, SimlibError):
+        return None
+    config = meta.get("config") if isinstance(meta, dict) else None
+    return meta if isinstance(config, dict) and config.get("trained") else None
+
+
+def trained_models(artifacts: str | os.PathLike) -> list[Path]:
+    """The trained model folders under the artifacts folder (:data:`TRAINED_MODEL_DIRS`), newest first.
+
+    Cheap: only each folder's ``config.json`` is read (no TensorFlow).
+    """
+    root = app_folders(artifacts)["root"]
+    found = [root / d for d in TRAINED_MODEL_DIRS if _trained_config(root / d) is not None]
+    return sorted(found, key=lambda d: (d / "model.keras").stat().st_mtime, reverse=True)
+
+
+def model_source(
+    searcher, artifacts: str | os.PathLike | None = None, model_dir: str | os.PathLike | None = None
+) -> str:
+    """Which model ``searcher`` serves and why, in one clause for the app's status line.
+
+    Args:
+        searcher: the opened :class:`~simlib.search.Searcher`.
+        artifacts: the artifacts folder it was opened from (None: not known).
+        model_dir: the ``--model`` given, if any.
+    """
+    if model_dir is not None:
+        return f"{model_dir} (given with --model)"
+    fingerprint = searcher.fingerprint
+    for found in trained_models(artifacts) if artifacts is not None else []:
+        if (_trained_config(found) or {}).get("fingerprint") == fingerprint:
+            return f"{found} (the newest trained model in the artifacts folder)"
+    cfg = searcher.embedder.config
+    if cfg.trained:
+        return "the index's own trained model"
+    looked = ", ".join(f"{d}/" for d in TRAINED_MODEL_DIRS)
+    where = f" in {app_folders(artifacts)['root']}" if artifacts is not None else ""
+    return f"no trained model{where} (looked for {looked}): a fresh model, backbone weights {cfg.weights}"
+
+
 def _same_images(index: IndexBackend, table: ImageTable) -> bool:
     indexed = {r.path for r in index.records()}
     wanted = {str(Path(p).resolve()) for p in table.paths or ()}
@@ -98,8 +151,10 @@ def open_gallery(
         data: the gallery to serve (a folder or "fashion-mnist"); default: the cached index's own
             images, or :func:`simlib.data.default_data_spec` when there is no index yet.
         model_dir: a trained model to serve; the index is re-built when it was made by another
-            model. Default: the index's own model, else ``artifacts/model`` when present, else a
-            fresh model from ``weights`` and ``image_size``.
+            model. Default: the newest trained model among the index's own and those under the
+            artifacts folder (:data:`TRAINED_MODEL_DIRS`: ``model/``, the course's
+            ``course/model_labels``), re-indexing with it when it is not the index's; else the index's
+            own model; else a fresh model from ``weights`` and ``image_size``.
         weights: backbone weights for a fresh model ("auto", "imagenet", "none" or a path);
             given explicitly and different from the cached model's, it forces a fresh model.
         image_size: input side for a fresh model; given and different from the cached model's,
@@ -133,17 +188,30 @@ def open_gallery(
     if index is not None and backend is not None and backend != index.backend:
         reasons.append(f"the index in {index_dir} is a {index.backend} index, not {backend}")
 
-    # The model: --model, else the index's own, else a trained one in the artifacts, else a fresh one.
+    # The model: --model, else the newest trained one (the index's own or one under the artifacts folder:
+    # simlib train's and the app's ``model/``, the course's ``course/model_labels``), else the index's own
+    # untrained one, else a fresh one.
     model = None
     if model_dir is not None:
         model = open_embedder(model_dir, image_size=image_size)
         if index is not None and index.manifest.model_fingerprint != model.fingerprint:
             reasons.append(f"the index in {index_dir} was built by another model than {model_dir}")
-    elif index is not None:
-        model = Embedder.load(index_dir / index.manifest.model_dir)
-    elif (Path(artifacts) / TRAINED_MODEL_DIR / "model.keras").is_file():
-        model = Embedder.load(Path(artifacts) / TRAINED_MODEL_DIR)
-        log(f"using the trained model in {Path(artifacts) / TRAINED_MODEL_DIR}")
+    else:
+        own = Embedder.load(index_dir / index.manifest.model_dir) if index is not None else None
+        found = trained_models(artifacts)
+        own_time = (index_dir / MANIFEST_FILE).stat().st_mtime if own is not None and own.config.trained else None
+        newest = found[0] if found else None
+        if newest is not None and (own_time is None or (newest / "model.keras").stat().st_mtime > own_time):
+            candidate = Embedder.load(newest)
+            if own is None or own.fingerprint != candidate.fingerprint:
+                log(f"using the trained model in {newest}")
+                if index is not None:
+                    reasons.append(f"a trained model was found in {newest}")
+                model = candidate
+            else:
+                model = own
+        else:
+            model = own
     if model_dir is None and model is not None and (weights is not None or image_size is not None):
         cfg = model.config
         wanted_weights = resolve_weights(weights) if weights is not None else cfg.weights

@@ -12,11 +12,14 @@ Nothing heavy is imported at module level: TensorFlow loads with the searcher, G
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import shutil
+import tempfile
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -39,6 +42,14 @@ VERDICT_LABELS = {"similar": "similar", "not_similar": "not similar"}
 # one per core (up to 4) lets one query's upload, decoding and encoding overlap another's forward pass.
 CONCURRENCY_LIMIT = max(1, min(4, os.cpu_count() or 1))
 QUEUE_SIZE = 64  # waiting requests beyond this are turned away instead of piling up memory
+# "Train a model on this gallery": a frozen backbone (its features computed once) and a small head, for at
+# most this long; re-indexing and re-calibrating the gallery with the new model come on top.
+TRAIN_MINUTES = 2.0
+TRAIN_EPOCHS = 40
+UNTRAINED_HEAT_NOTE = (
+    "_This model is untrained: the maps show where its raw (random) features overlap, not what a trained "
+    "model looks at._"
+)
 
 
 # ----------------------------------------------------------------------------- pure helpers
@@ -88,8 +99,9 @@ def collapse_threshold(info: Mapping[str, Any]) -> float:
 def status_text(
     info: Mapping[str, Any], seconds: float | None = None, n_hits: int | None = None, merged: int | None = None
 ) -> str:
-    """The status line: gallery size, model, backbone weights and (after a query) the query time,
-    the number of results and of near-duplicates merged."""
+    """The status line: gallery size, model, backbone weights, which model this is and why (``info``'s
+    ``model_source``, when known) and (after a query) the query time, the number of results and of
+    near-duplicates merged."""
     weights = info.get("weights")
     weights = Path(weights).name if weights not in ("imagenet", "none", None) else weights
     model = "trained" if info.get("trained") else "untrained" if is_untrained(info) else "not fine-tuned"
@@ -98,12 +110,34 @@ def status_text(
         f"model: ResNet50, {info['image_size']} px, {info['embedding_dim']}-d, {model}",
         f"backbone weights: {weights}",
     ]
+    if info.get("model_source"):
+        parts.append(f"model from: {info['model_source']}")
     if seconds is not None:
         query = f"query: {seconds * 1000:.0f} ms" + (f", {n_hits} results" if n_hits is not None else "")
         if merged is not None:
             query += f", {merged} near-duplicate{'s' * (merged != 1)} merged"
         parts.append(query)
     return " · ".join(parts)
+
+
+def calibration_note(calibration: Mapping[str, Any] | None) -> str:
+    """One plain line when the calibrated threshold cannot be trusted (``Threshold.to_dict()``), else "".
+
+    A model that reaches the target precision only above a score few genuine queries clear (or never
+    reaches it) cannot tell good matches from bad ones: then no result is called weak and the page
+    says so instead of claiming "no good match".
+    """
+    if not calibration or calibration.get("supported") is not False:
+        return ""
+    coverage = calibration.get("coverage")
+    target = calibration.get("target")
+    measured = f"only {coverage:.0%} of the calibration queries" if coverage is not None else "too few queries"
+    aim = f"{target:.0%} same-class precision" if target else "a reliable cut-off"
+    return (
+        f"This model cannot tell good matches from bad ones: {measured} reach the score at which it has {aim} "
+        f"(best reached: {calibration.get('precision') or 0:.0%}), so no result is marked weak and "
+        '"no good match" is never said.'
+    )
 
 
 def hit_record(hit) -> dict[str, Any]:
@@ -198,8 +232,13 @@ class SearchResult:
         """The status line after this query."""
         return status_text(self.info, self.seconds, len(self.hits), self.merged)
 
+    def calibration_note(self) -> str:
+        """The line under the results when the model cannot support its calibration (:func:`calibration_note`)."""
+        return calibration_note(self.info.get("calibration"))
+
     def banner(self) -> str:
-        """The "No good match" banner (Markdown), or "" when it does not apply."""
+        """The "No good match" banner (Markdown), or "" when it does not apply (never for an unsupported
+        calibration: :attr:`threshold` is then None)."""
         if not self.no_good_match:
             return ""
         best = f" (best score {self.hits[0].score:.4f})" if self.hits else ""
@@ -237,6 +276,7 @@ class Explanation:
             (:func:`simlib.explain.overlay`).
         hit: the result scored against the query (``id``, ``score``, ``weak``, ``label``).
         text: one Markdown line for the page.
+        note: for an untrained model, what its heat maps show (raw feature overlap), else "".
     """
 
     query: Any
@@ -245,6 +285,7 @@ class Explanation:
     result_heat: Any
     hit: Any
     text: str
+    note: str = ""
 
     def details(self) -> dict[str, Any]:
         """``{id, score, weak, label}``: what the ``/explain`` endpoint returns beside the heat maps."""
@@ -273,6 +314,8 @@ class GalleryService:
         allow_add: bool = False,
         collapse: float | None = None,
         examples: Sequence[str] | None = None,
+        allow_train: bool = False,
+        model_source: str | None = None,
     ) -> None:
         """Serve ``searcher``.
 
@@ -284,9 +327,13 @@ class GalleryService:
             allow_add: let :meth:`add` grow the gallery (needs ``artifacts``).
             collapse: the duplicate-collapse threshold (default: :func:`collapse_threshold` for the model).
             examples: example query images (default: a few gallery images of different classes).
+            allow_train: let :meth:`train` train a model on the gallery and switch to it (it keeps the
+                host's CPU busy for minutes: the app turns it off on share links and public addresses).
+            model_source: which model this is and why, for the status line
+                (:func:`simlib.gallery.model_source`).
         """
         from simlib.feedback import FeedbackStore
-        from simlib.gallery import app_folders, example_images
+        from simlib.gallery import TRAINED_MODEL_DIR, app_folders, example_images
 
         if allow_add and artifacts is None:
             raise SimlibError("adding to the gallery needs the artifacts folder to save the index in")
@@ -299,17 +346,43 @@ class GalleryService:
         self.upload_dir = folders["uploads"] if folders else None
         self.store = FeedbackStore(folders["feedback"]) if folders else None
         self.allow_add = allow_add
+        self.allow_train = allow_train
+        self.model_source = model_source
+        self.model_dir = folders["root"] / TRAINED_MODEL_DIR if folders else None  # where train() saves
+        self._training = threading.Lock()  # one training at a time
         with self.lock:
             info = searcher.describe()
             self.filter_choices = filter_fields(searcher.index.attribute_values())
             self.examples = example_images(searcher.index) if examples is None else list(examples)
+            self.labelled = len({r.label for r in searcher.index.records() if r.label and r.path}) >= 2
+        self._fixed_collapse = None if collapse is None else float(collapse)
         self.collapse = collapse_threshold(info) if collapse is None else float(collapse)
 
     # ------------------------------------------------------------------ facts
     def describe(self) -> dict[str, Any]:
-        """``Searcher.describe()``: gallery size, index kind, model settings, calibrated threshold."""
+        """``Searcher.describe()`` (gallery size, index kind, model settings, calibrated threshold) plus
+        ``model_source`` and ``calibration`` (the stored ``Threshold`` as a dict, or None)."""
         with self.lock:
-            return self.searcher.describe()
+            return self._describe()
+
+    def _describe(self) -> dict[str, Any]:
+        calibration = self.searcher.calibration  # the caller holds the lock
+        return {
+            **self.searcher.describe(),
+            "model_source": self.model_source,
+            "calibration": None if calibration is None else calibration.to_dict(),
+        }
+
+    def calibration_note(self) -> str:
+        """The line shown under the results when the model cannot support its calibration ("" otherwise)."""
+        return calibration_note(self.describe()["calibration"])
+
+    @property
+    def can_train(self) -> bool:
+        """True when the page offers "Train a model on this gallery": allowed, the model untrained, the
+        gallery labelled (two classes or more) and a FAISS index (re-built in memory, then saved)."""
+        info = self.describe()
+        return self.allow_train and self.labelled and is_untrained(info) and info["backend"] == "faiss"
 
     def status(self) -> str:
         """The status line before any query."""
@@ -358,12 +431,12 @@ class GalleryService:
         if not 1 <= k <= MAX_K:
             raise SimlibError(f"k must be between 1 and {MAX_K}, not {k}")
         filters = {a: [str(v) for v in ([vs] if isinstance(vs, str) else vs)] for a, vs in (filters or {}).items()}
-        searcher = self.searcher
         t0 = time.perf_counter()
-        vector = searcher.embedder.embed_images([image])[0]  # outside the lock: the model never changes
+        searcher, vector = self._embed(image)
         with self.lock:
+            searcher, vector = self._same_model(searcher, vector, image)
             hits = searcher.query_vector(vector, k, filters or None, collapse_duplicates=collapse)
-            info = searcher.describe()  # read with the hits: the status line matches them
+            info = self._describe()  # read with the hits: the status line matches them
         return SearchResult(hits, k, filters, collapse, time.perf_counter() - t0, info)
 
     def score(self, image: Any, result_id: Any):
@@ -374,10 +447,24 @@ class GalleryService:
             SimlibError: a bad image, or an id that is not a whole number or not in the gallery.
         """
         result_id = gallery_id(result_id)
-        searcher = self.searcher
-        vector = searcher.embedder.embed_images([image])[0]
+        searcher, vector = self._embed(image)
         with self.lock:
+            searcher, vector = self._same_model(searcher, vector, image)
             return searcher.score_ids(vector, [result_id])[0]
+
+    def _embed(self, image: Any):
+        """``(searcher, vector)``: the query embedded by the current model, outside the lock (a model is
+        immutable, so queries overlap each other's forward passes)."""
+        with self.lock:
+            searcher = self.searcher
+        return searcher, searcher.embedder.embed_images([image])[0]
+
+    def _same_model(self, searcher, vector, image: Any):
+        """Under the lock: ``(searcher, vector)`` again if :meth:`train` swapped the model meanwhile
+        (a vector of one model must never query another model's index)."""
+        if searcher is self.searcher:
+            return searcher, vector
+        return self.searcher, self.searcher.embedder.embed_images([image])[0]
 
     def explain(self, image: Any, result_id: Any, rank: int | None = None) -> Explanation:
         """Why a gallery image is similar to the query: both images with their similarity heat maps.
@@ -401,7 +488,9 @@ class GalleryService:
         if not hit.path:
             raise SimlibError(f"gallery image {hit.id} has no file to show")
         result = display_image(hit.path)
-        query_heat, result_heat = similarity_maps(self.searcher.embedder, query, result)
+        with self.lock:
+            embedder = self.searcher.embedder
+        query_heat, result_heat = similarity_maps(embedder, query, result)
         text = (f"**#{rank}** · " if rank else "") + f"cosine similarity **{hit.score:.4f}**"
         text += f" · {hit.label}" if hit.label else ""
         if hit.weak:
@@ -413,6 +502,7 @@ class GalleryService:
             result_heat=overlay(result, result_heat),
             hit=hit,
             text=text,
+            note=UNTRAINED_HEAT_NOTE if is_untrained(embedder.describe()) else "",
         )
 
     def feedback(self, image: Any, result_id: Any, verdict: str):
@@ -462,3 +552,150 @@ class GalleryService:
         if not added:
             return AddResult(f"Not added: {next(iter(skipped.values()), 'unreadable')}.", [])
         return AddResult(f"Added to the gallery as image {added[0]} (the gallery now holds {size:,} images).", added)
+
+    # ------------------------------------------------------------------ training
+    def train(
+        self,
+        *,
+        minutes: float = TRAIN_MINUTES,
+        epochs: int = TRAIN_EPOCHS,
+        steps_per_epoch: int = 0,
+        progress: Callable[[float, str], None] | None = None,
+        require_better: bool = True,
+    ) -> TrainOutcome:
+        """Train a model on the gallery's labels and serve it: no restart, searches keep working meanwhile.
+
+        Labels mode on a frozen backbone (its features computed once, a small head trained for at most
+        ``minutes``); then the gallery is re-indexed and re-calibrated with the new model, and the
+        searcher is swapped under :attr:`lock`. With an artifacts folder the model is saved in
+        ``<artifacts>/model`` and the index in its index folder, so the next start serves them.
+
+        Args:
+            minutes: training time budget (re-indexing and calibration come on top).
+            epochs: most epochs (early stopping may end sooner).
+            steps_per_epoch: batches per epoch (0: about one pass over the gallery).
+            progress: called with ``(fraction done, what is happening)`` as it goes.
+            require_better: keep the new model only if its validation Recall@1 beats the served model's
+                (measured by the same run before training); else raise and keep serving the old one.
+
+        Raises:
+            SimlibError: training is off, not possible for this gallery or model, or already running.
+        """
+        import dataclasses as dc
+
+        from simlib.calibrate import calibrate_threshold
+        from simlib.config import IndexConfig
+        from simlib.gallery import index_table
+        from simlib.search import Searcher
+        from simlib.storage import atomic_dir, load_json
+        from simlib.train import RECOMMENDED_HEAD, TRAINING_FILE, TrainConfig, fit
+
+        if not self.allow_train:
+            raise SimlibError("training is off for this app (start it with --allow-train, on a trusted host)")
+        if not self.can_train:
+            raise SimlibError("nothing to train: the model is trained already, or the gallery has no labels")
+        if not self._training.acquire(blocking=False):
+            raise SimlibError("a model is being trained already: wait for it to finish")
+        say = progress or (lambda fraction, text: None)
+        t0 = time.perf_counter()
+        try:
+            with self.lock:
+                old = self.searcher
+                gallery = index_table(old.index, skip_pathless=True)
+                labelled = _labelled(old.index)
+                kind = old.index.config.kind
+            say(0.0, f"training on {len(labelled):,} labelled images (at most {minutes:g} min)")
+            config = dc.replace(old.embedder.config, **RECOMMENDED_HEAD, trained=False)
+            settings = TrainConfig(
+                mode="labels",
+                backbone="frozen",
+                epochs=epochs,
+                minutes=minutes,
+                steps_per_epoch=steps_per_epoch,
+                test_fraction=0.0,  # a demo model for this gallery: every image trains or validates
+            )
+            # Trained into a scratch folder first: a model no better than the served one is not kept (the
+            # next start would pick it up), and training.json holds the validation Recall@1 before training.
+            scratch = Path(tempfile.mkdtemp(prefix=".training-", dir=self.model_dir.parent if self.model_dir else None))
+            try:
+                run = fit(
+                    labelled,
+                    config,
+                    settings,
+                    out=scratch / "model",
+                    progress=False,
+                    callbacks=[_progress(say, epochs)],
+                )
+                before = float(load_json(scratch / "model" / TRAINING_FILE).get("val_recall@1_before") or 0.0)
+                if require_better and run.best_val_recall <= before:
+                    raise SimlibError(
+                        f"training did not improve on the served model (validation Recall@1 {before:.2f} -> "
+                        f"{run.best_val_recall:.2f} in {time.perf_counter() - t0:.0f} s): it keeps serving the old one"
+                    )
+                if self.model_dir is not None:
+                    with atomic_dir(self.model_dir) as tmp:
+                        shutil.copytree(scratch / "model", tmp, dirs_exist_ok=True)
+            finally:
+                shutil.rmtree(scratch, ignore_errors=True)
+            say(0.8, f"indexing {len(gallery):,} images with the new model")
+            searcher, _ = Searcher.from_table(run.embedder, gallery, IndexConfig(kind=kind), progress=False)
+            say(0.95, "calibrating 'no good match'")
+            with contextlib.suppress(SimlibError):  # too small to calibrate: no threshold, as open_gallery does
+                calibrate_threshold(searcher)
+            if self.index_dir is not None:
+                searcher.save(self.index_dir)
+            with self.lock:
+                self.searcher = searcher
+                info = searcher.describe()
+                if self._fixed_collapse is None:
+                    self.collapse = collapse_threshold(info)
+                where = f"{self.model_dir}" if self.model_dir is not None else "memory only"
+                self.model_source = f"{where} (trained on this gallery in the app)"
+            seconds = time.perf_counter() - t0
+            say(1.0, "done")
+            return TrainOutcome(
+                f"Trained in {seconds:.0f} s (validation Recall@1 {before:.2f} -> {run.best_val_recall:.2f}): the "
+                "gallery is re-indexed and re-calibrated and the app now serves the new model"
+                + (f" (saved in {self.model_dir}: the next start uses it)." if self.model_dir else "."),
+                run.best_val_recall,
+                seconds,
+            )
+        finally:
+            self._training.release()
+
+
+class TrainOutcome(NamedTuple):
+    """What :meth:`GalleryService.train` did: a message for the page, the validation Recall@1, the seconds."""
+
+    message: str
+    val_recall: float
+    seconds: float
+
+
+def _labelled(index):
+    """The index's labelled images as a table (images added in the app may have no label)."""
+    import numpy as np
+
+    from simlib.data import ImageTable
+
+    records = [r for r in index.records() if r.path and r.label]
+    return ImageTable(
+        ids=np.asarray([r.id for r in records], np.int64),
+        paths=tuple(str(r.path) for r in records),
+        labels=np.asarray([r.label for r in records], dtype=object),
+        attributes=tuple(dict(r.attributes) for r in records),
+        name=index.manifest.data or "gallery",
+    )
+
+
+def _progress(say: Callable[[float, str], None], epochs: int):
+    """A Keras callback that reports each epoch to ``say`` (training is the first 80 % of the work)."""
+    import keras
+
+    class Progress(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            recall = (logs or {}).get("val_recall@1")
+            extra = f", validation Recall@1 {recall:.2f}" if recall is not None else ""
+            say(0.8 * (epoch + 1) / epochs, f"training: epoch {epoch + 1} of at most {epochs}{extra}")
+
+    return Progress()
