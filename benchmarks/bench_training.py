@@ -1,9 +1,11 @@
 """Quality bar for triplet training on the product set: pixels vs untrained vs trained.
 
-Trains three models with the defaults of `simlib train` (frozen backbone, cached features):
-labels mode on the image split (for the image-disjoint rows), labels mode on the class split
-(for the class-disjoint rows) and self mode (label-free; near-duplicate rows), then prints the
-before/after table, records the machine and the run times, and writes JSON + CSV.
+Trains three models with the defaults of `simlib train` (frozen backbone, cached features, the head
+of `simlib.train.recommended_head` for the weights policy): labels mode on the image split (for the
+image-disjoint rows), labels mode on the class split (for the class-disjoint rows) and self mode
+(label-free; near-duplicate rows), then prints the before/after table with the test classes each
+trained model saw ("seen") apart from those it never trained on ("unseen"), records the machine and
+the run times, and writes JSON + CSV.
 
     SIMLIB_DATA=../shared/data python benchmarks/bench_training.py --out results/training
 """
@@ -24,7 +26,7 @@ def main() -> int:
     from simlib.data import default_data_spec, load_dataset
     from simlib.evaluation import compare, format_table, save_results
     from simlib.model import build_embedding_model, resolve_weights
-    from simlib.train import RECOMMENDED_HEAD, TrainConfig, fit
+    from simlib.train import TrainConfig, TrainingRecord, fit, recommended_head
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", default=None, help="product set folder (default: the data root's)")
@@ -37,15 +39,14 @@ def main() -> int:
 
     out = Path(args.out)
     table = load_dataset(args.data or default_data_spec())
-    model_cfg = ModelConfig(
-        image_size=args.image_size, weights=resolve_weights(args.weights), seed=args.seed, **RECOMMENDED_HEAD
-    )
+    weights = resolve_weights(args.weights)
+    model_cfg = ModelConfig(image_size=args.image_size, weights=weights, seed=args.seed, **recommended_head(weights))
     runs = {
         "labels-image": TrainConfig(mode="labels", split_by="image", seed=args.seed, minutes=args.minutes),
         "labels-class": TrainConfig(mode="labels", split_by="class", seed=args.seed, minutes=args.minutes),
         "self": TrainConfig(mode="self", seed=args.seed, minutes=args.minutes),
     }
-    models, timings = {}, {}
+    models, timings, classes = {}, {}, {}
     for name, tc in runs.items():
         t0 = time.perf_counter()
         result = fit(table, model_cfg, tc, out=out / f"model-{name}", progress=True)
@@ -57,6 +58,8 @@ def main() -> int:
             "collapsed": result.collapsed,
         }
         models[name] = result.embedder
+        record = TrainingRecord.load(out / f"model-{name}")
+        classes[result.embedder.fingerprint] = record.classes if record.labels_used else ()
         print(f"{name}: {timings[name]}", flush=True)
 
     untrained = build_embedding_model(
@@ -65,12 +68,12 @@ def main() -> int:
     rows = compare(
         table,
         {"untrained": untrained, "trained (labels)": models["labels-image"], "trained (self)": models["self"]},
-        class_models={"trained (labels)": models["labels-class"]},
+        # the self-mode model trained on the image split's images: not a class-disjoint result
+        class_models={"trained (labels)": models["labels-class"], "trained (self)": None},
+        trained_classes=classes,
         seed=args.seed,
         progress=True,
     )
-    # the self-mode model trained on the image split's images: not a class-disjoint result
-    rows = [r for r in rows if not (r["split"] == "class" and r["method"] == "trained (self)")]
     meta = {
         "data": table.name,
         "image_size": args.image_size,

@@ -588,7 +588,7 @@ class GalleryService:
         from simlib.gallery import index_table
         from simlib.search import Searcher
         from simlib.storage import atomic_dir, load_json
-        from simlib.train import RECOMMENDED_HEAD, TRAINING_FILE, TrainConfig, fit
+        from simlib.train import TRAINING_FILE, TrainConfig, fit, recommended_head
 
         if not self.allow_train:
             raise SimlibError("training is off for this app (start it with --allow-train, on a trusted host)")
@@ -605,7 +605,8 @@ class GalleryService:
                 labelled = _labelled(old.index)
                 kind = old.index.config.kind
             say(0.0, f"training on {len(labelled):,} labelled images (at most {minutes:g} min)")
-            config = dc.replace(old.embedder.config, **RECOMMENDED_HEAD, trained=False)
+            weights = old.embedder.config.weights
+            config = dc.replace(old.embedder.config, **recommended_head(weights), trained=False)
             settings = TrainConfig(
                 mode="labels",
                 backbone="frozen",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -112,7 +113,11 @@ def fit(
     if len(split.train) < 4 or len(split.val) < 2:
         raise SimlibError(f"{table.name} has too few images to train on ({len(table)}): use at least a few dozen")
     if embedder is None:
-        embedder = Embedder.build(model_config or ModelConfig(**recommended_head("none")))
+        config = model_config or ModelConfig(**recommended_head("none"))
+        if config.head_pca >= len(split.train):  # a PCA needs more images than components: fewer components
+            pca = len(split.train) - 1 if len(split.train) > config.embedding_dim else 0
+            config = dataclasses.replace(config, head_pca=pca)
+        embedder = Embedder.build(config)
     else:  # train a copy: the caller's embedder (and its fingerprint) stays valid
         embedder = embedder.clone(backbone=tc.backbone != "frozen")
     data = training_data(split, tc, embedder.config, progress)
