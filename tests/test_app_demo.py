@@ -194,7 +194,8 @@ def test_train_switches_to_the_new_model_without_a_restart(artifacts, gallery_di
 
     # Served now: the new model (trained, with the recommended head), the same gallery, searchable.
     assert service.searcher is not searcher and service.searcher.embedder.config.trained
-    assert service.searcher.embedder.config.head_hidden > 0 and not service.untrained and not service.can_train
+    trained = service.searcher.embedder.config
+    assert trained.trained and trained.head_pca > 0 and not service.untrained and not service.can_train
     after = service.search(query, 3)
     assert len(after.hits) == 3 and after.hits[0].path == before.hits[0].path == str(Path(query).resolve())
     assert len(service.searcher.index) == len(searcher.index)

@@ -315,6 +315,10 @@ def test_version_1_manifests_are_read_with_every_field():
     for path in (DATA / "legacy_index_v1" / "manifest.json", DATA / "legacy_milvus_manifest_v1.json"):
         old = json.loads(path.read_text())
         new = IndexManifest.from_dict(old).to_dict()
+        if "model_config" in old:  # later ModelConfig fields are written with their defaults, old ones unchanged
+            added = {k: v for k, v in new["model_config"].items() if k not in old["model_config"]}
+            assert added == {"grid_size": 4, "feature_stage": 0, "head_pca": 0}
+            old = {**old, "model_config": {**old["model_config"], **added}}
         assert new == {"skipped_paths": [], **old}  # an empty list is written where version 1 wrote none
     # a bare VectorIndex.save of version 1 wrote no backend, model directory or next id
     old = json.loads((DATA / "legacy_index_v1" / "manifest.json").read_text())

@@ -606,7 +606,8 @@ class GalleryService:
                 kind = old.index.config.kind
             say(0.0, f"training on {len(labelled):,} labelled images (at most {minutes:g} min)")
             weights = old.embedder.config.weights
-            config = dc.replace(old.embedder.config, **recommended_head(weights), trained=False)
+            head = recommended_head(weights, old.embedder.config.backbone)
+            config = dc.replace(old.embedder.config, **head, trained=False)
             settings = TrainConfig(
                 mode="labels",
                 backbone="frozen",

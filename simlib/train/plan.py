@@ -34,13 +34,17 @@ RANDOM_INIT_HEAD = {
 }
 
 
-def recommended_head(weights: str) -> dict[str, Any]:
+def recommended_head(weights: str, backbone: str = "resnet50") -> dict[str, Any]:
     """The head fields :func:`simlib.train.fit` and ``simlib train`` use for a backbone's weights policy.
 
     Args:
         weights: the resolved weights ("none" for a random backbone; "imagenet" or a file path).
+        backbone: the architecture; the tiny test backbone reads its last stage (it has no conv4).
     """
-    return dict(RANDOM_INIT_HEAD if weights == "none" else RECOMMENDED_HEAD)
+    head = dict(RANDOM_INIT_HEAD if weights == "none" else RECOMMENDED_HEAD)
+    if backbone != "resnet50":
+        head.pop("feature_stage", None)
+    return head
 
 
 @dataclasses.dataclass(frozen=True)
