@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -20,6 +19,7 @@ import pytest
 from simlib.app import GalleryService
 from simlib.errors import SimlibError
 from tests.support import ARTIFACTS, REPO
+from tests.support.calibration import calibrated
 from tests.support.servers import app_module, free_port, served_demo
 
 app = app_module()
@@ -68,19 +68,6 @@ def copies_artifacts(copies_index_dir, tmp_path) -> Path:
 
     shutil.copytree(copies_index_dir, tmp_path / "artifacts" / "index")
     return tmp_path / "artifacts"
-
-
-@contextlib.contextmanager
-def threshold(searcher, score: float):
-    """The searcher's index calibrated at ``score`` (as ``simlib calibrate`` stores it) for a while."""
-    from simlib.index import Threshold
-
-    before = searcher.index.manifest
-    searcher.index.manifest = before.replace(threshold=Threshold(score=score, method="test"))
-    try:
-        yield
-    finally:
-        searcher.index.manifest = before
 
 
 def client(url: str, tmp_path: Path, auth=None):
@@ -244,14 +231,14 @@ def test_weak_results_and_no_good_match(searcher, query_path):
     plain = found.to_json()
     assert plain["threshold"] is None and plain["no_good_match"] is None and found.banner() == ""
     third = plain["hits"][2]["score"]
-    with threshold(searcher, third + 1e-6):
+    with calibrated(searcher, third + 1e-6):
         found = service.search(query_path, 5)
     gallery, results, _ = found.outputs()
     assert [h["weak"] for h in results["hits"]] == [False, False, True, True, True]
     assert [c.endswith(" · weak") for _, c in gallery] == [False, False, True, True, True]
     assert results["no_good_match"] is False and found.banner() == ""
     _, noisy, _ = search(searcher, noise, 5)
-    with threshold(searcher, (noisy["hits"][0]["score"] + 1) / 2):
+    with calibrated(searcher, (noisy["hits"][0]["score"] + 1) / 2):
         found = service.search(noise, 5)
         _, itself, _ = search(searcher, query_path, 5)  # a gallery image finds itself at 1.0
     results = found.to_json()

@@ -5,7 +5,6 @@ Fast tier: no ResNet50, no data folder, no Gradio server.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import shutil
@@ -20,6 +19,7 @@ from PIL import Image, ImageDraw
 from simlib.app import GalleryService
 from simlib.app.service import EXPLAIN_SIZE, MAX_K
 from simlib.errors import SimlibError
+from tests.support.calibration import calibrated
 
 SHAPES = {"circle": (220, 40, 40), "square": (40, 180, 60), "triangle": (50, 70, 220)}
 PER_CLASS = 4
@@ -87,19 +87,6 @@ def open_service(artifacts: Path, **options) -> GalleryService:
     from simlib.search import Searcher
 
     return GalleryService(Searcher.load(artifacts / "index"), artifacts=artifacts, **options)
-
-
-@contextlib.contextmanager
-def calibrated(searcher, score: float):
-    """The searcher's index calibrated at ``score`` for a while (as ``simlib calibrate`` stores it)."""
-    from simlib.index import Threshold
-
-    before = searcher.index.manifest
-    searcher.index.manifest = before.replace(threshold=Threshold(score=score, method="test"))
-    try:
-        yield
-    finally:
-        searcher.index.manifest = before
 
 
 def path_of(gallery_dir: Path, shape: str, n: int) -> str:

@@ -1,0 +1,19 @@
+"""A searcher's index calibrated at a chosen score for the length of a test."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+
+@contextlib.contextmanager
+def calibrated(searcher, score: float) -> Iterator[None]:
+    """The searcher's index calibrated at ``score`` (as ``simlib calibrate`` stores it) for a while."""
+    from simlib.index import Threshold
+
+    before = searcher.index.manifest
+    searcher.index.manifest = before.replace(threshold=Threshold(score=score, method="test"))
+    try:
+        yield
+    finally:
+        searcher.index.manifest = before
