@@ -467,6 +467,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_product_subset(args: argparse.Namespace) -> int:
+    from simlib.product_subset import rebuild_product_subset
+
+    done = rebuild_product_subset(args.kaggle, args.out, ids=args.ids)
+    print(f"wrote {done['images']:,} images of {done['classes']} classes to {args.out} (styles.csv + images/)")
+    return 0
+
+
 # ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
@@ -615,6 +623,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     _add_model_options(p)
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser(
+        "product-subset",
+        help="rebuild the course's product subset (fashion-product-images-small/) from a Kaggle download",
+    )
+    p.add_argument("--kaggle", required=True, metavar="DIR", help="the unzipped Kaggle download (styles.csv + images/)")
+    p.add_argument("--out", required=True, metavar="DIR", help="a new folder to write")
+    p.add_argument("--ids", metavar="FILE", help="ids to copy, one a line (default: the 4,888 ids the course uses)")
+    p.set_defaults(func=cmd_product_subset)
     return parser
 
 

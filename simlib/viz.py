@@ -41,7 +41,12 @@ def image_grid(
         ax.axis("off")
         if i < len(images):
             img = images[i]
-            ax.imshow(np.asarray(open_image(img)) if not isinstance(img, np.ndarray) else img.astype(np.uint8))
+            pixels = np.asarray(open_image(img)) if not isinstance(img, np.ndarray) else img.astype(np.uint8)
+            # a 2-D array is greyscale: show it grey (matplotlib's default would colour it)
+            if pixels.ndim == 2:
+                ax.imshow(pixels, cmap="gray", vmin=0, vmax=255)
+            else:
+                ax.imshow(pixels)
             if titles is not None and i < len(titles):
                 ax.set_title(str(titles[i])[:24], fontsize=8)
     if suptitle:

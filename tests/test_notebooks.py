@@ -1,6 +1,7 @@
 """The course runs top to bottom: all six notebooks in order, smoke mode, a real Jupyter kernel."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -17,20 +18,26 @@ NOTEBOOKS = [
 ]
 
 
+# The course runs on the product set (the default) and on Fashion-MNIST (what a learner without it gets).
+DATASETS = {"products": None, "fashion-mnist": "fashion-mnist"}
+
+
 @pytest.mark.notebooks
 @pytest.mark.slow
-def test_the_course_runs_in_order_in_smoke_mode(tmp_path, data_root, monkeypatch):
+@pytest.mark.parametrize("data", list(DATASETS))
+def test_the_course_runs_in_order_in_smoke_mode(tmp_path, data_root, monkeypatch, data):
     import papermill
 
     course = tmp_path / "course"
-    executed = ARTIFACTS / "notebooks"
+    executed = ARTIFACTS / "notebooks" / data
     executed.mkdir(parents=True, exist_ok=True)
     monkeypatch.setenv("PYTHONPATH", str(REPO))  # the kernel imports this checkout's simlib
+    parameters = {"SMOKE": True, "ARTIFACTS": str(course), "WEIGHTS": "none", "SEED": 0, "DATA_DIR": DATASETS[data]}
     for name, record, keys in NOTEBOOKS:
         papermill.execute_notebook(
             str(REPO / "notebooks" / f"{name}.ipynb"),
             str(executed / f"{name}.ipynb"),  # kept for inspection (git-ignored)
-            parameters={"SMOKE": True, "ARTIFACTS": str(course), "WEIGHTS": "none", "SEED": 0},
+            parameters=parameters,
             kernel_name="python3",
             cwd=str(REPO / "notebooks"),
             progress_bar=False,
@@ -39,7 +46,61 @@ def test_the_course_runs_in_order_in_smoke_mode(tmp_path, data_root, monkeypatch
         results = json.loads((course / record).read_text())
         missing = [k for k in keys if k not in results]
         assert not missing, f"{name} did not record {missing}"
+        assert_clean_outputs(executed / f"{name}.ipynb")
     check_recorded_results({record: json.loads((course / record).read_text()) for _, record, _ in NOTEBOOKS}, course)
+
+
+# What must never reach a learner's executed notebook: TensorFlow's C++ log lines (absl, oneDNN, CPU
+# feature guard), Python warnings, tf.function retracing notices.
+NOISE = re.compile(r"oneDNN|absl|cpu_feature_guard|^[IWEF]\d{4} |Warning|WARNING|warnings\.warn")
+MAX_BLANK_RUN = 5  # consecutive empty lines in one output (Keras' progress bar leaves thousands)
+MAX_LINES = 200  # lines in one stream output
+
+
+def output_problems(nb) -> list[str]:
+    """What is wrong with an executed notebook's outputs (empty when they are clean)."""
+    problems = []
+    for i, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []):
+            if out.get("output_type") != "stream":
+                continue
+            lines = out.get("text", "").split("\n")
+            blank = run = 0
+            for line in lines:
+                run = run + 1 if not line.strip() else 0
+                blank = max(blank, run)
+            if blank > MAX_BLANK_RUN or len(lines) > MAX_LINES:
+                problems.append(f"cell {i}: a flood of {len(lines)} lines ({blank} empty in a row)")
+            noisy = [line for line in lines if NOISE.search(line)]
+            if noisy:
+                problems.append(f"cell {i} ({out.get('name')}): {noisy[0][:160]}")
+    return problems
+
+
+def assert_clean_outputs(path: Path) -> None:
+    import nbformat
+
+    problems = output_problems(nbformat.read(path, as_version=4))
+    assert not problems, f"{path.name}: " + "; ".join(problems[:5])
+
+
+def test_the_output_check_catches_log_lines_warnings_and_floods():
+    import nbformat
+
+    def nb_with(text, name="stderr"):
+        nb = nbformat.v4.new_notebook()
+        cell = nbformat.v4.new_code_cell("x")
+        cell.outputs = [nbformat.v4.new_output("stream", name=name, text=text)]
+        nb.cells = [cell]
+        return nb
+
+    assert not output_problems(nb_with("loss 0.2 -> 0.1\n", "stdout"))
+    assert output_problems(nb_with("I0000 00:00:1.2 12 port.cc:153] oneDNN custom operations are on.\n"))
+    assert output_problems(nb_with("WARNING: All log messages before absl::InitializeLog() is called\n"))
+    assert output_problems(nb_with("/x.py:1: UserWarning: `shuffle=True` was passed\n"))
+    assert output_problems(nb_with("TqdmWarning: IProgress not found.\n"))
+    assert output_problems(nb_with("WARNING:tensorflow:5 out of the last 13 calls triggered tf.function retracing\n"))
+    assert output_problems(nb_with("\n" * 50, "stdout"))
 
 
 def _scores_are_sane(row: dict) -> None:
@@ -59,17 +120,23 @@ def check_recorded_results(r: dict[str, dict], course) -> None:
     baseline = r["02_baseline.json"]
     assert baseline["weights"] == "none" and baseline["image_size"] == 32
     assert [row["method"] for row in baseline["rows"]] == ["pixels 16x16", "backbone (none)"]
-    for row in baseline["rows"]:
+    assert len(baseline["layout_rows"]) == 3
+    for row in baseline["rows"] + baseline["layout_rows"]:
         _scores_are_sane(row)
         assert row["n_queries"] <= data["image_split"]["test"]  # the image split's test images, at most
 
     training = r["03_training.json"]
-    for run in ("labels", "self"):
+    for run in ("labels", "labels_class", "self"):
         summary = training[run]
         assert 1 <= summary["best_epoch"] <= 3, summary  # SMOKE trains 3 epochs at most
         assert 0.0 <= summary["best_val_recall@1"] <= 1.0 and summary["seconds"] > 0, summary
         assert isinstance(summary["collapsed"], bool), summary
-    assert all((Path(m) / "model.keras").is_file() for m in training["models"])
+    assert all((Path(m) / "model.keras").is_file() for m in training["models"]) and len(training["models"]) == 3
+    loop = training["explicit_loop"]
+    assert loop["steps"] > 0 and 0.0 <= loop["val_recall@1_after"] <= 1.0, loop
+    counts = training["batch_counts"]
+    assert counts["hard (d_an < d_ap)"] <= counts["batch-all (loss > 0)"] <= counts["all valid triplets"], counts
+    assert set(training["feedback"]) == {"before", "with feedback", "control (no feedback)"}
 
     indexing = r["04_indexing.json"]
     assert indexing["synthetic_n"] == 20_000 and indexing["gallery_size"] == 48  # the copies were removed again

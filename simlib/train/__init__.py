@@ -21,7 +21,7 @@ Importing this package imports Keras and TensorFlow; ``import simlib`` never imp
 
 from simlib.data import load_images
 from simlib.train.base import Strategy, TrainingData, ValidationData
-from simlib.train.callbacks import COLLAPSE_COSINE, COLLAPSE_SPREAD, collapse_stats, is_collapsed
+from simlib.train.callbacks import COLLAPSE_COSINE, COLLAPSE_SPREAD, EpochProgress, collapse_stats, is_collapsed
 from simlib.train.feedback import feedback_images
 from simlib.train.plan import (
     BACKBONES,
@@ -50,6 +50,7 @@ __all__ = [
     "RECOMMENDED_HEAD",
     "SELECT_ON",
     "TRAINING_FILE",
+    "EpochProgress",
     "FineTune",
     "FrozenHead",
     "Split",

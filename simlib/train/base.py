@@ -254,6 +254,7 @@ class Strategy(abc.ABC):
             epochs=tc.epochs,
             steps_per_epoch=data.steps,
             callbacks=all_callbacks,
+            shuffle=False,  # the P×K sampler already shuffles (Keras warns that it ignores shuffle on a Dataset)
             verbose=1 if self.progress else 0,
         )
         rows = history.rows

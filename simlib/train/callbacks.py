@@ -133,3 +133,25 @@ class History(keras.callbacks.Callback):
         """Per-key lists over the epochs (NaN where an epoch lacks a key)."""
         keys = list(dict.fromkeys(k for row in self.rows for k in row))
         return {key: [row.get(key, float("nan")) for row in self.rows] for key in keys}
+
+
+class EpochProgress(keras.callbacks.Callback):
+    """One progress bar over a run's epochs, with the validation Recall@1 as it goes: what a notebook
+    shows instead of Keras' per-step bar (``fit(..., progress=False, callbacks=[EpochProgress(n)])``)."""
+
+    def __init__(self, epochs: int, desc: str = "training") -> None:
+        super().__init__()
+        self.epochs, self.desc, self.bar = epochs, desc, None
+
+    def on_train_begin(self, logs=None):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=self.epochs, desc=self.desc, unit="epoch")
+
+    def on_epoch_end(self, epoch, logs=None):
+        names = {"val_recall@1": "val R@1", "val_unseen_recall@1": "unseen R@1"}
+        self.bar.set_postfix({short: f"{logs[k]:.3f}" for k, short in names.items() if k in (logs or {})})
+        self.bar.update(1)
+
+    def on_train_end(self, logs=None):
+        self.bar.close()
