@@ -249,6 +249,7 @@ def serve(
             auth=auth,
             prevent_thread_lock=True,
             quiet=True,
+            inline=False,  # no iframe in a notebook: it is blank in any saved copy once the server stops
             **launch_settings(searcher, artifacts, allow_add),
         )
     local_url = demo.local_url
