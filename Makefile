@@ -26,13 +26,17 @@ format: venv
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# Two pytest workers (pytest-xdist): the integration tier waits on kernels, servers and subprocesses as much
+# as it computes, so two processes finish it much sooner even on two cores. TEST_WORKERS=0 runs in one.
+TEST_WORKERS ?= 2
+PARALLEL := $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist worksteal)
 test: venv lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest $(PARALLEL)
 
 # The inner loop: no ResNet50, no data folder, no server, no notebook; fails past its 2-minute budget.
 FAST_TIER := not integration and not slow and not browser and not notebooks and not hostile and not milvus_server
 test-fast: venv
-	$(BIN)/python -m pytest -m "$(FAST_TIER)" --max-seconds 120
+	$(BIN)/python -m pytest -m "$(FAST_TIER)" --max-seconds 120 $(PARALLEL)
 
 # The backend conformance suite against a real Milvus server (PyPI's embedded standalone, started on
 # 127.0.0.1 and stopped afterwards); SIMLIB_MILVUS_URI=http://host:19530 runs it against another server.

@@ -6,6 +6,7 @@ or an in-memory array, an optional label and a dict of string attributes.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -304,7 +305,8 @@ def _link_local_fashion_mnist() -> None:
         src = root / "fashion-mnist" / name
         if src.is_file() and not (target / name).exists():
             target.mkdir(parents=True, exist_ok=True)
-            (target / name).symlink_to(src.resolve())
+            with contextlib.suppress(FileExistsError):  # another process linked it a moment ago
+                (target / name).symlink_to(src.resolve())
 
 
 def materialize(table: ImageTable, out_dir: str | os.PathLike) -> ImageTable:
@@ -323,7 +325,11 @@ def materialize(table: ImageTable, out_dir: str | os.PathLike) -> ImageTable:
         path = folder / f"{int(table.ids[i])}.png"
         if not path.exists():
             folder.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(np.asarray(table.arrays[i])).save(path)  # type: ignore[index]
+            # Written under a temporary name, then renamed: another process reading the same cache
+            # (two kernels, parallel tests) never sees half a PNG.
+            tmp = folder / f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp"
+            Image.fromarray(np.asarray(table.arrays[i])).save(tmp, format="PNG")  # type: ignore[index]
+            os.replace(tmp, path)
         paths.append(str(path))
     return dataclasses.replace(table, paths=tuple(paths), arrays=None)
 

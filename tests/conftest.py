@@ -51,6 +51,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         unmarked = not any(item.get_closest_marker(m) for m in NOT_FAST)
         if unmarked and INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.integration)
+    # The course runs (about two minutes each) go first: run in parallel (make test), a long test that
+    # starts last leaves the other workers idle while it finishes. A stable sort: modules stay together.
+    items.sort(key=lambda item: item.get_closest_marker("notebooks") is None or "smoke" not in item.name)
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:

@@ -21,6 +21,8 @@ OTHER_ROWS = {
 
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
 @pytest.mark.integration  # real data, ResNet50s and a server
+# One epoch of a few steps from random weights may well collapse; the warning itself is tested in test_train.
+@pytest.mark.filterwarnings("ignore:epoch .* embeddings are collapsing:RuntimeWarning")
 def test_benchmark_smoke_run_writes_its_rows(name, tmp_path, data_root, monkeypatch):
     monkeypatch.setenv("SIMLIB_DATA", str(data_root))
     module = importlib.import_module(f"benchmarks.bench_{name}")

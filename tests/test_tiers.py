@@ -30,3 +30,10 @@ def test_no_test_of_this_run_uses_data_or_a_model_outside_a_slower_tier(request)
     for item in request.session.items:
         if conftest.INTEGRATION_FIXTURES & set(getattr(item, "fixturenames", ())):
             assert any(item.get_closest_marker(m) for m in conftest.NOT_FAST), item.nodeid
+
+
+def test_the_course_runs_are_scheduled_first(request):
+    """Two-minute tests at the end of a parallel run would leave the other worker idle: they go first."""
+    items = request.session.items
+    courses = [i for i, item in enumerate(items) if item.get_closest_marker("notebooks") and "smoke" in item.name]
+    assert courses == list(range(len(courses)))

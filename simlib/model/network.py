@@ -131,7 +131,7 @@ def split_head(head):
     import keras
 
     pool_layer = head.get_layer("pool")
-    pool = keras.Model(head.inputs, pool_layer.output, name="head_pool")
+    pool = keras.Model(head.input, pool_layer.output, name="head_pool")  # one tensor in, not a list of one
     pooled = keras.Input(tuple(pool_layer.output.shape[1:]), name="pooled_features")
     x = pooled
     for layer in head.layers[head.layers.index(pool_layer) + 1 :]:
