@@ -34,10 +34,18 @@ def served_demo(searcher, *, serve: dict[str, Any] | None = None, **build: Any) 
     ``serve`` holds ``app.serve`` options (``artifacts``, ``auth``, ``allow_add``...); the port is a free one.
     The server is closed on the way out, whatever happened.
     """
+    from simlib.errors import SimlibError
+
     app = app_module()
     demo = app.build_demo(searcher, **build)
     try:
-        url, _ = app.serve(demo, searcher, port=free_port(), log=lambda m: None, **(serve or {}))
+        for attempt in range(3):
+            try:
+                url, _ = app.serve(demo, searcher, port=free_port(), log=lambda m: None, **(serve or {}))
+                break
+            except SimlibError as e:  # another test worker took the free port first: take another
+                if "cannot listen" not in str(e) or attempt == 2:
+                    raise
         yield url
     finally:
         demo.close()
