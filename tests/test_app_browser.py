@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import ARTIFACTS
-from tests.support.browser import chromium
+from tests.support.browser import chromium, wait_idle
 from tests.support.servers import app_module, served_demo
 
 app = app_module()
@@ -46,6 +46,7 @@ def page(browser, url):
 def search_and_wait(page, name: str) -> list[str]:
     """Click Search, wait for K result images, save a screenshot; returns the captions."""
     page.click("#search")
+    wait_idle(page)
     page.wait_for_function(f"document.querySelectorAll('#results img').length === {K}")
     page.wait_for_function("document.querySelector('#status').innerText.includes('results')")
     ARTIFACTS.mkdir(exist_ok=True)
@@ -127,6 +128,7 @@ def test_no_good_match_banner(page, searcher):
         page.wait_for_selector("#query img")
         captions = search_and_wait(page, "no_good_match")
         page.wait_for_selector("#no-match", state="visible")
+        page.wait_for_function("document.querySelector('#no-match').innerText.trim().startsWith('No good match')")
         banner = page.locator("#no-match").inner_text()
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "app_no_good_match.png"), full_page=True)

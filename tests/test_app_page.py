@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import ARTIFACTS
-from tests.support.browser import chromium
+from tests.support.browser import chromium, wait_idle
 from tests.support.galleries import labelled_folder, synthetic_image
 from tests.support.servers import served_demo
 
@@ -84,7 +84,9 @@ def upload(page, path: str) -> None:
 
 
 def wait_results(page, n: int) -> None:
-    """Wait until ``n`` result images are shown and loaded, and the status line reports ``n`` results."""
+    """Wait until no search is pending, ``n`` result images are shown and loaded, and the status line reports
+    ``n`` results."""
+    wait_idle(page)
     page.wait_for_function(
         "n => { const imgs = [...document.querySelectorAll('#results img')];"
         " return imgs.length === n && imgs.every(i => i.complete && i.naturalWidth > 0) }",

@@ -44,3 +44,13 @@ def chromium() -> Iterator:
             yield browser
         finally:
             browser.close()
+
+
+# Every Gradio status tracker hidden: no request pending or running. Results already on the page from an
+# earlier search satisfy the other waits, so a test that searches again waits for this too.
+IDLE = "[...document.querySelectorAll('[data-testid=\"status-tracker\"]')].every(e => e.classList.contains('hide'))"
+
+
+def wait_idle(page) -> None:
+    """Wait until the page has no event pending or running (a click's search has answered)."""
+    page.wait_for_function(IDLE)
