@@ -89,12 +89,12 @@ def build_demo(
         title: the page title (default: :data:`simlib.app.ui.TITLE`).
         artifacts: the artifacts (or index) folder the searcher was opened from: feedback goes to
             its ``feedback/`` and added images to its ``gallery_uploads/`` (see
-            :func:`simlib.gallery.app_folders`). None: no feedback buttons, no adding.
+            :func:`simlib.search.gallery.app_folders`). None: no feedback buttons, no adding.
         allow_add: offer "Add to gallery" (needs ``artifacts``): any visitor can then grow the gallery.
         collapse: the duplicate-collapse threshold (default: :func:`collapse_threshold`).
         allow_train: offer "Train a model on this gallery" when the model is untrained and the gallery
             labelled (it keeps the host's CPU busy for minutes: see :func:`train_allowed`).
-        model_source: which model this is and why, for the status line (:func:`simlib.gallery.model_source`).
+        model_source: which model this is and why, for the status line (:func:`simlib.search.gallery.model_source`).
 
     Returns:
         A ``gr.Blocks`` with its queue set; its API is described in :mod:`simlib.app.ui`.
@@ -122,9 +122,9 @@ def open_searcher(args: argparse.Namespace) -> tuple[Any, str]:
 
     ``--index DIR``: that folder as it is (any backend); else the gallery cached in ``--artifacts``,
     built and cached there first when missing or when other images or another model are asked for
-    (:func:`simlib.gallery.open_gallery`).
+    (:func:`simlib.search.gallery.open_gallery`).
     """
-    from simlib.gallery import open_gallery
+    from simlib.search.gallery import open_gallery
 
     if args.mmap and (not args.index or args.allow_add):
         raise SimlibError(
@@ -175,7 +175,7 @@ def launch_settings(searcher, artifacts: str | os.PathLike | None = None, allow_
     are size-limited.
     """
     from simlib.app.ui import CSS
-    from simlib.gallery import app_folders, gallery_folders
+    from simlib.search.gallery import app_folders, gallery_folders
 
     allowed = set(gallery_folders(searcher.index))
     blocked: set[Path] = set()
@@ -272,11 +272,11 @@ def _port_errors(host: str, port: int | None):
 
 def build_parser() -> argparse.ArgumentParser:
     """The app's options (``--data``, ``--model``, ``--weights``, ``--image-size`` as in the simlib CLI)."""
-    from simlib.cli import _add_data_options, _add_model_options
+    from simlib.cli import add_data_options, add_model_options
 
     p = argparse.ArgumentParser(prog="app_gradio.py", description="Serve the simlib similarity-search demo.")
-    _add_data_options(p)
-    _add_model_options(p)
+    add_data_options(p)
+    add_model_options(p)
     # None means "not given": the cached index's own model is kept unless these ask for another.
     p.set_defaults(weights=None, embedding_dim=None)
     p.add_argument("--artifacts", default="artifacts", metavar="DIR", help="index cache (default: artifacts)")
@@ -315,9 +315,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Start the app: open (or build and cache) the gallery index, then serve it until Ctrl-C."""
     args = build_parser().parse_args(argv)
-    from simlib.cli import _quiet_tensorflow
+    from simlib.cli import quiet_tensorflow
 
-    _quiet_tensorflow()
+    quiet_tensorflow()
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     t0 = time.perf_counter()
     try:
@@ -326,9 +326,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SimlibError(f"-k must be between 1 and {MAX_K}")
         searcher, note = open_searcher(args)
         _stderr(note)
-        # Feedback and added images go beside the served index (see simlib.gallery.app_folders).
+        # Feedback and added images go beside the served index (see simlib.search.gallery.app_folders).
         folder = args.index or args.artifacts
-        from simlib.gallery import model_source
+        from simlib.search.gallery import model_source
 
         source = model_source(searcher, folder, args.model)
         _stderr(f"model: {source}")

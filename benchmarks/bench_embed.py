@@ -3,7 +3,7 @@
 For each image size, interleaved round by round on the same product-set images:
 
 - ``ceiling``: the compiled forward alone, on pre-decoded uint8 batches already in memory;
-- ``simlib``: ``simlib.embed.embed_table`` (tf.data parallel JPEG decode + resize, forward, normalise);
+- ``simlib``: ``simlib.model.embed.embed_table`` (tf.data parallel JPEG decode + resize, forward, normalise);
 - ``loop``: what most tutorials do: for each image, decode + resize, then ``model.predict(x[None])``;
 - ``decode``: the input pipeline alone (no model), to show what decoding costs.
 
@@ -30,16 +30,16 @@ def run_size(table, size: int, batch_size: int, n_loop: int, repeats: int, seed:
     """Interleaved throughputs at one image size; returns the table row and the raw samples."""
     from simlib.config import ModelConfig
     from simlib.data import image_pipeline, prepare_image
-    from simlib.embed import embed_batch, embed_table
-    from simlib.model import build_embedding_model
+    from simlib.model import Embedder
+    from simlib.model.embed import embed_table
 
-    model = build_embedding_model(ModelConfig(image_size=size, weights="none", seed=seed))
+    model = Embedder.build(ModelConfig(image_size=size, weights="none", seed=seed))
     n = len(table)
     x = np.stack([prepare_image(table.source(i), size) for i in range(n)])
     loop_rows = list(range(min(n_loop, n)))
 
     def ceiling() -> float:
-        return common.rate(n, lambda: [embed_batch(model, x[i : i + batch_size]) for i in range(0, n, batch_size)])
+        return common.rate(n, lambda: [model.embed_batch(x[i : i + batch_size]) for i in range(0, n, batch_size)])
 
     def simlib_pipeline() -> float:
         return common.rate(n, lambda: embed_table(model, table, batch_size=batch_size, progress=False))
@@ -55,7 +55,7 @@ def run_size(table, size: int, batch_size: int, n_loop: int, repeats: int, seed:
         return common.rate(n, lambda: list(image_pipeline(table, size, batch_size=batch_size).as_numpy_iterator()))
 
     # warm-up: trace the compiled forward and predict's function, open the files once
-    embed_batch(model, x[:batch_size])
+    model.embed_batch(x[:batch_size])
     model.model.predict(x[:1].astype(np.float32), verbose=0)
     decode()
     res = common.interleaved(
@@ -107,11 +107,11 @@ def main(argv: list[str] | None = None) -> dict:
     ]
     if args.save_embeddings and not args.smoke:
         from simlib.config import ModelConfig
-        from simlib.embed import embed_table
-        from simlib.model import build_embedding_model
+        from simlib.model import Embedder
+        from simlib.model.embed import embed_table
 
         size = int(args.sizes.split(",")[0])
-        model = build_embedding_model(ModelConfig(image_size=size, weights="none", seed=args.seed))
+        model = Embedder.build(ModelConfig(image_size=size, weights="none", seed=args.seed))
         result = embed_table(model, full, progress=False)
         args.out.mkdir(parents=True, exist_ok=True)
         np.save(args.out / "product-embeddings.npy", result.embeddings)

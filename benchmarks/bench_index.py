@@ -97,7 +97,8 @@ def sweep(kind: str) -> list[dict]:
 LOAD_PROBE = """
 import json, sys, time
 import numpy as np
-from simlib.index import VectorIndex, import_faiss
+from simlib.index import VectorIndex
+from simlib.index.faiss import import_faiss
 
 def anon_mib():
     with open("/proc/self/status", encoding="ascii") as f:
@@ -140,7 +141,7 @@ def load_rows(index, queries: np.ndarray, name: str) -> list[dict]:
 def describe(setting: dict, index) -> str:
     """A search setting as the table shows it (IVF's automatic nprobe with the value it resolves to)."""
     if setting.get("ivf_nprobe") == 0:
-        from simlib.index import import_faiss
+        from simlib.index.faiss import import_faiss
 
         nlist = import_faiss().extract_index_ivf(index._index).nlist
         return f"ivf_nprobe=auto ({index.config.nprobe(nlist)} of {nlist})"
@@ -246,8 +247,8 @@ def main(argv: list[str] | None = None) -> dict:
     notes = []
     label = "product set (untrained, bench_embed)"  # bench_embed embeds with weights=none
     if args.real_model and not args.smoke:
-        from simlib.embed import embed_table
         from simlib.model import Embedder
+        from simlib.model.embed import embed_table
 
         model = Embedder.load(args.real_model)
         trained = "trained" if model.config.trained else "untrained"

@@ -32,9 +32,9 @@ def main(argv: list[str] | None = None) -> dict:
 
     from simlib.config import ModelConfig
     from simlib.data import prepare_image, split_table
-    from simlib.embed import embed_batch, embed_table
-    from simlib.metrics import evaluate
-    from simlib.model import bfloat16_supported, build_embedding_model
+    from simlib.evaluation.metrics import evaluate
+    from simlib.model import Embedder, bfloat16_supported
+    from simlib.model.embed import embed_table
 
     supported = bfloat16_supported()
     table = common.product_table()
@@ -45,18 +45,18 @@ def main(argv: list[str] | None = None) -> dict:
     quality_sizes = [int(s) for s in args.quality_sizes.split(",")]
     rows = []
     for size in sorted(set(speed_sizes) | set(quality_sizes)):
-        f32 = build_embedding_model(ModelConfig(image_size=size, weights="none", seed=args.seed))
+        f32 = Embedder.build(ModelConfig(image_size=size, weights="none", seed=args.seed))
         bf16 = f32.with_precision("mixed_bfloat16")
         row = {"image_px": size, "bf16_native": supported}
         if size in speed_sizes:
             x = np.stack([prepare_image(table.source(i), size) for i in range(args.images)])
             for m in (f32, bf16):
-                embed_batch(m, x[: args.batch_size])
+                m.embed_batch(x[: args.batch_size])
 
             def forward(m, x=x):
                 return common.rate(
                     len(x),
-                    lambda: [embed_batch(m, x[i : i + args.batch_size]) for i in range(0, len(x), args.batch_size)],
+                    lambda: [m.embed_batch(x[i : i + args.batch_size]) for i in range(0, len(x), args.batch_size)],
                 )
 
             cases = {"f32": lambda m=f32: forward(m), "bf16": lambda m=bf16: forward(m)}

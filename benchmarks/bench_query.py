@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict:
     sys.path.insert(0, str(common.REPO))  # app_gradio.py lives at the repository root
 
     from simlib.config import ModelConfig
-    from simlib.model import build_embedding_model
+    from simlib.model import Embedder
     from simlib.search import Searcher
 
     table = common.product_table()
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
     queries = [table.source(int(i)) for i in order[n_gallery : n_gallery + args.queries]]
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
-        model = build_embedding_model(ModelConfig(image_size=size, weights="none", seed=args.seed))
+        model = Embedder.build(ModelConfig(image_size=size, weights="none", seed=args.seed))
         searcher, _ = Searcher.from_table(model, gallery, progress=False)
         searcher.query(queries[0], k=args.k)  # first call traces the forward for batch size 1 too
         ms = latencies(lambda q, s=searcher: s.query(q, k=args.k), queries, repeats)

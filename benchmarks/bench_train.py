@@ -156,11 +156,11 @@ def main(argv: list[str] | None = None) -> dict:
 
     from simlib.config import ModelConfig
     from simlib.data import image_pipeline, prepare_image
-    from simlib.model import build_embedding_model
+    from simlib.model import Embedder
 
     table = common.product_table()
     size, b = args.image_size, args.triplets
-    embedder = build_embedding_model(ModelConfig(image_size=size, weights="none", seed=args.seed))
+    embedder = Embedder.build(ModelConfig(image_size=size, weights="none", seed=args.seed))
     if args.freeze_backbone:
         embedder.backbone.trainable = False
     step = make_train_step(embedder.model)

@@ -25,7 +25,7 @@ def main() -> int:
     from simlib.config import ModelConfig
     from simlib.data import default_data_spec, load_dataset
     from simlib.evaluation import compare, format_table, save_results
-    from simlib.model import build_embedding_model, resolve_weights
+    from simlib.model import Embedder, resolve_weights
     from simlib.train import TrainConfig, TrainingRecord, fit, recommended_head
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -62,9 +62,7 @@ def main() -> int:
         classes[result.embedder.fingerprint] = record.classes if record.labels_used else ()
         print(f"{name}: {timings[name]}", flush=True)
 
-    untrained = build_embedding_model(
-        ModelConfig(image_size=args.image_size, weights=model_cfg.weights, seed=args.seed)
-    )
+    untrained = Embedder.build(ModelConfig(image_size=args.image_size, weights=model_cfg.weights, seed=args.seed))
     rows = compare(
         table,
         {"untrained": untrained, "trained (labels)": models["labels-image"], "trained (self)": models["self"]},

@@ -59,7 +59,7 @@ def triplet_grid(triplets: np.ndarray, labels: Sequence[Sequence[str]] | None = 
     """Show (anchor, positive, negative) triplets, one per row.
 
     Args:
-        triplets: uint8 (n, 3, S, S, 3), e.g. from :func:`simlib.samplers.triplet_images`.
+        triplets: uint8 (n, 3, S, S, 3), e.g. from :func:`simlib.train.samplers.triplet_images`.
         labels: (n, 3) captions (e.g. class names), optional.
     """
     roles = ("anchor", "positive", "negative")

@@ -119,10 +119,10 @@ def small_table(product_table):
 @pytest.fixture(scope="session")
 def tiny_model():
     """An untrained 32 px embedding model (weights=None): fast and fully real."""
-    from simlib.model import build_embedding_model
+    from simlib.model import Embedder
     from tests.support.galleries import model_config
 
-    return build_embedding_model(model_config())
+    return Embedder.build(model_config())
 
 
 @pytest.fixture(scope="session")

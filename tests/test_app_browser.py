@@ -91,7 +91,7 @@ def test_bad_file_shows_one_clear_error(page, tmp_path):
 
 def test_click_a_result_explains_it_and_takes_feedback(page, searcher, small_index_dir):
     """Click the second result: both images and their heat maps, the score; then "Not similar" is stored."""
-    from simlib.feedback import FeedbackStore
+    from simlib.search.feedback import FeedbackStore
 
     image = searcher.index.records()[0].path
     store = FeedbackStore(Path(small_index_dir).parent / "feedback")

@@ -59,7 +59,7 @@ def save_trained(folder: Path, seed: int) -> str:
 
 
 def open_app(artifacts: Path, **options):
-    from simlib.gallery import model_source, open_gallery
+    from simlib.search.gallery import model_source, open_gallery
 
     searcher, _ = open_gallery(artifacts, progress=False, log=lambda m: None, **options)
     return searcher, model_source(searcher, artifacts, options.get("model_dir"))
@@ -100,7 +100,7 @@ def test_the_courses_model_is_picked_up_then_a_newer_one(artifacts):
 
 def test_the_courses_folder_served_directly(artifacts):
     """``--artifacts artifacts/course`` (notebook 06's command) finds ``model_labels`` beside the index."""
-    from simlib.gallery import trained_models
+    from simlib.search.gallery import trained_models
 
     course = artifacts / "course"
     shutil.copytree(artifacts / "index", course / "index")
@@ -111,7 +111,7 @@ def test_the_courses_folder_served_directly(artifacts):
 
 
 def test_an_untrained_model_folder_is_not_a_trained_model(artifacts):
-    from simlib.gallery import trained_models
+    from simlib.search.gallery import trained_models
 
     tiny_embedder().save(artifacts / "model")  # e.g. a model saved before training
     assert trained_models(artifacts) == []
@@ -166,8 +166,8 @@ def test_a_threshold_from_before_coverage_was_recorded_still_works(artifacts):
 
 # ----------------------------------------------------------------------------- training from the app
 def test_train_switches_to_the_new_model_without_a_restart(artifacts, gallery_dir):
-    from simlib.gallery import model_source, trained_models
     from simlib.search import Searcher
+    from simlib.search.gallery import model_source, trained_models
 
     searcher = Searcher.load(artifacts / "index")
     off = GalleryService(searcher, artifacts=artifacts)

@@ -36,7 +36,7 @@ def query_path(searcher) -> str:
 def server(searcher, small_index_dir):
     """The real app on 127.0.0.1 with its real launch settings; yields its URL.
 
-    Its feedback goes to ``feedback/`` beside the index folder (see ``simlib.gallery.app_folders``).
+    Its feedback goes to ``feedback/`` beside the index folder (see ``simlib.search.gallery.app_folders``).
     """
     with served_demo(searcher, k=4, artifacts=small_index_dir, serve={"artifacts": small_index_dir}) as url:
         yield url
@@ -273,7 +273,7 @@ def test_explain_shows_both_images_with_heat_maps(searcher, query_path):
 
 @pytest.mark.integration
 def test_feedback_round_trips(searcher, query_path, tmp_path):
-    from simlib.feedback import FeedbackStore, feedback_triplets
+    from simlib.search.feedback import FeedbackStore, feedback_triplets
 
     service = GalleryService(searcher, artifacts=tmp_path)  # feedback goes to tmp_path/feedback
     store = FeedbackStore(tmp_path / "feedback")
@@ -364,7 +364,7 @@ def test_api_explain_and_feedback(server, searcher, query_path, small_index_dir,
     from gradio_client.exceptions import AppError
     from PIL import Image
 
-    from simlib.feedback import FeedbackStore
+    from simlib.search.feedback import FeedbackStore
 
     c = client(server, tmp_path)
     assert {"/search", "/explain", "/feedback"} <= set(

@@ -55,7 +55,7 @@ def artifacts(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def served(artifacts):
     """``(url, searcher, model source)``: the app as ``app_gradio.py --artifacts DIR`` opens and serves it."""
-    from simlib.gallery import model_source, open_gallery
+    from simlib.search.gallery import model_source, open_gallery
 
     searcher, _ = open_gallery(artifacts, progress=False, log=lambda m: None)
     source = model_source(searcher, artifacts)

@@ -212,7 +212,7 @@ def test_explain_shows_both_images_with_heat_maps(service, gallery_dir):
 
 # ----------------------------------------------------------------------------- feedback and add
 def test_feedback_is_stored_with_the_recomputed_score(writable, gallery_dir):
-    from simlib.feedback import FeedbackStore
+    from simlib.search.feedback import FeedbackStore
 
     service = open_service(writable)
     query = shape_image("circle", 3)

@@ -5,9 +5,9 @@ import dataclasses
 import numpy as np
 import pytest
 
-from simlib.calibrate import MIN_SUPPORT, calibrate_threshold, perturb, precision_threshold
 from simlib.errors import SimlibError
 from simlib.search import Searcher, no_good_match
+from simlib.search.calibrate import MIN_SUPPORT, calibrate_threshold, perturb, precision_threshold
 from tests.support.vectors import stratified_rows
 
 

@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from simlib.data import ImageTable, prepare_image
-from simlib.embed import embed_images, embed_table
+from simlib.model.embed import embed_table
 
 pytestmark = pytest.mark.integration  # every test embeds with a ResNet50 (tiny_model)
 
@@ -13,7 +13,7 @@ def test_table_embedding_matches_one_by_one_embedding(tiny_model, small_table):
     result = embed_table(tiny_model, sub, batch_size=4, progress=False)
     assert result.embeddings.shape == (10, 32) and result.embeddings.dtype == np.float32
     assert result.rows.tolist() == list(range(10)) and result.skipped == {}
-    single = embed_images(tiny_model, [sub.paths[7]])[0]
+    single = tiny_model.embed_images([sub.paths[7]])[0]
     np.testing.assert_allclose(result.embeddings[7], single, atol=1e-5)
     np.testing.assert_allclose(np.linalg.norm(result.embeddings, axis=1), 1.0, rtol=1e-5)
 
@@ -39,7 +39,7 @@ def test_compiled_forward_traces_once_for_any_batch_size(tiny_model, small_table
 def test_inputs_of_any_kind_give_the_same_vector(tiny_model, small_table):
     path = small_table.paths[3]
     arr = np.asarray(Image.open(path).convert("RGB"))
-    v = embed_images(tiny_model, [path, Image.open(path), arr])
+    v = tiny_model.embed_images([path, Image.open(path), arr])
     np.testing.assert_allclose(v[0], v[1], atol=1e-6)
     np.testing.assert_allclose(v[0], v[2], atol=1e-6)
-    assert embed_images(tiny_model, []).shape == (0, 32)
+    assert tiny_model.embed_images([]).shape == (0, 32)

@@ -6,7 +6,7 @@ from PIL import Image
 
 from simlib.data import resize_image
 from simlib.errors import SimlibError
-from simlib.explain import explain_layer, overlay, similarity_maps
+from simlib.search.explain import explain_layer, overlay, similarity_maps
 
 pytestmark = pytest.mark.integration  # every test reads a ResNet50's feature maps (tiny_model)
 

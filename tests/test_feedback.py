@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from simlib.errors import SimlibError
-from simlib.feedback import FEEDBACK_FILE, FeedbackStore, feedback_triplets, read_feedback
 from simlib.search import Hit
+from simlib.search.feedback import FEEDBACK_FILE, FeedbackStore, feedback_triplets, read_feedback
 
 
 def _image(seed: int) -> np.ndarray:

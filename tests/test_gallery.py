@@ -1,4 +1,4 @@
-"""simlib.gallery: the served index is built once, cached, reloaded, and rebuilt only when asked for."""
+"""simlib.search.gallery: the served index is built once, cached, reloaded, and rebuilt only when asked for."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def gallery_dir(tmp_path_factory, product_table) -> Path:
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory, gallery_dir) -> tuple[Path, list[str], str]:
     """An artifacts folder after a first start: (folder, log lines, note)."""
-    from simlib.gallery import open_gallery
+    from simlib.search.gallery import open_gallery
 
     folder = tmp_path_factory.mktemp("app") / "artifacts"
     logged: list[str] = []
@@ -34,8 +34,8 @@ def artifacts(tmp_path_factory, gallery_dir) -> tuple[Path, list[str], str]:
 
 
 def test_first_start_builds_and_caches_second_loads(artifacts, gallery_dir):
-    from simlib.gallery import gallery_folders, index_dir_in, open_gallery
     from simlib.search import Searcher
+    from simlib.search.gallery import gallery_folders, index_dir_in, open_gallery
 
     folder, logged, note = artifacts
     assert note.startswith("indexed 8 images") and "no index" in logged[0]
@@ -56,7 +56,7 @@ def test_first_start_builds_and_caches_second_loads(artifacts, gallery_dir):
 
 
 def test_rebuilds_only_for_another_model(artifacts, tmp_path, tiny_model):
-    from simlib.gallery import open_gallery
+    from simlib.search.gallery import open_gallery
 
     folder = artifacts[0]
     # --model: re-indexes the same gallery with that model once, then loads it.
@@ -74,8 +74,9 @@ def test_rebuilds_only_for_another_model(artifacts, tmp_path, tiny_model):
 
 
 def test_index_table_and_examples(small_index_dir, small_table):
-    from simlib.gallery import example_images, index_table
     from simlib.index import VectorIndex
+    from simlib.search import index_table
+    from simlib.search.gallery import example_images
 
     index = VectorIndex.load(small_index_dir)
     table = index_table(index)
@@ -88,8 +89,8 @@ def test_index_table_and_examples(small_index_dir, small_table):
 
 def test_a_labelled_gallery_is_calibrated_when_indexed(tmp_path, product_table):
     """open_gallery calibrates "no good match" on a labelled gallery and saves it with the index."""
-    from simlib.gallery import open_gallery
     from simlib.index import VectorIndex
+    from simlib.search.gallery import open_gallery
 
     rows = [
         r for label in ("Watches", "Sandals", "Tshirts") for r in np.flatnonzero(product_table.labels == label)[:10]
@@ -109,7 +110,7 @@ def test_a_labelled_gallery_is_calibrated_when_indexed(tmp_path, product_table):
 
 def test_a_milvus_lite_gallery_is_built_cached_and_served(tmp_path, gallery_dir):
     """open_gallery serves either backend: built into Milvus Lite, reloaded from it, rebuilt into FAISS on request."""
-    from simlib.gallery import index_table, open_gallery
+    from simlib.search import index_table, open_gallery
 
     folder, db = tmp_path / "artifacts", str(tmp_path / "gallery.db")
     logged: list[str] = []

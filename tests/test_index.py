@@ -12,16 +12,15 @@ import pytest
 from simlib.config import IndexConfig, ModelConfig
 from simlib.errors import SimlibError
 from simlib.index import (
-    BLAS_THRESHOLD,
     FORMAT_VERSION,
     IndexManifest,
     Record,
     Threshold,
     VectorIndex,
-    import_faiss,
     open_index,
     resolve_kind,
 )
+from simlib.index.faiss import BLAS_THRESHOLD, import_faiss
 from tests.support import REPO
 from tests.support.vectors import brute, structured
 
@@ -126,7 +125,8 @@ def test_mmap_load_searches_the_same_and_refuses_adding(tmp_path, kind):
 # Process-private memory (RssAnon) taken by loading an index; mapped file pages are not in it.
 LOAD_RSS = """
 import sys
-from simlib.index import VectorIndex, import_faiss
+from simlib.index import VectorIndex
+from simlib.index.faiss import import_faiss
 
 def anon_mib():
     with open("/proc/self/status", encoding="ascii") as f:

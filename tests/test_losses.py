@@ -7,8 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from simlib import losses
 from simlib.errors import SimlibError
+from simlib.train import losses
 
 MARGIN = 0.3
 

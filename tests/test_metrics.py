@@ -3,7 +3,7 @@ import itertools
 import numpy as np
 import pytest
 
-from simlib.metrics import evaluate, knn, map_at_r, precision_at_k, recall_at_k
+from simlib.evaluation.metrics import evaluate, knn, map_at_r, precision_at_k, recall_at_k
 
 
 def brute_force(query, qlab, ref, rlab, ref_includes_query, ks):

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.integration  # reads a few real images from the shared 
 
 
 def test_the_shipped_id_list_is_the_shared_product_set(data_root):
-    from simlib.product_subset import subset_ids
+    from simlib.data.product_subset import subset_ids
 
     ids = subset_ids()
     with (data_root / "fashion-product-images-small" / "styles.csv").open(encoding="utf-8", newline="") as f:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from simlib.errors import SimlibError
-from simlib.samplers import AugmentConfig, Augmenter, jpeg_reencode, pk_batches, triplet_images, triplet_indices
+from simlib.train.samplers import AugmentConfig, Augmenter, jpeg_reencode, pk_batches, triplet_images, triplet_indices
 
 
 def _labels(seed: int = 0) -> np.ndarray:

@@ -3,7 +3,7 @@ import pytest
 from PIL import Image
 
 from simlib.errors import SimlibError
-from simlib.model import build_embedding_model
+from simlib.model import Embedder
 from simlib.search import Searcher
 from tests.support.galleries import model_config
 
@@ -47,7 +47,7 @@ def test_query_accepts_pil_and_arrays(searcher, small_table):
 
 def test_an_index_built_by_another_model_is_refused(small_index_dir, tmp_path):
 
-    other = build_embedding_model(model_config(seed=7))
+    other = Embedder.build(model_config(seed=7))
     other.save(tmp_path / "other")
     with pytest.raises(SimlibError, match="different model"):
         Searcher.load(small_index_dir, model_dir=tmp_path / "other")

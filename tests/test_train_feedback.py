@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from simlib.errors import SimlibError
-from simlib.feedback import FeedbackStore
+from simlib.search.feedback import FeedbackStore
 from simlib.train import TrainConfig, feedback_images, fit
 from tests.support.cli import run_cli
 from tests.support.galleries import SMALL_HEAD, labelled_folder, model_config, table_items

@@ -179,7 +179,7 @@ def display_image(image: Any):
 
 
 def feedback_message(entry, rank: int | None = None) -> str:
-    """The thanks for a stored verdict (:class:`simlib.feedback.Feedback`), naming the result by rank when known."""
+    """The thanks for a stored verdict (:class:`~simlib.search.feedback.Feedback`), naming the result by rank."""
     which = f"result #{rank}" if rank else f"gallery image {entry.result_id}"
     return f"Thank you: {which} marked **{VERDICT_LABELS[entry.verdict]}** (saved for training)."
 
@@ -273,7 +273,7 @@ class Explanation:
     Attributes:
         query, result: the two images as RGB uint8 arrays, :data:`EXPLAIN_SIZE` px on the longer side.
         query_heat, result_heat: the same with their similarity heat maps blended over them
-            (:func:`simlib.explain.overlay`).
+            (:func:`simlib.search.explain.overlay`).
         hit: the result scored against the query (``id``, ``score``, ``weak``, ``label``).
         text: one Markdown line for the page.
         note: for an untrained model, what its heat maps show (raw feature overlap), else "".
@@ -323,17 +323,17 @@ class GalleryService:
             searcher: a :class:`simlib.search.Searcher`.
             artifacts: the artifacts (or index) folder the searcher was opened from: feedback goes to
                 its ``feedback/``, added images to its ``gallery_uploads/`` and the index is saved back
-                to its index folder (see :func:`simlib.gallery.app_folders`). None: no feedback, no adding.
+                to its index folder (see :func:`simlib.search.gallery.app_folders`). None: no feedback, no adding.
             allow_add: let :meth:`add` grow the gallery (needs ``artifacts``).
             collapse: the duplicate-collapse threshold (default: :func:`collapse_threshold` for the model).
             examples: example query images (default: a few gallery images of different classes).
             allow_train: let :meth:`train` train a model on the gallery and switch to it (it keeps the
                 host's CPU busy for minutes: the app turns it off on share links and public addresses).
             model_source: which model this is and why, for the status line
-                (:func:`simlib.gallery.model_source`).
+                (:func:`simlib.search.gallery.model_source`).
         """
-        from simlib.feedback import FeedbackStore
-        from simlib.gallery import TRAINED_MODEL_DIR, app_folders, example_images
+        from simlib.search.feedback import FeedbackStore
+        from simlib.search.gallery import TRAINED_MODEL_DIR, app_folders, example_images
 
         if allow_add and artifacts is None:
             raise SimlibError("adding to the gallery needs the artifacts folder to save the index in")
@@ -479,7 +479,7 @@ class GalleryService:
         """
         import numpy as np
 
-        from simlib.explain import overlay, similarity_maps
+        from simlib.search.explain import overlay, similarity_maps
 
         if image is None:
             raise SimlibError("no query image: search first, then click a result")
@@ -506,16 +506,16 @@ class GalleryService:
         )
 
     def feedback(self, image: Any, result_id: Any, verdict: str):
-        """Store a verdict on a result (:meth:`simlib.feedback.FeedbackStore.add_hit`) with the score
+        """Store a verdict on a result (:meth:`simlib.search.feedback.FeedbackStore.add_hit`) with the score
         recomputed here and the model's fingerprint, so training can keep feedback on this model's results.
 
         Returns:
-            The stored :class:`simlib.feedback.Feedback`.
+            The stored :class:`simlib.search.feedback.Feedback`.
 
         Raises:
             SimlibError: no feedback store, no image, a bad image, an unknown id or verdict.
         """
-        from simlib.feedback import VERDICTS
+        from simlib.search.feedback import VERDICTS
 
         if self.store is None:
             raise SimlibError("this app keeps no feedback (it was started without an artifacts folder)")
@@ -583,10 +583,10 @@ class GalleryService:
         """
         import dataclasses as dc
 
-        from simlib.calibrate import calibrate_threshold
         from simlib.config import IndexConfig
-        from simlib.gallery import index_table
         from simlib.search import Searcher
+        from simlib.search.calibrate import calibrate_threshold
+        from simlib.search.tables import index_table
         from simlib.storage import atomic_dir, load_json
         from simlib.train import TRAINING_FILE, TrainConfig, fit, recommended_head
 

@@ -44,7 +44,7 @@ TRAIN_HELP = (
     "on a 2-core machine), then serves the new model without a restart, if it does better than this one."
 )
 EXPLAIN_HELP = "### Why are they similar?"
-# The colour bar of the heat maps (Matplotlib's "jet", as simlib.explain.overlay paints them).
+# The colour bar of the heat maps (Matplotlib's "jet", as simlib.search.explain.overlay paints them).
 HEAT_LEGEND = (
     '<div id="heat-legend"><span>least</span><span class="heat-bar"></span><span>most</span></div>'
     '<p id="heat-guide">How to read it: the warm (red) parts of each image are the ones whose features best '

@@ -9,18 +9,15 @@ Importing this package loads neither FAISS nor pymilvus: they load when an index
 """
 
 from simlib.index.base import AUTO_FLAT_MAX, Filters, IndexBackend, Record, distinct_values, normalized, resolve_kind
-from simlib.index.faiss import BLAS_THRESHOLD, INDEX_FILE, RECORDS_FILE, VectorIndex, import_faiss, new_faiss_index
+from simlib.index.faiss import VectorIndex
 from simlib.index.manifest import FORMAT_VERSION, MANIFEST_FILE, IndexManifest, Threshold, read_manifest
 from simlib.index.registry import BACKENDS, create_index, open_index
 
 __all__ = [
     "AUTO_FLAT_MAX",
     "BACKENDS",
-    "BLAS_THRESHOLD",
     "FORMAT_VERSION",
-    "INDEX_FILE",
     "MANIFEST_FILE",
-    "RECORDS_FILE",
     "Filters",
     "IndexBackend",
     "IndexManifest",
@@ -29,8 +26,6 @@ __all__ = [
     "VectorIndex",
     "create_index",
     "distinct_values",
-    "import_faiss",
-    "new_faiss_index",
     "normalized",
     "open_index",
     "read_manifest",

@@ -35,7 +35,7 @@ DEFAULT_MODEL_DIR = "model"  # where Searcher.save puts the model inside an inde
 
 @dataclasses.dataclass(frozen=True)
 class Threshold:
-    """The calibrated "good match" score (see :mod:`simlib.calibrate`) and how it was found.
+    """The calibrated "good match" score (see :mod:`simlib.search.calibrate`) and how it was found.
 
     Attributes:
         score: hits scoring under it are weak.
@@ -50,7 +50,7 @@ class Threshold:
         calibrated_at: ISO time of the calibration.
         coverage: share of the validation queries whose top-1 score clears ``score``.
         supported: whether the model can support the threshold: the target is reached and at least
-            :data:`simlib.calibrate.MIN_COVERAGE` of the queries clear it. An unsupported threshold
+            :data:`simlib.search.calibrate.MIN_COVERAGE` of the queries clear it. An unsupported threshold
             marks nothing weak (the model cannot tell good matches from bad ones); None: calibrated
             before this was recorded (treated as ``reached``).
     """

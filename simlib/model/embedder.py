@@ -20,6 +20,7 @@ import numpy as np
 
 from simlib.config import ModelConfig, from_dict, to_dict
 from simlib.errors import SimlibError
+from simlib.model.embed import embed_batches, embed_table
 from simlib.storage import atomic_dir, load_json, save_json
 
 MODEL_FILE = "model.keras"
@@ -234,15 +235,11 @@ class Embedder:
         return self.embed_batch(np.stack([prepare_image(s, self.image_size, self.config.resize) for s in sources]))
 
     def embed_table(self, table, **kwargs: Any):
-        """Embed every row of an :class:`~simlib.data.ImageTable`; see :func:`simlib.embed.embed_table`."""
-        from simlib.embed import embed_table
-
+        """Embed every row of an :class:`~simlib.data.ImageTable`; see :func:`simlib.model.embed.embed_table`."""
         return embed_table(self, table, **kwargs)
 
     def embed_batches(self, table, **kwargs: Any) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Stream ``(embeddings, rows)``; see :func:`simlib.embed.embed_batches`."""
-        from simlib.embed import embed_batches
-
+        """Stream ``(embeddings, rows)``; see :func:`simlib.model.embed.embed_batches`."""
         return embed_batches(self, table, **kwargs)
 
     def describe(self) -> dict[str, Any]:

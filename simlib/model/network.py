@@ -187,7 +187,7 @@ def adapt_head(head, pooled, seed: int = 0) -> None:
 def linear_projection(head):
     """The projection matrix (c, d) when the head is pooling followed by one linear map, else None.
 
-    Then the embedding's dot product splits exactly into per-cell shares (see :mod:`simlib.explain`).
+    Then the embedding's dot product splits exactly into per-cell shares (see :mod:`simlib.search.explain`).
     """
     import keras
     import numpy as np

@@ -138,7 +138,7 @@ class Strategy(abc.ABC):
     def recalls(self) -> dict[str, float]:
         """This epoch's validation Recall@1: ``val_recall@1`` (image-disjoint; near-duplicate in self
         mode) and, when there is a class-disjoint validation, ``val_unseen_recall@1``."""
-        from simlib.metrics import evaluate, knn
+        from simlib.evaluation.metrics import evaluate, knn
 
         val = self.data.val
         seen = self.embed(self._inputs["seen"])
@@ -293,7 +293,7 @@ class Strategy(abc.ABC):
 
 def _loo_recall_at_1(embeddings: np.ndarray, labels: np.ndarray) -> float:
     """Recall@1 of each image against the others of the same set (images alone in their class left out)."""
-    from simlib.metrics import knn
+    from simlib.evaluation.metrics import knn
 
     labels = np.asarray(labels).astype(str)
     values, per = np.unique(labels, return_counts=True)

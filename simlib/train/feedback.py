@@ -26,7 +26,7 @@ def feedback_images(
     out with a warning.
 
     Args:
-        feedback: a feedback folder or file, :class:`simlib.feedback.Feedback` entries, or
+        feedback: a feedback folder or file, :class:`simlib.search.feedback.Feedback` entries, or
             ``(anchor, positive | None, negative | None)`` path triplets.
         gallery: uint8 (N, S, S, 3) images to draw missing negatives from (the training images).
         size: image side in pixels.
@@ -39,7 +39,7 @@ def feedback_images(
     import os
 
     from simlib.data import prepare_image
-    from simlib.feedback import feedback_triplets
+    from simlib.search.feedback import feedback_triplets
     from simlib.train.samplers import Augmenter
 
     items = feedback if not isinstance(feedback, str | os.PathLike) else None

@@ -88,8 +88,8 @@ def fit(
             ``Embedder.load(dir)`` of the served model, to refine it with feedback); it is copied,
             not changed.
         feedback: user feedback to train on as well: a feedback folder or ``feedback.jsonl``,
-            entries from :func:`simlib.feedback.read_feedback`, or triplets from
-            :func:`simlib.feedback.feedback_triplets`. Each batch's loss becomes the mined batch
+            entries from :func:`simlib.search.feedback.read_feedback`, or triplets from
+            :func:`simlib.search.feedback.feedback_triplets`. Each batch's loss becomes the mined batch
             loss + ``feedback_weight`` × the triplet loss of ``feedback_batch`` feedback triplets.
         callbacks: more Keras callbacks for the training loop (e.g. ``keras.callbacks.TensorBoard``);
             they see the trained part only: the head on a frozen backbone, else the whole model.

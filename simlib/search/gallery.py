@@ -16,11 +16,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
 from simlib.data import ImageTable, cache_dir, default_data_spec, load_dataset, materialize
 from simlib.errors import SimlibError
 from simlib.index import MANIFEST_FILE, IndexBackend, open_index, read_manifest
+from simlib.search.tables import index_table
 
 INDEX_SUBDIR = "index"
 TRAINED_MODEL_DIR = "model"  # where `simlib train` (and the app's "Train" button) save a trained model
@@ -40,32 +39,6 @@ def index_dir_in(artifacts: str | os.PathLike) -> Path:
     """The index folder of an artifacts folder: the folder itself when it is an index, else ``<it>/index``."""
     artifacts = Path(artifacts)
     return artifacts if (artifacts / MANIFEST_FILE).is_file() else artifacts / INDEX_SUBDIR
-
-
-def index_table(index: IndexBackend, *, skip_pathless: bool = False) -> ImageTable:
-    """The images an index holds, as a table: to re-index the same gallery, or to calibrate on it.
-
-    Ids, paths and attributes are the records'; labels only when every record has one (a partly
-    labelled table would treat the unlabelled images as one more class).
-
-    Args:
-        index: the index.
-        skip_pathless: leave out records without an image file (calibration samples what it can
-            read) instead of refusing them (re-indexing must not silently drop gallery images).
-    """
-    records = index.records()
-    if skip_pathless:
-        records = [r for r in records if r.path is not None]
-    if not records or any(r.path is None for r in records):
-        raise SimlibError("this index does not record its image files: give the gallery with --data DIR")
-    labels = [r.label for r in records]
-    return ImageTable(
-        ids=np.asarray([r.id for r in records], np.int64),
-        paths=tuple(str(r.path) for r in records),
-        labels=None if any(lab is None for lab in labels) else np.asarray(labels, dtype=object),
-        attributes=tuple(dict(r.attributes) for r in records),
-        name=index.manifest.data or "indexed gallery",
-    )
 
 
 def _trained_config(model_dir: Path) -> dict | None:
@@ -163,7 +136,7 @@ def open_gallery(
         label_column: product layout: the ``styles.csv`` column used as the label.
         progress: show a progress bar while indexing.
         calibrate: after indexing a labelled gallery, calibrate its "no good match" threshold
-            (:func:`simlib.calibrate.calibrate_threshold`: 20 % of the images query the rest) and
+            (:func:`simlib.search.calibrate.calibrate_threshold`: 20 % of the images query the rest) and
             save it with the index. A loaded index keeps the threshold it has (``simlib calibrate``).
         log: where the one-line notes go (default: stderr).
         backend: the backend of a new index ("faiss" or "milvus"); default: the cached index's
@@ -177,7 +150,7 @@ def open_gallery(
     """
     from simlib.config import IndexConfig, ModelConfig
     from simlib.model import Embedder, open_embedder, resolve_weights
-    from simlib.search import Searcher
+    from simlib.search.searcher import Searcher
 
     index_dir = index_dir_in(artifacts)
     index = None
@@ -291,7 +264,7 @@ def _new_index_location(index: IndexBackend | None, backend: str | None, uri: st
 
 def _calibrate(searcher, log: Callable[[str], None]) -> None:
     """Calibrate the "no good match" threshold on the gallery's own labels; a gallery too small is only noted."""
-    from simlib.calibrate import calibrate_threshold
+    from simlib.search.calibrate import calibrate_threshold
 
     t0 = time.perf_counter()
     try:
@@ -345,14 +318,3 @@ def app_folders(artifacts: str | os.PathLike) -> dict[str, Path]:
         "feedback": root / FEEDBACK_SUBDIR,
         "uploads": root / UPLOADS_SUBDIR,
     }
-
-
-def store_upload(image, folder: str | os.PathLike) -> Path:
-    """Save an uploaded image into ``folder`` (:func:`simlib.storage.store_png`: PNG named by its pixels' hash).
-
-    The content name makes a second upload of the same picture the same file, which
-    :meth:`simlib.search.Searcher.add_images` then recognises as already indexed.
-    """
-    from simlib.storage import store_png
-
-    return store_png(image, folder)

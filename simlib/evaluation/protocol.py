@@ -57,7 +57,7 @@ def model_embedder(embedder) -> Callable[[np.ndarray], np.ndarray]:
 
 def class_retrieval(embed: Callable[[np.ndarray], np.ndarray], images: np.ndarray, labels: np.ndarray) -> dict:
     """Recall@1/5/10 and mAP@R, each image querying all the others (same class = relevant)."""
-    from simlib.metrics import evaluate
+    from simlib.evaluation.metrics import evaluate
 
     e = embed(images)
     return evaluate(e, labels, e, labels, ref_includes_query=True)
@@ -65,7 +65,7 @@ def class_retrieval(embed: Callable[[np.ndarray], np.ndarray], images: np.ndarra
 
 def near_duplicate_queries(images: np.ndarray, seed: int = 0) -> np.ndarray:
     """The seeded augmented copies used as near-duplicate queries (one per image)."""
-    from simlib.samplers import Augmenter
+    from simlib.train.samplers import Augmenter
 
     aug = Augmenter(images.shape[1], seed=seed + NEAR_DUP_SEED_OFFSET)
     return np.concatenate([aug(images[i : i + 256]) for i in range(0, len(images), 256)])
@@ -82,7 +82,7 @@ def near_duplicate_retrieval(
         queries: their augmented copies (default: :func:`near_duplicate_queries`).
         seed: augmentation seed when ``queries`` is None.
     """
-    from simlib.metrics import evaluate
+    from simlib.evaluation.metrics import evaluate
 
     queries = near_duplicate_queries(images, seed) if queries is None else queries
     ids = np.arange(len(images))

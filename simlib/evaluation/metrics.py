@@ -32,7 +32,7 @@ def knn(
     Returns:
         ``(scores, indices)``, both (q, min(k, n - ref_includes_query)), best first.
     """
-    from simlib.index import import_faiss
+    from simlib.index.faiss import import_faiss
 
     faiss = import_faiss()
 

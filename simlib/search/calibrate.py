@@ -22,8 +22,8 @@ from PIL import Image, ImageEnhance, ImageOps
 
 from simlib.data import ImageTable, open_image, split_table
 from simlib.errors import SimlibError
-from simlib.gallery import index_table
 from simlib.index import Threshold
+from simlib.search.tables import index_table
 
 DEFAULT_TARGET = 0.9
 DEFAULT_PERCENTILE = 5.0

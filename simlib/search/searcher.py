@@ -3,8 +3,7 @@
 An index folder written by :meth:`Searcher.save` holds the index (FAISS files, or for the
 Milvus backend the manifest naming its collection), and the model that embedded it
 (``model/``). Pairing an index with a different model is refused: the embeddings would not be
-comparable. The searcher only uses the :class:`simlib.index.IndexBackend` interface.
-"""
+comparable. The searcher only uses the :class:`simlib.index.IndexBackend` interface."""
 
 from __future__ import annotations
 
@@ -18,79 +17,14 @@ import numpy as np
 
 from simlib.config import IndexConfig
 from simlib.data import DecodeErrors, ImageTable
-from simlib.embed import EmbedResult
 from simlib.errors import SimlibError
 from simlib.index import Filters, IndexBackend, Record, VectorIndex, create_index, open_index
 from simlib.model import CONFIG_FILE, Embedder
+from simlib.model.embed import EmbedResult
+from simlib.search.hit import Hit
+from simlib.search.tables import table_records
 
 INDEX_MODEL_DIR = "model"  # the model that built an index, inside the index folder
-
-
-@dataclasses.dataclass(frozen=True)
-class Hit:
-    """One search result, best first (rank 1)."""
-
-    rank: int
-    id: int
-    score: float
-    path: str | None
-    label: str | None
-    attributes: dict[str, str]
-    # near-copies merged into this hit by ``collapse_duplicates`` (0 when collapse is off)
-    duplicates: int = 0
-    # below the index's calibrated "good match" threshold (False when the index has none)
-    weak: bool = False
-
-    def to_dict(self) -> dict[str, Any]:
-        """The hit as a JSON-ready dict."""
-        return dataclasses.asdict(self)
-
-    def marks(self) -> list[str]:
-        """What a listing adds after the score: "+N copies" (merged near-copies) and "weak", when they apply."""
-        copies = [f"+{self.duplicates} cop{'ies' if self.duplicates > 1 else 'y'}"] if self.duplicates else []
-        return copies + (["weak"] if self.weak else [])
-
-    def caption(self) -> str:
-        """One line for a result tile: ``#rank · score · label · +N copies · weak`` (the parts that apply)."""
-        return " · ".join(
-            [f"#{self.rank}", score_text(self.score), *([self.label] if self.label else []), *self.marks()]
-        )
-
-
-def score_text(score: float) -> str:
-    """A similarity score as every listing shows it (3 decimals)."""
-    return f"{score:.3f}"
-
-
-def format_hits(hits: Sequence[Hit], collapse: bool = False) -> str:
-    """The hits as a text table (``simlib search``): rank, score, label, path, then the merged-copies count
-    (with ``collapse``) and the weak mark (when a hit is weak)."""
-    rows = [(f"{'rank':>4}", f"{'score':>6}", f"{'label':<20}", "path")]
-    rows += [
-        (f"{h.rank:>4}", f"{score_text(h.score):>6}", f"{str(h.label or '-')[:20]:<20}", str(h.path)) for h in hits
-    ]
-    lines = ["  ".join(r) for r in rows]
-    if not collapse and not any(h.weak for h in hits):
-        return "\n".join(lines)
-    width = max(len(line) for line in lines)
-    out = [lines[0].ljust(width) + ("  merged" if collapse else "")]
-    for line, h in zip(lines[1:], hits, strict=True):
-        mark = (f"  +{h.duplicates}" if collapse else "") + ("  weak" if h.weak else "")
-        out.append(line.ljust(width) + mark)
-    return "\n".join(out)
-
-
-def table_records(table: ImageTable, rows: Sequence[int] | np.ndarray) -> list[Record]:
-    """Index records for the given table rows."""
-    return [
-        Record(
-            id=int(table.ids[r]),
-            path=None if table.paths is None else str(Path(table.paths[r]).resolve()),
-            label=table.label(r),
-            attributes=table.attrs(r),
-        )
-        for r in rows
-    ]
 
 
 class Searcher:
@@ -300,7 +234,7 @@ class Searcher:
                 better-ranked one (or with the same file) is merged into it and counted in its
                 ``duplicates``; the top-K is filled with distinct items. None: off.
 
-        Hits under the index's calibrated threshold (see :mod:`simlib.calibrate`) have ``weak=True``.
+        Hits under the index's calibrated threshold (see :mod:`simlib.search.calibrate`) have ``weak=True``.
         """
         exclude = set(int(i) for i in exclude_ids)
         vector = self.embedder.embed_images([image])[0]  # first: a bad file fails here with a clear SimlibError
@@ -511,19 +445,3 @@ def _link_or_copy(src: str, dst: str) -> None:
         os.link(src, dst)
     except OSError:  # another file system, or links not allowed
         shutil.copy2(src, dst)
-
-
-def no_good_match(hits: Sequence[Hit]) -> bool:
-    """True when no hit clears the calibrated threshold (or there are no hits): say "no good match"."""
-    return all(h.weak for h in hits)
-
-
-def unsupported_note(calibration) -> str:
-    """The one line said instead of "no good match" when the model cannot support its calibrated threshold."""
-    coverage = (
-        "" if calibration.coverage is None else f" (only {calibration.coverage:.0%} of validation queries cleared it)"
-    )
-    return (
-        "this model cannot tell good matches from bad ones: its calibrated threshold "
-        f"{calibration.score:.3f}{coverage} is not used: no result is marked weak, 'no good match' is never said"
-    )

@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable, Iterator
+from typing import Protocol
 
 import numpy as np
 
+from simlib.config import ModelConfig
 from simlib.data import DecodeErrors, ImageTable, image_pipeline
-
-if TYPE_CHECKING:
-    from simlib.model import Embedder
 
 DEFAULT_BATCH_SIZE = 32
 
@@ -31,18 +29,19 @@ class EmbedResult:
     skipped: dict[int, str]
 
 
-def embed_batch(embedder: Embedder, images: np.ndarray) -> np.ndarray:
-    """Embed a uint8 batch (B, S, S, 3) already at the model's image size (:meth:`Embedder.embed_batch`)."""
-    return embedder.embed_batch(images)
+class BatchEmbedder(Protocol):
+    """What batched embedding needs of a model (an :class:`~simlib.model.Embedder` is one)."""
 
+    config: ModelConfig
+    dim: int
 
-def embed_images(embedder: Embedder, sources: Sequence[Any]) -> np.ndarray:
-    """Embed a few images (paths, PIL images or arrays); raises SimlibError on a bad one."""
-    return embedder.embed_images(sources)
+    def embed_batch(self, images: np.ndarray) -> np.ndarray:
+        """Unit vectors for a uint8 batch (B, S, S, 3) at the model's image size."""
+        ...
 
 
 def embed_table(
-    embedder: Embedder,
+    embedder: BatchEmbedder,
     table: ImageTable,
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
@@ -77,7 +76,7 @@ def embed_table(
 
 
 def embed_batches(
-    embedder: Embedder,
+    embedder: BatchEmbedder,
     table: ImageTable,
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,

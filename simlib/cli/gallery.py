@@ -1,0 +1,286 @@
+"""The gallery commands: ``index``, ``search``, ``explain``, ``calibrate``, ``add``, ``remove``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from simlib.cli.options import (
+    EXIT_PARTIAL,
+    add_backend_options,
+    add_data_options,
+    add_model_options,
+    get_model,
+    get_table,
+    parse_filters,
+    report_skipped,
+)
+from simlib.errors import SimlibError
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from simlib.config import IndexConfig
+    from simlib.search import Searcher
+
+    table = get_table(args, materialize=True)
+    model = get_model(args)
+    t0 = time.perf_counter()
+    searcher, result = Searcher.from_table(
+        model,
+        table,
+        IndexConfig(kind=args.kind),
+        progress=not args.quiet,
+        batch_size=args.batch_size,
+        backend=args.backend,
+        uri=args.uri,
+        collection=args.collection,
+    )
+    try:
+        out = searcher.save(args.out)
+        info = searcher.describe()
+    finally:
+        searcher.close()
+    elapsed = time.perf_counter() - t0
+    report_skipped(table, result.skipped)
+    print(
+        f"indexed {info['gallery_size']} images from {table.name} in {elapsed:.1f} s "
+        f"({info['gallery_size'] / max(elapsed, 1e-9):.0f} img/s), skipped {len(result.skipped)}; "
+        f"{info['backend']} {info['index_kind']} index, {info['image_size']} px, weights {info['weights']} -> {out}"
+    )
+    print(f"done: {info['gallery_size']} indexed, {len(result.skipped)} skipped")
+    return EXIT_PARTIAL if result.skipped else 0
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from simlib.data import open_image
+    from simlib.search import Searcher, format_hits, no_good_match, unsupported_note
+
+    open_image(args.image)  # a bad query fails before the model loads
+    if args.backend:
+        from simlib.index import read_manifest
+
+        have = read_manifest(args.index).backend
+        if have != args.backend:
+            raise SimlibError(f"{args.index} is a {have} index, not {args.backend}: drop --backend or fix --index")
+    searcher = Searcher.load(args.index, model_dir=args.model, uri=args.uri, mmap=args.mmap)
+    try:
+        hits = searcher.query(
+            args.image,
+            k=args.k,
+            filters=parse_filters(args.filter),
+            exclude_self=args.exclude_self,
+            collapse_duplicates=args.collapse,
+        )
+        threshold, calibration = searcher.threshold, searcher.calibration
+    finally:
+        searcher.close()
+    nothing_good = threshold is not None and no_good_match(hits)
+    merged = sum(h.duplicates for h in hits)
+    if args.json:
+        body = {"query": str(args.image), "hits": [h.to_dict() for h in hits]}
+        body.update(threshold=threshold, no_good_match=nothing_good, merged=merged)
+        print(json.dumps(body, ensure_ascii=False))
+        return 0
+    if not hits:
+        print("no results (filters matched nothing?)")
+        return 0
+    if nothing_good:
+        print(f"no good match: the best score {hits[0].score:.3f} is under the calibrated threshold {threshold:.3f}")
+        print("closest (weak) results:")
+    print(format_hits(hits, collapse=args.collapse is not None))
+    if args.collapse is not None:
+        print(f"merged {merged} near-duplicate{'s' * (merged != 1)} (cosine >= {args.collapse})")
+    if calibration is not None and threshold is None:
+        print(unsupported_note(calibration))
+    return 0
+
+
+def _gallery_image(searcher, ref: str) -> str:
+    """A gallery id or an image path -> an image path."""
+    from pathlib import Path
+
+    if ref.isdigit() and not Path(ref).exists():
+        path = searcher.index.record(int(ref)).path
+        if path is None:
+            raise SimlibError(f"gallery id {ref} has no image file")
+        return path
+    return ref
+
+
+def cmd_explain(args: argparse.Namespace) -> int:
+    from simlib.data import open_image
+    from simlib.search import Searcher
+    from simlib.search.explain import explain_figure, similarity_maps
+
+    if not args.index and not args.model:
+        raise SimlibError("give --index DIR (or --model DIR) so the maps come from the model that ranks the results")
+    if args.index:
+        searcher = Searcher.load(args.index, model_dir=args.model)
+        embedder, result = searcher.embedder, _gallery_image(searcher, args.result)
+    else:
+        embedder, result = get_model(args), args.result
+    open_image(args.query)
+    open_image(result)
+    maps = similarity_maps(embedder, args.query, result, method=args.method)
+    score = float(embedder.embed_images([args.query, result]).prod(axis=0).sum())
+    fig = explain_figure(args.query, result, maps, score)
+    fig.savefig(args.out, dpi=120)
+    print(f"cosine similarity {score:.3f}; heat maps ({args.method}) -> {args.out}")
+    return 0
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from simlib.search import Searcher
+    from simlib.search.calibrate import calibrate_threshold
+
+    searcher = Searcher.load(args.index)
+    table = get_table(args, materialize=True) if args.data else None
+    info = calibrate_threshold(
+        searcher, table, target=args.target, percentile=args.percentile, seed=args.seed, progress=not args.quiet
+    )
+    searcher.save_updated(args.index)
+    if args.json:
+        print(json.dumps(info))
+        return 0
+    print(f"threshold {info['score']:.4f} ({info['method']}, {info['n_queries']} validation queries) -> {args.index}")
+    if info["precision"] is not None:
+        print(f"top-1 same-class precision above it: {info['precision']:.3f} (target {info['target']})")
+    print(f"validation queries whose top-1 clears it: {info['coverage']:.0%}")
+    if not info["reached"]:
+        print(
+            f"warning: no cut-off reaches precision {info['target']}; using the most precise one "
+            "(train the model, or lower --target)",
+            file=sys.stderr,
+        )
+    if not info["supported"]:
+        print(
+            "warning: this model cannot support the threshold (too few queries clear it): results will not be "
+            "marked weak and 'no good match' is never said; train a model to get one",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def cmd_add(args: argparse.Namespace) -> int:
+    from simlib.search import Searcher
+
+    searcher = Searcher.load(args.index)
+    added, skipped = searcher.add_images(args.images, progress=not args.quiet)
+    for path, reason in skipped.items():
+        print(f"skipped {path}: {reason}", file=sys.stderr)
+    if added:
+        searcher.save_updated(args.index)
+    ids = f" (ids {added[0]}..{added[-1]})" if added else ""
+    print(f"added {len(added)} images{ids}, skipped {len(skipped)}; the gallery holds {len(searcher.index)}")
+    known = ("already in the index", "given twice")
+    return EXIT_PARTIAL if any(not reason.startswith(known) for reason in skipped.values()) else 0
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    from simlib.search import Searcher
+
+    searcher = Searcher.load(args.index)
+    ids, unknown = [], []
+    for item in args.items:
+        if item.isdigit():
+            ids.append(int(item))
+        else:
+            found = searcher.ids_of_path(item)
+            ids += found
+            unknown += [] if found else [item]
+    unknown += [str(i) for i in searcher.remove(ids)]
+    removed = len(args.items) - len(unknown)
+    if unknown:
+        print(f"not in the index: {', '.join(unknown)}", file=sys.stderr)
+    if not removed:
+        raise SimlibError("nothing removed: give gallery ids (see `simlib search --json`) or indexed image paths")
+    searcher.save_updated(args.index)
+    print(f"removed {removed}; the gallery holds {len(searcher.index)}")
+    return 0
+
+
+def register_index(sub) -> None:
+    """The ``index`` sub-command's options."""
+    p = sub.add_parser("index", help="embed every image under a folder and write a persisted index")
+    add_data_options(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="index folder to write (e.g. artifacts/index)")
+    p.add_argument("--kind", default="auto", choices=["auto", "flat", "hnsw", "ivfpq"], help="index kind")
+    add_backend_options(p)
+    p.add_argument(
+        "--collection", metavar="NAME", help="Milvus collection name (default simlib_gallery; replaced if it exists)"
+    )
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_model_options(p)
+    p.set_defaults(func=cmd_index)
+
+
+def register_search(sub) -> None:
+    """The ``search`` sub-command's options."""
+    p = sub.add_parser("search", help="top-K most similar gallery images to one image")
+    p.add_argument("image", help="query image file")
+    p.add_argument("--index", required=True, metavar="DIR", help="index folder written by `simlib index`")
+    p.add_argument("-k", type=int, default=5, help="number of results (default 5)")
+    p.add_argument("--filter", action="append", metavar="KEY=VALUE", help="only results with this attribute")
+    p.add_argument("--exclude-self", action="store_true", help="leave the query out when it is in the gallery")
+    p.add_argument("--model", metavar="DIR", help="use this model instead of the index's own (must be the same)")
+    p.add_argument("--json", action="store_true", help='print {"hits": [...]} as JSON')
+    p.add_argument(
+        "--collapse",
+        nargs="?",
+        type=float,
+        const=0.97,
+        metavar="THRESHOLD",
+        help="merge results near-identical (cosine >= THRESHOLD, default 0.97) to a better one; fill the top-K",
+    )
+    p.add_argument(
+        "--mmap",
+        action="store_true",
+        help="memory-map the FAISS index's vectors, not read them into memory (read-only; for indexes past RAM)",
+    )
+    add_backend_options(p, search=True)
+    p.set_defaults(func=cmd_search)
+
+
+def register_explain(sub) -> None:
+    """The ``explain`` sub-command's options."""
+    p = sub.add_parser("explain", help="heat maps of the regions that make two images similar")
+    p.add_argument("query", help="query image file")
+    p.add_argument("result", help="result image file, or a gallery id of --index")
+    p.add_argument("--index", metavar="DIR", help="index folder: its model explains (and ids resolve)")
+    p.add_argument("--out", default="explain.png", metavar="PNG", help="figure to write (default explain.png)")
+    p.add_argument("--method", default="features", choices=["features", "gradcam"], help="map method")
+    add_model_options(p)
+    p.set_defaults(func=cmd_explain)
+
+
+def register_calibrate(sub) -> None:
+    """The ``calibrate`` sub-command's options."""
+    p = sub.add_parser("calibrate", help='calibrate the "no good match" score threshold of an index')
+    p.add_argument("--index", required=True, metavar="DIR", help="index folder (the threshold is saved in it)")
+    add_data_options(p)
+    p.add_argument("--target", type=float, default=0.9, help="top-1 same-class precision to reach (default 0.9)")
+    p.add_argument("--percentile", type=float, default=5.0, help="no labels: near-copy score percentile (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="validation split seed")
+    p.add_argument("--json", action="store_true", help="print the threshold entry as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_calibrate)
+
+
+def register_add(sub) -> None:
+    """The ``add`` sub-command's options."""
+    p = sub.add_parser("add", help="add images (files or folders) to an index without rebuilding it")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files or folders (searched recursively)")
+    p.add_argument("--index", required=True, metavar="DIR", help="index folder to update")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_add)
+
+
+def register_remove(sub) -> None:
+    """The ``remove`` sub-command's options."""
+    p = sub.add_parser("remove", help="remove images from an index by gallery id or path")
+    p.add_argument("items", nargs="+", metavar="ID", help="gallery ids or indexed image paths")
+    p.add_argument("--index", required=True, metavar="DIR", help="index folder to update")
+    p.set_defaults(func=cmd_remove)

@@ -1,0 +1,150 @@
+"""The one place an untrusted image is decoded and resized (see SECURITY.md)."""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+from typing import Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from simlib.errors import SimlibError
+
+# Refuse images whose header declares more pixels than this before decoding them:
+# a decompression bomb (a tiny PNG declaring 30000x30000) must never reach memory.
+MAX_PIXELS = 40_000_000
+
+
+def open_image(source: Any, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    """Open any supported image as an upright 8-bit RGB PIL image.
+
+    Accepts a path, bytes, a PIL image or a numpy array (H, W), (H, W, 1|3|4), uint8 or
+    float. Handles every Pillow mode (L, LA, P, RGBA, CMYK, I;16, F), EXIF orientation and
+    transparency (composited on white), and takes the first frame of animations.
+
+    Raises:
+        SimlibError: the file is missing, not an image, corrupt, or declares too many pixels.
+    """
+    if isinstance(source, np.ndarray):
+        return _array_to_rgb(source, max_pixels)
+    if isinstance(source, Image.Image):
+        img = source
+        name = "image"
+    else:
+        is_bytes = isinstance(source, bytes | bytearray)
+        if not (is_bytes or isinstance(source, str | os.PathLike) or hasattr(source, "read")):
+            raise SimlibError(f"cannot read an image from a {type(source).__name__}: pass a path, bytes or an image")
+        is_path = isinstance(source, str | os.PathLike)
+        name = str(source) if is_path else "uploaded image" if is_bytes else str(getattr(source, "name", "image"))
+        try:
+            if is_path:
+                _check_regular_file(source, name)
+            img = Image.open(io.BytesIO(source) if is_bytes else source)
+        except SimlibError:
+            raise
+        except FileNotFoundError:
+            raise SimlibError(f"{name}: no such file") from None
+        except IsADirectoryError:
+            raise SimlibError(f"{name}: is a folder, not an image") from None
+        except PermissionError:
+            raise SimlibError(f"{name}: permission denied") from None
+        except UnidentifiedImageError:
+            raise SimlibError(f"{name}: not an image Pillow can read (jpg, png, webp, bmp, gif, tiff)") from None
+        except Image.DecompressionBombError:
+            raise SimlibError(f"{name}: declares too many pixels (decompression bomb?)") from None
+        except Exception as e:  # OSError (symlink loop, I/O), ValueError (NUL in path), a Pillow plugin's own
+            raise SimlibError(f"{name}: corrupt or unreadable image ({type(e).__name__}: {e})") from None
+    w, h = img.size
+    if w * h > max_pixels:
+        raise SimlibError(f"{name}: {w}x{h} is over the {max_pixels:,}-pixel limit; refused before decoding")
+    if w < 1 or h < 1:
+        raise SimlibError(f"{name}: has no pixels")
+    try:
+        img.seek(0)
+        img.load()
+        img = ImageOps.exif_transpose(img)
+        return _to_rgb(img)
+    except SimlibError:
+        raise
+    except Exception as e:  # malformed files make Pillow's decoders raise many types (struct.error, IndexError, ...)
+        raise SimlibError(f"{name}: corrupt or truncated image ({type(e).__name__}: {e})") from None
+
+
+def _check_regular_file(path: Any, name: str) -> None:
+    # Opening a FIFO blocks until someone writes to it, and a device never ends: look before opening.
+    mode = os.stat(path).st_mode
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(path)
+    if not stat.S_ISREG(mode):
+        raise SimlibError(f"{name}: not a regular file (a FIFO, socket or device), not an image")
+
+
+def _to_rgb(img: Image.Image) -> Image.Image:
+    if img.mode == "RGB":
+        return img
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.nan_to_num(np.asarray(img, dtype=np.float64))
+        hi = 65535.0 if img.mode.startswith("I;16") else max(float(a.max()), 1.0)
+        a = np.clip(a / hi * 255.0, 0, 255).astype(np.uint8)
+        return Image.fromarray(a, "L").convert("RGB")
+    if img.mode == "P" and "transparency" in img.info:
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def _array_to_rgb(a: np.ndarray, max_pixels: int = MAX_PIXELS) -> Image.Image:
+    a = np.asarray(a)
+    if a.ndim == 3 and a.shape[-1] == 1:
+        a = a[..., 0]
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[-1] not in (3, 4)) or a.size == 0:
+        raise SimlibError(f"an image array must be (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), not {a.shape}")
+    if a.dtype.kind not in "biuf":
+        raise SimlibError(f"an image array must hold numbers (bool, int or float), not {a.dtype}")
+    if a.shape[0] * a.shape[1] > max_pixels:
+        raise SimlibError(f"a {a.shape[1]}x{a.shape[0]} image array is over the {max_pixels:,}-pixel limit")
+    if a.dtype != np.uint8:
+        a = a.astype(np.float64)
+        if not np.isfinite(a).all():
+            raise SimlibError("the image array holds NaN or infinite values")
+        if a.max() <= 1.0:
+            a = a * 255.0
+        a = np.clip(a, 0, 255).astype(np.uint8)
+    mode = "L" if a.ndim == 2 else ("RGB" if a.shape[-1] == 3 else "RGBA")
+    return _to_rgb(Image.fromarray(a, mode))
+
+
+def resize_image(img: Image.Image, size: int, mode: str = "pad") -> np.ndarray:
+    """Aspect-preserving square resize to a uint8 (size, size, 3) array.
+
+    Args:
+        img: an RGB image.
+        size: output side in pixels.
+        mode: "pad" fits the whole image and pads with white (catalogue photos have white
+            backgrounds); "crop" fills the square and centre-crops the overflow.
+    """
+    if size < 1:
+        raise SimlibError(f"image size must be at least 1 pixel, not {size}")
+    if img.mode != "RGB":
+        img = _to_rgb(img)
+    if mode == "pad":
+        w, h = img.size
+        if round(min(w, h) / max(w, h) * size) == 0:
+            # A sliver (e.g. 10000x1) whose short side rounds to 0 px, which ImageOps.pad cannot resize to.
+            img = img.resize((size, 1) if w > h else (1, size), Image.Resampling.BILINEAR)
+        out = ImageOps.pad(img, (size, size), method=Image.Resampling.BILINEAR, color=(255, 255, 255))
+    elif mode == "crop":
+        out = ImageOps.fit(img, (size, size), method=Image.Resampling.BILINEAR)
+    else:
+        raise SimlibError(f"resize must be 'pad' or 'crop', not {mode!r}")
+    return np.asarray(out, dtype=np.uint8)
+
+
+def prepare_image(source: Any, size: int, mode: str = "pad") -> np.ndarray:
+    """Decode any supported image and resize it: the single preprocessing path for indexing and queries."""
+    return resize_image(open_image(source), size, mode)
