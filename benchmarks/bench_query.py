@@ -1,7 +1,7 @@
 """Query latency: one image file -> top-K hits (decode, forward, search), p50/p95.
 
 Through ``Searcher.query`` on a product-set gallery, at each image size, and, when the Gradio app
-(``app_gradio.build_demo``) exists, through its running HTTP API with ``gradio_client``. Checks that
+(``simlib.app.build_app``) exists, through its running HTTP API with ``gradio_client``. Checks that
 the compiled forward traced once for all queries (no per-call retracing).
 
     python -m benchmarks.bench_query            # README scale: 1,000-image gallery, 64 and 128 px
@@ -10,7 +10,6 @@ the compiled forward traced once for all queries (no per-call retracing).
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import sys
 import time
@@ -87,15 +86,16 @@ def gradio_rows(searcher, queries, k: int, size: int, gallery: int, repeats: int
     upload, the event, its stream and each result image it downloads); a kept-alive HTTP client
     shows what the server itself takes.
     """
-    if importlib.util.find_spec("app_gradio") is None:
-        return [{"path": "gradio API", "image_px": size, "gallery": gallery, "skipped": "app_gradio.py not found"}]
     import httpx
     from gradio_client import Client, handle_file
 
-    import app_gradio
+    from simlib.app import GalleryService, build_app
+    from simlib.app.server import launch_settings
+    from simlib.app.service import collapse_threshold
 
-    demo = app_gradio.build_demo(searcher)
-    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **app_gradio.launch_settings(searcher))
+    service = GalleryService(searcher)
+    demo = build_app(service)
+    demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", quiet=True, **launch_settings(service))
     try:
         url = demo.local_url
         client, client_nodl = Client(url, verbose=False), Client(url, verbose=False, download_files=False)
@@ -107,7 +107,7 @@ def gradio_rows(searcher, queries, k: int, size: int, gallery: int, repeats: int
                 "client_nodl": lambda q: client_nodl.predict(handle_file(q), k, api_name="/search"),
                 "http": lambda q: http_search(http, url, q, k, defaults),
             }
-            collapse = app_gradio.collapse_threshold(searcher.describe())
+            collapse = collapse_threshold(searcher.describe())
             expected = [h.id for h in searcher.query(queries[0], k=k, collapse_duplicates=collapse)]
             for name, call in calls.items():  # warm-up, and every path returns the app's hits
                 got = [h["id"] for h in call(queries[0])[1]["hits"]]
@@ -137,7 +137,6 @@ def main(argv: list[str] | None = None) -> dict:
     if args.smoke:
         args.sizes, args.gallery, args.queries = "32", 40, 5
     repeats = args.repeats or (1 if args.smoke else 2)
-    sys.path.insert(0, str(common.REPO))  # app_gradio.py lives at the repository root
 
     from simlib.config import ModelConfig
     from simlib.model import Embedder

@@ -22,7 +22,7 @@ TIMEOUT_MS = 60_000  # a loaded 2-core machine
 @pytest.fixture(scope="module")
 def url(searcher, small_index_dir):
     # feedback goes beside the index
-    with served_demo(searcher, k=K, artifacts=small_index_dir, serve={"artifacts": small_index_dir}) as local_url:
+    with served_demo(searcher, k=K, artifacts=small_index_dir) as local_url:
         yield local_url
 
 

@@ -59,7 +59,7 @@ def served(artifacts):
 
     searcher, _ = open_gallery(artifacts, progress=False, log=lambda m: None)
     source = model_source(searcher, artifacts)
-    with served_demo(searcher, k=K, artifacts=artifacts, model_source=source, serve={"artifacts": artifacts}) as url:
+    with served_demo(searcher, k=K, artifacts=artifacts, model_source=source) as url:
         yield url, searcher, source
 
 

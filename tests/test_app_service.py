@@ -17,7 +17,18 @@ import pytest
 from PIL import Image, ImageDraw
 
 from simlib.app import GalleryService
-from simlib.app.service import EXPLAIN_SIZE, MAX_K
+from simlib.app.inputs import make_filters
+from simlib.app.service import (
+    COLLAPSE_AT,
+    EXPLAIN_SIZE,
+    MAX_FILTERS,
+    MAX_K,
+    UNTRAINED_COLLAPSE_AT,
+    collapse_threshold,
+    filter_fields,
+    is_untrained,
+    status_text,
+)
 from simlib.errors import SimlibError
 from tests.support.calibration import calibrated
 
@@ -339,3 +350,34 @@ def test_every_index_read_and_change_holds_the_lock(writable):
     service.add(np.random.default_rng(5).integers(0, 256, (40, 48, 3), np.uint8))
     assert {name for name, _ in calls} >= {"search", "record", "vectors_of", "add", "save"}
     assert all(held for _, held in calls), [name for name, held in calls if not held]
+
+
+# ----------------------------------------------------------------------------- pure helpers
+
+
+def test_filter_fields_and_filters():
+    values = {"baseColour": ["Blue", "Red"], "gender": ["Men", "Women"], "label": ["A", "B"], "season": ["S", "W"]}
+    assert list(filter_fields(values)) == ["baseColour", "gender"]
+    assert list(filter_fields({"season": ["S", "W"], "label": ["A", "B"]})) == ["label", "season"]
+    assert len(filter_fields({f"a{i}": ["x", "y"] for i in range(9)})) == MAX_FILTERS
+    assert make_filters(["gender", "baseColour", "label"], [["Men"], [], "any"]) == {"gender": ["Men"]}
+
+
+def test_collapse_threshold_suits_the_model():
+    untrained = {"weights": "none", "trained": False, "threshold": None}
+    assert collapse_threshold(untrained) == UNTRAINED_COLLAPSE_AT
+    assert collapse_threshold({**untrained, "trained": True}) == COLLAPSE_AT
+    assert collapse_threshold({**untrained, "weights": "imagenet"}) == COLLAPSE_AT
+    # Halfway from the calibrated "good match" score to 1, when that is stricter.
+    assert collapse_threshold({**untrained, "threshold": 0.9997}) == pytest.approx(0.99985)
+    assert collapse_threshold({**untrained, "trained": True, "threshold": 0.7}) == COLLAPSE_AT
+    assert collapse_threshold({**untrained, "trained": True, "threshold": 0.98}) == pytest.approx(0.99)
+
+
+def test_untrained_and_the_status_line():
+    info = {"gallery_size": 12, "index_kind": "flat", "image_size": 32, "embedding_dim": 16}
+    untrained = {**info, "weights": "none", "trained": False}
+    assert is_untrained(untrained)
+    assert not is_untrained({**untrained, "weights": "imagenet"}) and not is_untrained({**untrained, "trained": True})
+    assert "trained" in status_text({**untrained, "trained": True}) and "query" not in status_text(untrained)
+    assert "query: 12 ms, 3 results" in status_text(untrained, 0.012, 3)

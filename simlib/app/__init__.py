@@ -1,10 +1,11 @@
-"""The demo app: :class:`GalleryService` (what the app does, without a server) and ``ui`` (its Gradio page).
+"""The demo app: what it does (:mod:`~simlib.app.service`), its page (:mod:`~simlib.app.ui`, Gradio) and how it
+is served (:mod:`~simlib.app.server`).
 
-``app_gradio.py`` at the top of the repository is the entry point: it parses the options, opens the
-gallery, builds a :class:`GalleryService` and serves ``simlib.app.ui.build_demo(service)``. Importing
-this package loads neither Gradio nor TensorFlow; ``simlib.app.ui`` imports Gradio.
+``app_gradio.py`` at the top of the repository parses the options and calls :func:`simlib.app.server.run`.
+Importing this package loads neither Gradio nor TensorFlow; ``simlib.app.ui`` imports Gradio.
 """
 
+from simlib.app.server import build_app, open_service, serve
 from simlib.app.service import AddResult, Explanation, GalleryService, SearchResult
 
-__all__ = ["AddResult", "Explanation", "GalleryService", "SearchResult"]
+__all__ = ["AddResult", "Explanation", "GalleryService", "SearchResult", "build_app", "open_service", "serve"]

@@ -2,8 +2,9 @@
 
 The page only lays out components and translates: widget values and uploads in
 (:mod:`simlib.app.inputs`), the service's results out, a :class:`simlib.errors.SimlibError` into one
-``gr.Error`` line. Each event is wired where its component is laid out; the API endpoints without a
-button (``/explain``, ``/feedback``) are declared with ``gr.api`` from typed functions.
+``gr.Error`` line (:func:`visitor_errors`). Each region of the page is built by one function that also
+wires its events; the API endpoints without a button (``/explain``, ``/feedback``) are declared with
+``gr.api`` from typed functions.
 
 The HTTP API (unchanged since the first app): ``/search`` ``(image, k, <filters>..., collapse)`` ->
 ``(gallery, results, status)``; ``/explain`` ``(image, result_id)`` -> ``(query_heat, result_heat,
@@ -11,6 +12,8 @@ details)``; ``/feedback`` ``(image, result_id, verdict)`` -> message (with an ar
 ``/add_to_gallery`` ``(image)`` -> ``(message, status)`` (with ``allow_add``).
 """
 
+import dataclasses
+import functools
 import inspect
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -19,67 +22,43 @@ import gradio as gr
 from gradio.data_classes import FileData
 
 from simlib.app.inputs import make_filters, uploaded_image, user_message
-from simlib.app.service import (
-    CONCURRENCY_LIMIT,
-    DEFAULT_K,
-    MAX_K,
-    QUEUE_SIZE,
-    GalleryService,
-    feedback_message,
+from simlib.app.service import CONCURRENCY_LIMIT, DEFAULT_K, MAX_K, QUEUE_SIZE, GalleryService, feedback_message
+from simlib.app.style import (
+    EXPLAIN_HELP,
+    HEAT_LEGEND,
+    TITLE,
+    TRAIN_HELP,
+    TRAIN_OFFER,
+    UNTRAINED_NOTICE,
 )
 from simlib.errors import SimlibError
 
-TITLE = "simlib: find similar images"
-UNTRAINED_NOTICE = (
-    "**This model is untrained.** Its ResNet50 backbone has random weights (no ImageNet weights could be "
-    "loaded and no trained model was found), so results follow colours and rough shapes, not what the "
-    "objects are. Train a model in the course (notebook 03 saves `artifacts/course/model_labels`, which the "
-    "app then picks up) or with `simlib train --out artifacts/model`, or use `--weights imagenet` on a "
-    "machine that can download them."
-)
-TRAIN_OFFER = " Or train one right here: **Train a model on this gallery**, below the results."
-TRAIN_HELP = (
-    "### Train a model on this gallery\nTrains a small head on this gallery's labels over the frozen "
-    "backbone (at most two minutes, then the gallery is re-indexed and re-calibrated: about three minutes "
-    "on a 2-core machine), then serves the new model without a restart, if it does better than this one."
-)
-EXPLAIN_HELP = "### Why are they similar?"
-# The colour bar of the heat maps (Matplotlib's "jet", as simlib.search.explain.overlay paints them).
-HEAT_LEGEND = (
-    '<div id="heat-legend"><span>least</span><span class="heat-bar"></span><span>most</span></div>'
-    '<p id="heat-guide">How to read it: the warm (red) parts of each image are the ones whose features best '
-    "match the other image; blue parts match least. Colours compare regions within one pair only.</p>"
-)
-# Captions wrap below the image instead of being cut ("#1 · 0.998 · Flip Flops · w…"); the grid's columns
-# follow the gallery's width (Gradio's fixed 4 columns of 100 px overflowed a phone); on a narrow screen
-# the page keeps to the screen's width.
-CSS = """
-#results .grid-container {
-  grid-template-columns: repeat(auto-fill, minmax(104px, 1fr)) !important;
-  grid-template-rows: none !important; grid-auto-rows: auto !important;
-}
-#results .thumbnail-item { aspect-ratio: auto !important; height: auto !important; display: flex;
-  flex-direction: column; overflow: visible !important; }
-#results .thumbnail-item img { aspect-ratio: 1 / 1; height: auto !important; width: 100%; }
-#results .caption-label { position: static !important; max-width: 100% !important; white-space: normal !important;
-  overflow: visible !important; text-overflow: clip !important; overflow-wrap: anywhere; border: none !important;
-  border-top: 1px solid var(--border-color-primary) !important; border-radius: 0 !important;
-  line-height: 1.25; padding: 2px 4px !important; font-size: var(--text-sm) !important; }
-#heat-legend { display: flex; align-items: center; gap: 8px; font-size: var(--text-sm); }
-#heat-legend .heat-bar { flex: 1; max-width: 320px; height: 12px; border-radius: 3px;
-  background: linear-gradient(to right, #00007f, #0000ff, #007fff, #00ffff, #7fff7f, #ffff00, #ff7f00,
-    #ff0000, #7f0000); }
-#heat-guide { font-size: var(--text-sm); margin: 4px 0 0 0; }
-@media (max-width: 640px) {
-  .gradio-container { padding-left: 6px !important; padding-right: 6px !important; max-width: 100vw !important; }
-  body { overflow-x: hidden; }
-}
-"""
+__all__ = ["TITLE", "build_demo", "visitor_errors"]
 
 
-def user_error(error: SimlibError, image: Any) -> gr.Error:
-    """A service error as the one line a visitor sees (no traceback, no server paths)."""
-    return gr.Error(user_message(error, image), print_exception=False)
+def _first_argument(args: tuple, kwargs: dict) -> Any:
+    return args[0] if args else next(iter(kwargs.values()), None)
+
+
+def visitor_errors(image_of: Callable[[tuple, dict], Any] = _first_argument) -> Callable:
+    """Decorate an event handler so that a :class:`SimlibError` reaches the visitor as one ``gr.Error`` line
+    (no traceback; an uploaded file named by its own name, not its server path).
+
+    Args:
+        image_of: picks the query image out of the handler's ``(args, kwargs)`` (default: the first argument).
+    """
+
+    def decorate(fn: Callable) -> Callable:
+        @functools.wraps(fn)  # Gradio reads the signature through __wrapped__
+        def handler(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except SimlibError as e:
+                raise gr.Error(user_message(e, image_of(args, kwargs)), print_exception=False) from None
+
+        return handler
+
+    return decorate
 
 
 def with_parameters(fn: Callable, names: Sequence[str]) -> Callable:
@@ -98,21 +77,292 @@ def png_file(image: Any) -> FileData:
     return FileData(path=save_img_array_to_cache(image, cache_dir=get_upload_folder(), format="png"))
 
 
-def feedback_handler(service: GalleryService, verdict: str) -> Callable[[dict | None], str]:
+def _state_query(args: tuple, kwargs: dict) -> Any:
+    state = args[0] if args else None
+    return state.get("query") if isinstance(state, dict) else None
+
+
+# ----------------------------------------------------------------------------- page regions
+@dataclasses.dataclass
+class Query:
+    """The query region's components."""
+
+    image: gr.Image
+    top_k: gr.Slider
+    button: gr.Button
+    filters: list
+    collapse: gr.Checkbox
+
+    @property
+    def inputs(self) -> list:
+        """The search's inputs, in the ``/search`` endpoint's order."""
+        return [self.image, self.top_k, *self.filters, self.collapse]
+
+
+@dataclasses.dataclass
+class Results:
+    """The results region's components (and the per-visitor state of what is on show)."""
+
+    banner: gr.Markdown
+    gallery: gr.Gallery
+    calibration: gr.Markdown
+    status: gr.Markdown
+    details: gr.JSON | None  # made after the explanation, below it (details_region)
+    last: gr.State
+
+    @property
+    def outputs(self) -> list:
+        """What a search writes, in the ``/search`` endpoint's order, plus the state."""
+        return [self.gallery, self.details, self.status, self.last]
+
+
+def query_region(service: GalleryService, k: int) -> Query:
+    """The query image, Top-K, the Search button and the folded filters."""
+    image = gr.Image(
+        sources=["upload", "webcam", "clipboard"], type="filepath", label="Query image", height=260, elem_id="query"
+    )
+    with gr.Row(equal_height=True):
+        top_k = gr.Slider(1, MAX_K, value=min(max(int(k), 1), MAX_K), step=1, label="Top-K", elem_id="k", scale=3)
+        button = gr.Button("Search", variant="primary", elem_id="search", scale=1, min_width=90)
+    with gr.Accordion("Filters and duplicates", open=False, elem_id="options"):
+        filters = [
+            gr.Dropdown(choices=values, value=[], multiselect=True, label=field, elem_id=f"filter-{field}")
+            for field, values in service.filter_choices.items()
+        ]
+        collapse = gr.Checkbox(
+            value=True,
+            label="Merge near-duplicates",
+            info=f"a result at least {service.collapse:g} similar to a better one is counted in its caption",
+            elem_id="collapse",
+        )
+    return Query(image, top_k, button, filters, collapse)
+
+
+def results_region(service: GalleryService) -> Results:
+    """The "no good match" banner, the result tiles, the calibration note and the status line."""
+    banner = gr.Markdown(visible=False, elem_id="no-match")
+    gallery = gr.Gallery(
+        label="Most similar (click one: why is it similar?)",
+        columns=4,
+        object_fit="contain",
+        height="auto",
+        allow_preview=False,
+        elem_id="results",
+    )
+    note = service.calibration_note()
+    calibration = gr.Markdown(note, visible=bool(note), elem_id="calibration-note")
+    status = gr.Markdown(service.status(), label="status", elem_id="status")
+    return Results(banner, gallery, calibration, status, None, gr.State(None))
+
+
+def details_region(results: Results) -> None:
+    """The results as JSON, folded (what the ``/search`` endpoint returns)."""
+    with gr.Accordion("Results as JSON", open=False):
+        results.details = gr.JSON(label="results")
+
+
+def explain_region(service: GalleryService, results: Results) -> dict[str, Any]:
+    """ "Why is it similar?" for a clicked result (heat maps) and the feedback buttons; wires the click.
+
+    Returns:
+        ``{"box", "selected", "feedback_status"}``: what a new search hides or resets.
+    """
+    selected = gr.State(None)  # per visitor: the result clicked, with its query
+    with gr.Column(visible=False, elem_id="explain") as box:
+        gr.Markdown(EXPLAIN_HELP)
+        gr.HTML(HEAT_LEGEND)
+        text = gr.Markdown(elem_id="explain-text")
+        note = gr.Markdown(elem_id="explain-note")
+        with gr.Row():
+            names = (("query", "query"), ("query-heat", "query heat map"), ("result-heat", "result heat map"))
+            images = [
+                gr.Image(
+                    label=label,
+                    interactive=False,
+                    height=220,
+                    format="png",
+                    buttons=["fullscreen"],
+                    elem_id=f"explain-{n}",
+                )
+                for n, label in (*names, ("result", "result"))
+            ]
+        buttons = {}
+        if service.takes_feedback:
+            with gr.Row():
+                buttons["similar"] = gr.Button("Similar", elem_id="fb-similar", size="sm")
+                buttons["not_similar"] = gr.Button("Not similar", elem_id="fb-not-similar", size="sm")
+        feedback_status = gr.Markdown(elem_id="feedback-status")
+        for verdict, button in buttons.items():
+            button.click(_feedback_handler(service, verdict), [selected], [feedback_status], api_visibility="private")
+
+    @visitor_errors(_state_query)
+    def show(last: dict | None, evt: gr.SelectData):
+        if not last or evt.index is None or not 0 <= evt.index < len(last["shown"]):
+            raise gr.Error("search first, then click a result", print_exception=False)
+        hit = last["shown"][evt.index]
+        e = service.explain(last["query"], hit["id"], rank=hit["rank"])
+        shown = (e.query, e.query_heat, e.result_heat, e.result)
+        return *shown, e.text, e.note, {**hit, "query": last["query"]}, gr.update(visible=True), ""
+
+    results.gallery.select(
+        show,
+        inputs=[results.last],
+        outputs=[*images, text, note, selected, box, feedback_status],
+        api_visibility="private",
+    )
+    return {"box": box, "selected": selected, "feedback_status": feedback_status}
+
+
+def _feedback_handler(service: GalleryService, verdict: str) -> Callable[[dict | None], str]:
     """The click handler of a feedback button: stores ``verdict`` on the result the visitor clicked."""
 
+    @visitor_errors(_state_query)
     def handler(chosen: dict | None) -> str:
         if not chosen:
             raise gr.Error("click a result first, then say whether it is similar", print_exception=False)
-        try:
-            entry = service.feedback(chosen["query"], chosen["id"], verdict)
-        except SimlibError as e:
-            raise user_error(e, chosen["query"]) from None
-        return feedback_message(entry, chosen["rank"])
+        return feedback_message(service.feedback(chosen["query"], chosen["id"], verdict), chosen["rank"])
 
     return handler
 
 
+# ----------------------------------------------------------------------------- events
+def wire_search(service: GalleryService, query: Query, results: Results, explain: dict[str, Any]) -> dict:
+    """Search on every change of the query or its options, and on the Search button (``/search``).
+
+    Returns:
+        The keyword arguments of the "after a search" step (banner, note, explanation reset), for
+        events that search again (training).
+    """
+    fields = list(service.filter_choices)
+
+    @visitor_errors()
+    def run_search(image, k, *rest):
+        *filter_values, collapse_on = rest
+        path = uploaded_image(image)
+        filters = make_filters(fields, filter_values)
+        found = service.search(path, int(k), filters, service.collapse if collapse_on else None)
+        shown = [{"id": h.id, "rank": h.rank} for h in found.hits if h.path]
+        last = {"query": path, "shown": shown, "banner": found.banner(), "note": found.calibration_note()}
+        return *found.outputs(), last
+
+    def after_search(last: dict | None):
+        banner_text = (last or {}).get("banner", "")
+        note = (last or {}).get("note", service.calibration_note())
+        return (
+            gr.update(value=banner_text, visible=bool(banner_text)),
+            gr.update(value=note, visible=bool(note)),
+            gr.update(visible=False),
+            None,
+            "",
+        )
+
+    # The API names the parameters after the filters, not param_2, param_3...
+    run_search = with_parameters(run_search, ["image", "k", *fields, "collapse"])
+    after = {
+        "fn": after_search,
+        "inputs": [results.last],
+        "outputs": [
+            results.banner,
+            results.calibration,
+            explain["box"],
+            explain["selected"],
+            explain["feedback_status"],
+        ],
+        "api_visibility": "private",
+    }
+    # The handler gets the upload as Gradio received it, undecoded: stock gr.Image opens it with
+    # Pillow first, so a file that is not an image fails inside Gradio with a traceback. simlib
+    # decodes instead (one path for gallery and queries: any mode, EXIF, pixel limit before
+    # decoding) and a bad upload gets one clear message.
+    auto = gr.on(
+        # change: upload, webcam capture, paste, example click and clearing the image
+        triggers=[query.image.change, query.top_k.change, *(w.change for w in query.filters), query.collapse.change],
+        fn=functools.partial(_search_if_image, service, run_search),
+        inputs=query.inputs,
+        outputs=results.outputs,
+        preprocess=False,
+        trigger_mode="always_last",  # one at a time per visitor; what changed meanwhile runs once after
+        api_visibility="private",
+        show_progress="minimal",
+    )
+    auto.success(**after)
+    click = query.button.click(
+        run_search,
+        inputs=query.inputs,
+        outputs=results.outputs,
+        api_name="search",
+        preprocess=False,
+        cancels=[auto],  # an automatic search still queued is superseded by the click
+    )
+    click.success(**after)
+    return {"after": after, "search": functools.partial(_search_if_image, service, run_search)}
+
+
+def _search_if_image(service: GalleryService, run_search: Callable, image, k, *rest):
+    """The automatic search: nothing to search after the image was cleared (no error)."""
+    if image is None:
+        return [], None, service.status(), None
+    return run_search(image, k, *rest)
+
+
+def add_region(service: GalleryService, query: Query, results: Results) -> None:
+    """ "Add this image to the gallery" (``/add_to_gallery``), with ``allow_add``."""
+    button = gr.Button("Add this image to the gallery", elem_id="add")
+    message = gr.Markdown(elem_id="add-status")
+
+    @visitor_errors()
+    def run_add(image):
+        return service.add(uploaded_image(image)).message, service.status()
+
+    button.click(
+        run_add, inputs=[query.image], outputs=[message, results.status], api_name="add_to_gallery", preprocess=False
+    )
+
+
+def train_region(service: GalleryService, query: Query, results: Results, notice: gr.Markdown, search: dict) -> None:
+    """ "Train a model on this gallery": trains, swaps the model, then searches again with the new one."""
+    with gr.Group(elem_id="train-box"):
+        gr.Markdown(TRAIN_HELP)
+        button = gr.Button("Train a model on this gallery", elem_id="train")
+        message = gr.Markdown(elem_id="train-status")
+
+    @visitor_errors(lambda args, kwargs: None)
+    def run_train(progress=gr.Progress()):  # noqa: B008 (Gradio's way to report progress)
+        outcome = service.train(progress=lambda fraction, text: progress(fraction, desc=text))
+        return outcome.message, service.status(), gr.update(visible=service.untrained), gr.update(visible=False)
+
+    button.click(
+        run_train,
+        inputs=None,
+        outputs=[message, results.status, notice, button],
+        api_visibility="private",
+        concurrency_limit=1,
+    ).success(search["search"], inputs=query.inputs, outputs=results.outputs, preprocess=False).success(
+        **search["after"]
+    )
+
+
+def api_endpoints(service: GalleryService) -> None:
+    """The endpoints without a button: ``/explain`` and (with an artifacts folder) ``/feedback``."""
+
+    @visitor_errors()
+    def explain(image: FileData, result_id: int) -> tuple[FileData, FileData, dict]:
+        """Both images' similarity heat maps (PNG) and ``{id, score, weak, label}`` of the result."""
+        e = service.explain(uploaded_image(image), result_id)
+        return png_file(e.query_heat), png_file(e.result_heat), e.details()
+
+    gr.api(explain, api_name="explain")
+    if service.takes_feedback:
+
+        @visitor_errors()
+        def feedback(image: FileData, result_id: int, verdict: str) -> str:
+            """Store "similar" or "not_similar" for a result of this query (kept as training data)."""
+            return feedback_message(service.feedback(uploaded_image(image), result_id, str(verdict)))
+
+        gr.api(feedback, api_name="feedback")
+
+
+# ----------------------------------------------------------------------------- the page
 def build_demo(service: GalleryService, k: int = DEFAULT_K, title: str = TITLE) -> gr.Blocks:
     """The page for ``service``: image in, the top-K most similar gallery images out.
 
@@ -131,243 +381,32 @@ def build_demo(service: GalleryService, k: int = DEFAULT_K, title: str = TITLE) 
 
     Returns:
         A ``gr.Blocks`` with its queue set (see the module docstring for its API); launch it with
-        ``css=CSS`` (``app_gradio.launch_settings`` does).
+        ``css=CSS`` (:func:`simlib.app.server.launch_settings` does).
     """
-    fields = list(service.filter_choices)
     can_train = service.can_train
     with gr.Blocks(title=title, analytics_enabled=False) as demo:
-        last_search = gr.State(None)  # per visitor: the query (an uploaded file) and the results on show
-        selected = gr.State(None)  # per visitor: the result clicked, with its query
         gr.Markdown(f"# {title}\nUpload, capture or paste an image: the most similar gallery images appear.")
-        untrained_notice = gr.Markdown(
+        notice = gr.Markdown(
             UNTRAINED_NOTICE + (TRAIN_OFFER if can_train else ""), visible=service.untrained, elem_id="untrained-notice"
         )
         with gr.Row(equal_height=False):
             query_column = gr.Column(scale=1, min_width=280)
             results_column = gr.Column(scale=2, min_width=280)
-
-        # ------------------------------------------------------------ the query (left; first on a phone)
         with query_column:
-            query = gr.Image(
-                sources=["upload", "webcam", "clipboard"],
-                type="filepath",
-                label="Query image",
-                height=260,
-                elem_id="query",
-            )
-            with gr.Row(equal_height=True):
-                top_k = gr.Slider(
-                    1, MAX_K, value=min(max(int(k), 1), MAX_K), step=1, label="Top-K", elem_id="k", scale=3
-                )
-                search_button = gr.Button("Search", variant="primary", elem_id="search", scale=1, min_width=90)
-            with gr.Accordion("Filters and duplicates", open=False, elem_id="options"):
-                filter_widgets = [
-                    gr.Dropdown(choices=values, value=[], multiselect=True, label=field, elem_id=f"filter-{field}")
-                    for field, values in service.filter_choices.items()
-                ]
-                collapse_box = gr.Checkbox(
-                    value=True,
-                    label="Merge near-duplicates",
-                    info=f"a result at least {service.collapse:g} similar to a better one is counted in its caption",
-                    elem_id="collapse",
-                )
-
-        # ------------------------------------------------------------ the results (right; second on a phone)
+            query = query_region(service, k)
         with results_column:
-            banner = gr.Markdown(visible=False, elem_id="no-match")
-            results = gr.Gallery(
-                label="Most similar (click one: why is it similar?)",
-                columns=4,
-                object_fit="contain",
-                height="auto",
-                allow_preview=False,
-                elem_id="results",
-            )
-            note = service.calibration_note()
-            calibration = gr.Markdown(note, visible=bool(note), elem_id="calibration-note")
-            status = gr.Markdown(service.status(), label="status", elem_id="status")
-            with gr.Column(visible=False, elem_id="explain") as explain_box:
-                gr.Markdown(EXPLAIN_HELP)
-                gr.HTML(HEAT_LEGEND)
-                explain_text = gr.Markdown(elem_id="explain-text")
-                explain_note = gr.Markdown(elem_id="explain-note")
-                with gr.Row():
-                    images = [
-                        gr.Image(
-                            label=label,
-                            interactive=False,
-                            height=220,
-                            format="png",
-                            buttons=["fullscreen"],
-                            elem_id=f"explain-{name}",
-                        )
-                        for name, label in (
-                            ("query", "query"),
-                            ("query-heat", "query heat map"),
-                            ("result-heat", "result heat map"),
-                            ("result", "result"),
-                        )
-                    ]
-                if service.takes_feedback:
-                    with gr.Row():
-                        similar = gr.Button("Similar", elem_id="fb-similar", size="sm")
-                        not_similar = gr.Button("Not similar", elem_id="fb-not-similar", size="sm")
-                feedback_status = gr.Markdown(elem_id="feedback-status")
-
-                if service.takes_feedback:
-                    for button, verdict in ((similar, "similar"), (not_similar, "not_similar")):
-                        button.click(
-                            feedback_handler(service, verdict), [selected], [feedback_status], api_visibility="private"
-                        )
-
-            def show_explanation(last: dict | None, evt: gr.SelectData):
-                if not last or evt.index is None or not 0 <= evt.index < len(last["shown"]):
-                    raise gr.Error("search first, then click a result", print_exception=False)
-                hit = last["shown"][evt.index]
-                try:
-                    e = service.explain(last["query"], hit["id"], rank=hit["rank"])
-                except SimlibError as err:
-                    raise user_error(err, last["query"]) from None
-                shown = (e.query, e.query_heat, e.result_heat, e.result)
-                return *shown, e.text, e.note, {**hit, "query": last["query"]}, gr.update(visible=True), ""
-
-            results.select(
-                show_explanation,
-                inputs=[last_search],
-                outputs=[*images, explain_text, explain_note, selected, explain_box, feedback_status],
-                api_visibility="private",
-            )
-            with gr.Accordion("Results as JSON", open=False):
-                details = gr.JSON(label="results")
-            if can_train:
-                with gr.Group(elem_id="train-box"):
-                    gr.Markdown(TRAIN_HELP)
-                    train_button = gr.Button("Train a model on this gallery", elem_id="train")
-                    train_status = gr.Markdown(elem_id="train-status")
-
-        # ------------------------------------------------------------ searching
-        def run_search(image, k, *rest):
-            *filter_values, collapse_on = rest
-            try:
-                path = uploaded_image(image)
-                filters = make_filters(fields, filter_values)
-                found = service.search(path, int(k), filters, service.collapse if collapse_on else None)
-            except SimlibError as e:
-                raise user_error(e, image) from None
-            shown = [{"id": h.id, "rank": h.rank} for h in found.hits if h.path]
-            last = {"query": path, "shown": shown, "banner": found.banner(), "note": found.calibration_note()}
-            return *found.outputs(), last
-
-        def search_if_image(image, k, *rest):
-            """The automatic search: nothing to search after the image was cleared (no error)."""
-            if image is None:
-                return [], None, service.status(), None
-            return run_search(image, k, *rest)
-
-        def after_search(last: dict | None):
-            banner_text = (last or {}).get("banner", "")
-            note = (last or {}).get("note", service.calibration_note())
-            return (
-                gr.update(value=banner_text, visible=bool(banner_text)),
-                gr.update(value=note, visible=bool(note)),
-                gr.update(visible=False),
-                None,
-                "",
-            )
-
-        # The API names the parameters after the filters, not param_2, param_3...
-        run_search = with_parameters(run_search, ["image", "k", *fields, "collapse"])
-        search_inputs = [query, top_k, *filter_widgets, collapse_box]
-        search_outputs = [results, details, status, last_search]
-        after = {
-            "fn": after_search,
-            "inputs": [last_search],
-            "outputs": [banner, calibration, explain_box, selected, feedback_status],
-            "api_visibility": "private",
-        }
-        # The handler gets the upload as Gradio received it, undecoded: stock gr.Image opens it with
-        # Pillow first, so a file that is not an image fails inside Gradio with a traceback. simlib
-        # decodes instead (one path for gallery and queries: any mode, EXIF, pixel limit before
-        # decoding) and a bad upload gets one clear message.
-        auto = gr.on(
-            # change: upload, webcam capture, paste, example click and clearing the image
-            triggers=[query.change, top_k.change, *(w.change for w in filter_widgets), collapse_box.change],
-            fn=search_if_image,
-            inputs=search_inputs,
-            outputs=search_outputs,
-            preprocess=False,
-            trigger_mode="always_last",  # one at a time per visitor; what changed meanwhile runs once after
-            api_visibility="private",
-            show_progress="minimal",
-        )
-        auto.success(**after)
-        click = search_button.click(
-            run_search,
-            inputs=search_inputs,
-            outputs=search_outputs,
-            api_name="search",
-            preprocess=False,
-            cancels=[auto],  # an automatic search still queued is superseded by the click
-        )
-        click.success(**after)
-
-        with query_column:
-            if service.allow_add:
-                add_button = gr.Button("Add this image to the gallery", elem_id="add")
-                add_status = gr.Markdown(elem_id="add-status")
-
-                def run_add(image):
-                    try:
-                        added = service.add(uploaded_image(image))
-                    except SimlibError as e:
-                        raise user_error(e, image) from None
-                    return added.message, service.status()
-
-                add_button.click(
-                    run_add, inputs=[query], outputs=[add_status, status], api_name="add_to_gallery", preprocess=False
-                )
+            results = results_region(service)
+            explain = explain_region(service, results)
+            details_region(results)
+        search = wire_search(service, query, results, explain)
+        if service.allow_add:
+            with query_column:
+                add_region(service, query, results)
         if service.examples:
-            gr.Examples(examples=[[p] for p in service.examples], inputs=[query], label="Example queries")
-
-        # ------------------------------------------------------------ training
+            gr.Examples(examples=[[p] for p in service.examples], inputs=[query.image], label="Example queries")
         if can_train:
-
-            def run_train(progress=gr.Progress()):  # noqa: B008 (Gradio's way to report progress)
-                try:
-                    outcome = service.train(progress=lambda fraction, text: progress(fraction, desc=text))
-                except SimlibError as e:
-                    raise gr.Error(str(e), print_exception=False) from None
-                return outcome.message, service.status(), gr.update(visible=service.untrained), gr.update(visible=False)
-
-            train_button.click(
-                run_train,
-                inputs=None,
-                outputs=[train_status, status, untrained_notice, train_button],
-                api_visibility="private",
-                concurrency_limit=1,
-            ).success(search_if_image, inputs=search_inputs, outputs=search_outputs, preprocess=False).success(**after)
-
-        # ------------------------------------------------------------ API endpoints without a button
-        def explain(image: FileData, result_id: int) -> tuple[FileData, FileData, dict]:
-            """Both images' similarity heat maps (PNG) and ``{id, score, weak, label}`` of the result."""
-            try:
-                e = service.explain(uploaded_image(image), result_id)
-            except SimlibError as err:
-                raise user_error(err, image) from None
-            return png_file(e.query_heat), png_file(e.result_heat), e.details()
-
-        gr.api(explain, api_name="explain")
-
-        if service.takes_feedback:
-
-            def feedback(image: FileData, result_id: int, verdict: str) -> str:
-                """Store "similar" or "not_similar" for a result of this query (kept as training data)."""
-                try:
-                    entry = service.feedback(uploaded_image(image), result_id, str(verdict))
-                except SimlibError as e:
-                    raise user_error(e, image) from None
-                return feedback_message(entry)
-
-            gr.api(feedback, api_name="feedback")
+            with results_column:
+                train_region(service, query, results, notice, search)
+        api_endpoints(service)
     demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=QUEUE_SIZE)
     return demo

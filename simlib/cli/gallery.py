@@ -55,7 +55,8 @@ def cmd_index(args: argparse.Namespace) -> int:
 
 def cmd_search(args: argparse.Namespace) -> int:
     from simlib.data import open_image
-    from simlib.search import Searcher, format_hits, no_good_match, unsupported_note
+    from simlib.search import Searcher, format_hits, no_good_match
+    from simlib.search.hit import unsupported_note
 
     open_image(args.image)  # a bad query fails before the model loads
     if args.backend:

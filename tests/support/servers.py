@@ -1,16 +1,11 @@
-"""The demo app (``app_gradio.py``) served on a free local port for the length of a test."""
+"""The demo app served on a free local port for the length of a test, as ``app_gradio.py`` serves it."""
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import socket
-import sys
 from collections.abc import Iterator
-from types import ModuleType
 from typing import Any
-
-from tests.support import REPO
 
 
 def free_port() -> int:
@@ -20,28 +15,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def app_module() -> ModuleType:
-    """``app_gradio``: a top-level script beside the package, not part of it."""
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    return importlib.import_module("app_gradio")
-
-
 @contextlib.contextmanager
-def served_demo(searcher, *, serve: dict[str, Any] | None = None, **build: Any) -> Iterator[str]:
-    """Build the app for ``searcher`` (``build``: ``build_demo`` options), serve it; yields its local URL.
-
-    ``serve`` holds ``app.serve`` options (``artifacts``, ``auth``, ``allow_add``...); the port is a free one.
-    The server is closed on the way out, whatever happened.
-    """
+def served_demo(searcher, *, k: int = 5, auth: tuple[str, str] | None = None, **service: Any) -> Iterator[str]:
+    """Serve ``searcher`` as the app does (a :class:`GalleryService` with ``service`` options, its page with
+    Top-K ``k``, behind ``auth``) on a free port; yields its local URL. The server is closed on the way out."""
+    from simlib.app import GalleryService, build_app, serve
     from simlib.errors import SimlibError
 
-    app = app_module()
-    demo = app.build_demo(searcher, **build)
+    gallery = GalleryService(searcher, **service)
+    demo = build_app(gallery, k=k)
     try:
         for attempt in range(3):
             try:
-                url, _ = app.serve(demo, searcher, port=free_port(), log=lambda m: None, **(serve or {}))
+                url, _ = serve(demo, gallery, port=free_port(), auth=auth, log=lambda m: None)
                 break
             except SimlibError as e:  # another test worker took the free port first: take another
                 if "cannot listen" not in str(e) or attempt == 2:

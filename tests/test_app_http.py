@@ -1,4 +1,4 @@
-"""app_gradio.py: the pure functions on a small real index, then the real server through gradio_client."""
+"""The served app through its HTTP API (gradio_client): search, explain, feedback, add, files, auth, load."""
 
 from __future__ import annotations
 
@@ -17,12 +17,9 @@ import numpy as np
 import pytest
 
 from simlib.app import GalleryService
-from simlib.errors import SimlibError
+from simlib.app.service import CONCURRENCY_LIMIT, EXPLAIN_SIZE, collapse_threshold, filter_fields
 from tests.support import ARTIFACTS, REPO
-from tests.support.calibration import calibrated
-from tests.support.servers import app_module, free_port, served_demo
-
-app = app_module()
+from tests.support.servers import free_port, served_demo
 
 AUTH = ("ana", "s3cret-pass")
 
@@ -38,7 +35,7 @@ def server(searcher, small_index_dir):
 
     Its feedback goes to ``feedback/`` beside the index folder (see ``simlib.search.gallery.app_folders``).
     """
-    with served_demo(searcher, k=4, artifacts=small_index_dir, serve={"artifacts": small_index_dir}) as url:
+    with served_demo(searcher, k=4, artifacts=small_index_dir) as url:
         yield url
 
 
@@ -92,226 +89,6 @@ def brute_force(searcher, image, k, filters=None):
 
 
 # ----------------------------------------------------------------------------- pure functions
-def test_filter_fields_and_filters():
-    values = {"baseColour": ["Blue", "Red"], "gender": ["Men", "Women"], "label": ["A", "B"], "season": ["S", "W"]}
-    assert list(app.filter_fields(values)) == ["baseColour", "gender"]
-    assert list(app.filter_fields({"season": ["S", "W"], "label": ["A", "B"]})) == ["label", "season"]
-    assert len(app.filter_fields({f"a{i}": ["x", "y"] for i in range(9)})) == app.MAX_FILTERS
-    assert app.make_filters(["gender", "baseColour", "label"], [["Men"], [], "any"]) == {"gender": ["Men"]}
-
-
-@pytest.mark.integration
-def test_search_matches_brute_force(searcher, query_path):
-    gallery, results, status = search(searcher, query_path, 6)
-    ids, scores = brute_force(searcher, query_path, 6)
-    assert [h["id"] for h in results["hits"]] == ids
-    np.testing.assert_allclose([h["score"] for h in results["hits"]], scores, atol=1e-5)
-    hits = searcher.query(query_path, k=6)
-    assert gallery == [(h.path, f"#{h.rank} · {h.score:.3f} · {h.label}") for h in hits]
-    assert results["hits"][0]["gallery_path"] == hits[0].path and results["hits"][0]["label"] == hits[0].label
-    assert status.startswith("gallery: 48 images") and "untrained" in status and "query:" in status
-
-
-@pytest.mark.integration
-def test_search_filters_inside_the_search(searcher, query_path):
-    filters = {"masterCategory": ["Footwear"]}
-    n_footwear = sum(r.attributes.get("masterCategory") == "Footwear" for r in searcher.index.records())
-    assert 0 < n_footwear < 48
-    _, results, _ = search(searcher, query_path, 50, filters)
-    # All matching images come back (not the matches among an unfiltered top-k), in brute-force order.
-    assert [h["id"] for h in results["hits"]] == brute_force(searcher, query_path, 50, filters)[0]
-    assert len(results["hits"]) == n_footwear
-
-
-@pytest.mark.integration
-def test_search_errors_are_simlib_errors(searcher, tmp_path):
-    not_image = tmp_path / "notes.jpg"
-    not_image.write_text("not an image")
-    with pytest.raises(SimlibError, match="no query image"):
-        search(searcher, None, 5)
-    with pytest.raises(SimlibError, match="between 1 and 50"):
-        search(searcher, str(not_image), 51)
-    with pytest.raises(SimlibError) as e:
-        search(searcher, str(not_image), 5)
-    assert app.user_message(e.value, str(not_image)).startswith("notes.jpg: not an image")
-
-
-def test_uploaded_image_only_from_the_upload_folder(tmp_path):
-    upload = tmp_path / "upload" / "abc" / "query.jpg"
-    upload.parent.mkdir(parents=True)
-    upload.write_bytes(b"jpeg")
-    folder = tmp_path / "upload"
-    assert app.uploaded_image(None) is None
-    assert app.uploaded_image({"path": str(upload), "orig_name": "query.jpg"}, folder) == str(upload)
-    assert app.uploaded_image({"url": "data:image/png;base64,aGk=", "path": None}, folder) == b"hi"
-    for payload in ({"path": "/etc/passwd"}, {"path": str(folder / ".." / "x.jpg")}, "/etc/passwd", {"path": None}):
-        with pytest.raises(SimlibError, match="must be uploaded"):
-            app.uploaded_image(payload, folder)
-    with pytest.raises(SimlibError, match="base64"):
-        app.uploaded_image({"url": "data:image/png;base64,!!"}, folder)
-
-
-@pytest.mark.integration
-def test_mmap_needs_an_index_and_no_adding(small_index_dir, capsys):
-    for argv in (["--mmap"], ["--index", str(small_index_dir), "--mmap", "--allow-add"]):
-        assert app.main(argv) == 1
-        assert "--mmap needs --index DIR and cannot be combined with --allow-add" in capsys.readouterr().err
-
-
-@pytest.mark.integration
-def test_status_notice_auth_and_share_message(searcher):
-    info = searcher.describe()
-    assert app.is_untrained(info)
-    assert not app.is_untrained({**info, "weights": "imagenet"}) and not app.is_untrained({**info, "trained": True})
-    assert "trained" in app.status_text({**info, "trained": True}) and "query" not in app.status_text(info)
-    assert app.parse_auth("ana:pa:ss") == ("ana", "pa:ss") and app.parse_auth(None) is None
-    for bad in ("ana", ":pw", "ana:"):
-        with pytest.raises(SimlibError, match="USER:PASSWORD"):
-            app.parse_auth(bad)
-    gradio_said = "\nCould not create share link. Missing file: /x/frpc. \n\nPlease check your internet connection."
-    assert app.share_failure(gradio_said).endswith("[Missing file: /x/frpc]")
-
-
-@pytest.mark.integration
-def test_launch_settings_serve_only_the_gallery(searcher, small_index_dir, copies_artifacts):
-    settings = app.launch_settings(searcher, small_index_dir)
-    folders = {str(Path(r.path).parent) for r in searcher.index.records()}
-    assert set(settings["allowed_paths"]) == folders
-    # An index folder given as the artifacts: it and the feedback beside it are blocked, not the folder around.
-    index_dir = Path(small_index_dir).resolve()
-    assert settings["blocked_paths"] == sorted([str(index_dir), str(index_dir.parent / "feedback")])
-    assert settings["max_file_size"] == app.MAX_UPLOAD and settings["show_error"]
-    # An artifacts folder with --allow-add: its gallery_uploads/ is served, everything else in it blocked.
-    (copies_artifacts / "model").mkdir()
-    (copies_artifacts / "notes.txt").write_text("private")
-    root = copies_artifacts.resolve()
-    settings = app.launch_settings(searcher, copies_artifacts, allow_add=True)
-    assert set(settings["allowed_paths"]) == folders | {str(root / "gallery_uploads")}
-    blocked = {root / "index", root / "feedback", root / "model", root / "notes.txt"}
-    assert set(settings["blocked_paths"]) == {str(p) for p in blocked}
-    assert app.launch_settings(searcher, copies_artifacts)["allowed_paths"] == sorted(folders)
-
-
-def test_collapse_threshold_suits_the_model():
-    untrained = {"weights": "none", "trained": False, "threshold": None}
-    assert app.collapse_threshold(untrained) == app.UNTRAINED_COLLAPSE_AT
-    assert app.collapse_threshold({**untrained, "trained": True}) == app.COLLAPSE_AT
-    assert app.collapse_threshold({**untrained, "weights": "imagenet"}) == app.COLLAPSE_AT
-    # Halfway from the calibrated "good match" score to 1, when that is stricter.
-    assert app.collapse_threshold({**untrained, "threshold": 0.9997}) == pytest.approx(0.99985)
-    assert app.collapse_threshold({**untrained, "trained": True, "threshold": 0.7}) == app.COLLAPSE_AT
-    assert app.collapse_threshold({**untrained, "trained": True, "threshold": 0.98}) == pytest.approx(0.99)
-
-
-@pytest.mark.integration
-def test_copies_are_merged_and_counted(copies_index_dir):
-    from simlib.search import Searcher
-
-    searcher = Searcher.load(copies_index_dir)
-    original = searcher.index.records()[0]
-    assert searcher.index.record(12).path.endswith("copy0.jpg")
-    _, plain, _ = search(searcher, original.path, 3)
-    assert {plain["hits"][0]["id"], plain["hits"][1]["id"]} == {original.id, 12}  # the copy ranks with it
-    at = 0.99999  # exact copies only: the tiny 32 px test model crowds distinct photos above the app's 0.9998
-    gallery, results, status = search(searcher, original.path, 3, collapse=at)
-    assert results["hits"][0]["id"] in (original.id, 12) and results["hits"][0]["duplicates"] == 1
-    assert 12 not in [h["id"] for h in results["hits"][1:]] and len(results["hits"]) == 3
-    assert gallery[0][1].endswith(" · +1 copy") and results["collapse"] == at
-    merged = results["merged"]  # the other copy too, when its original is in the top 3
-    assert merged == sum(h["duplicates"] for h in results["hits"]) and merged in (1, 2)
-    assert status.endswith(f"3 results, {merged} near-duplicate{'s' * (merged > 1)} merged")
-
-
-@pytest.mark.integration
-def test_weak_results_and_no_good_match(searcher, query_path):
-    """Weak results are labelled; the banner speaks only when nothing clears the calibrated threshold."""
-    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), np.uint8)
-    service = GalleryService(searcher)
-    found = service.search(query_path, 5)
-    plain = found.to_json()
-    assert plain["threshold"] is None and plain["no_good_match"] is None and found.banner() == ""
-    third = plain["hits"][2]["score"]
-    with calibrated(searcher, third + 1e-6):
-        found = service.search(query_path, 5)
-    gallery, results, _ = found.outputs()
-    assert [h["weak"] for h in results["hits"]] == [False, False, True, True, True]
-    assert [c.endswith(" · weak") for _, c in gallery] == [False, False, True, True, True]
-    assert results["no_good_match"] is False and found.banner() == ""
-    _, noisy, _ = search(searcher, noise, 5)
-    with calibrated(searcher, (noisy["hits"][0]["score"] + 1) / 2):
-        found = service.search(noise, 5)
-        _, itself, _ = search(searcher, query_path, 5)  # a gallery image finds itself at 1.0
-    results = found.to_json()
-    assert results["no_good_match"] is True and all(h["weak"] for h in results["hits"])
-    assert found.banner().startswith("### No good match")
-    assert itself["no_good_match"] is False
-
-
-@pytest.mark.integration
-def test_explain_shows_both_images_with_heat_maps(searcher, query_path):
-    from PIL import Image
-
-    from simlib.errors import SimlibError
-
-    second = searcher.query(query_path, k=2)[1]
-    service = GalleryService(searcher)
-    e = service.explain(query_path, second.id, rank=2)
-    for name, path in (("query", query_path), ("result", second.path)):
-        assert Image.open(path).size == (60, 80)  # product photos are enlarged to EXPLAIN_SIZE for display
-        image, heat = getattr(e, name), getattr(e, f"{name}_heat")
-        assert image.shape == heat.shape == (app.EXPLAIN_SIZE, 192, 3) and heat.dtype == np.uint8
-        assert not np.array_equal(image, heat)  # the heat is blended over the image
-    assert e.hit.id == second.id and e.hit.score == pytest.approx(second.score, abs=1e-5) and not e.hit.weak
-    assert e.text.startswith(f"**#2** · cosine similarity **{second.score:.4f}**")
-    big = np.zeros((1000, 600, 3), np.uint8)  # a large upload is shrunk, aspect kept
-    assert service.explain(big, second.id).query_heat.shape == (app.EXPLAIN_SIZE, 154, 3)
-    with pytest.raises(SimlibError, match="not in the index"):
-        service.explain(query_path, 10_000)
-    with pytest.raises(SimlibError, match="whole number"):
-        app.gallery_id("3; rm -rf")
-
-
-@pytest.mark.integration
-def test_feedback_round_trips(searcher, query_path, tmp_path):
-    from simlib.search.feedback import FeedbackStore, feedback_triplets
-
-    service = GalleryService(searcher, artifacts=tmp_path)  # feedback goes to tmp_path/feedback
-    store = FeedbackStore(tmp_path / "feedback")
-    hits = searcher.query(query_path, k=3)
-    service.feedback(query_path, hits[1].id, "similar")
-    service.feedback(query_path, hits[2].id, "not_similar")
-    back = store.read()
-    assert [(e.result_id, e.verdict, e.result_path) for e in back] == [
-        (hits[1].id, "similar", hits[1].path),
-        (hits[2].id, "not_similar", hits[2].path),
-    ]
-    assert [e.score for e in back] == pytest.approx([hits[1].score, hits[2].score], abs=1e-5)
-    assert {e.model_fingerprint for e in back} == {searcher.fingerprint}
-    assert feedback_triplets(store.path) == [(back[0].query, hits[1].path, hits[2].path)]
-    with pytest.raises(SimlibError, match="verdict"):
-        service.feedback(query_path, hits[1].id, "meh")
-
-
-@pytest.mark.integration
-def test_add_to_gallery_saves_the_index(copies_artifacts, small_table, tiny_model):
-    from PIL import Image
-
-    from simlib.index import VectorIndex
-    from simlib.search import Searcher
-
-    index_dir, uploads = copies_artifacts / "index", copies_artifacts / "gallery_uploads"
-    searcher = Searcher.load(index_dir)
-    new = small_table.paths[1]  # not in this gallery (it holds every 4th image)
-    service = GalleryService(searcher, artifacts=copies_artifacts, allow_add=True)
-    message, added = service.add(Path(new).read_bytes())
-    assert added == [14] and message.startswith("Added to the gallery as image 14") and "15 images" in message
-    reloaded = Searcher(searcher.embedder, VectorIndex.load(index_dir))  # saved (checked against the model)
-    first = reloaded.query(new, k=1)[0]
-    assert first.id == 14 and first.score == pytest.approx(1.0, abs=1e-5) and Path(first.path).parent == uploads
-    assert np.array_equal(np.asarray(Image.open(first.path)), np.asarray(Image.open(new).convert("RGB")))
-    message, added = service.add(new)  # the same picture again
-    assert added == [] and message.startswith("Not added: already in the index (id 14)")
-    assert len(VectorIndex.load(index_dir)) == 15 and len(list(uploads.iterdir())) == 1
 
 
 # ----------------------------------------------------------------------------- the real server
@@ -320,7 +97,7 @@ def test_api_matches_searcher_query(server, searcher, query_path, tmp_path):
     c = client(server, tmp_path)
     gallery, results, status = c.predict(app_file(query_path), 7, api_name="/search")
     # Near-duplicates are merged by default, at the threshold suited to the model.
-    at = app.collapse_threshold(searcher.describe())
+    at = collapse_threshold(searcher.describe())
     hits = searcher.query(query_path, k=7, collapse_duplicates=at)
     assert results["collapse"] == at and results["merged"] == sum(h.duplicates for h in hits)
     assert [(h["duplicates"], h["weak"]) for h in results["hits"]] == [(h.duplicates, False) for h in hits]
@@ -353,7 +130,7 @@ def test_docs_http_api_example_matches_searcher_query(server, searcher, query_pa
     code = app_doc_block("import json, httpx").replace('"http://127.0.0.1:7860/"', repr(server))
     scope: dict = {}
     exec(code.replace('open("query.jpg"', f"open({query_path!r}"), scope)
-    hits = searcher.query(query_path, k=10, collapse_duplicates=app.collapse_threshold(searcher.describe()))
+    hits = searcher.query(query_path, k=10, collapse_duplicates=collapse_threshold(searcher.describe()))
     assert [h["id"] for h in scope["results"]["hits"]] == [h.id for h in hits]
     assert len(scope["gallery"]) == len(hits) and "10 results" in scope["status"]
 
@@ -372,7 +149,7 @@ def test_api_explain_and_feedback(server, searcher, query_path, small_index_dir,
     )
     second = searcher.query(query_path, k=2)[1]
     query_heat, result_heat, details = c.predict(app_file(query_path), second.id, api_name="/explain")
-    assert Image.open(query_heat).size == Image.open(result_heat).size == (192, app.EXPLAIN_SIZE)
+    assert Image.open(query_heat).size == Image.open(result_heat).size == (192, EXPLAIN_SIZE)
     assert details["id"] == second.id and details["score"] == pytest.approx(second.score, abs=1e-5)
     store = FeedbackStore(Path(small_index_dir).parent / "feedback")
     before = len(store.read()) if store.path.exists() else 0
@@ -401,8 +178,7 @@ def test_add_to_gallery_only_with_the_flag(server, searcher, copies_artifacts, s
     from simlib.search import Searcher
 
     growing = Searcher.load(copies_artifacts / "index")
-    serve = {"artifacts": copies_artifacts, "allow_add": True}
-    with served_demo(growing, artifacts=copies_artifacts, allow_add=True, serve=serve) as url:
+    with served_demo(growing, artifacts=copies_artifacts, allow_add=True) as url:
         c = client(url, tmp_path)
         new = small_table.paths[1]
         message, status = c.predict(app_file(new), api_name="/add_to_gallery")
@@ -459,7 +235,7 @@ def test_server_files_cannot_be_named_as_queries(server, searcher):
         ({"path": "/etc/passwd"}, "must be uploaded"),  # ours: Gradio lets a payload without the marker through
         ({"path": gallery_image}, "must be uploaded"),
     ]
-    no_filters = [[]] * len(app.filter_fields(searcher.index.attribute_values()))
+    no_filters = [[]] * len(filter_fields(searcher.index.attribute_values()))
     for payload, message in cases:
         data = [payload, 3, *no_filters, True]
         r = httpx.post(server.rstrip("/") + "/gradio_api/call/search", json={"data": data})
@@ -481,7 +257,7 @@ def test_uploads_over_the_limit_are_refused(server):
 def test_auth_refuses_anonymous_requests(searcher, small_index_dir, query_path, tmp_path):
     import httpx
 
-    with served_demo(searcher, serve={"auth": AUTH, "artifacts": small_index_dir}) as url:
+    with served_demo(searcher, auth=AUTH, artifacts=small_index_dir) as url:
         for path in ("config", "gradio_api/info"):
             assert httpx.get(url + path).status_code == 401, path
         r = httpx.post(url + "gradio_api/call/search", json={"data": [{"path": query_path}, 3]})
@@ -576,7 +352,7 @@ def test_concurrent_clients(app_process, searcher, tmp_path):
         "load_average": round(os.getloadavg()[0], 1),
         "server_rss_before_mb": round(rss_before / 2**20),
         "server_rss_after_mb": round(rss_after / 2**20),
-        "concurrency_limit": app.CONCURRENCY_LIMIT,
+        "concurrency_limit": CONCURRENCY_LIMIT,
         "image_size": searcher.describe()["image_size"],
         "cpus": os.cpu_count(),
     }

@@ -1,0 +1,48 @@
+"""The page's words and look: title, notices, help texts, the heat-map legend and the CSS."""
+
+TITLE = "simlib: find similar images"
+UNTRAINED_NOTICE = (
+    "**This model is untrained.** Its ResNet50 backbone has random weights (no ImageNet weights could be "
+    "loaded and no trained model was found), so results follow colours and rough shapes, not what the "
+    "objects are. Train a model in the course (notebook 03 saves `artifacts/course/model_labels`, which the "
+    "app then picks up) or with `simlib train --out artifacts/model`, or use `--weights imagenet` on a "
+    "machine that can download them."
+)
+TRAIN_OFFER = " Or train one right here: **Train a model on this gallery**, below the results."
+TRAIN_HELP = (
+    "### Train a model on this gallery\nTrains a small head on this gallery's labels over the frozen "
+    "backbone (at most two minutes, then the gallery is re-indexed and re-calibrated: about three minutes "
+    "on a 2-core machine), then serves the new model without a restart, if it does better than this one."
+)
+EXPLAIN_HELP = "### Why are they similar?"
+# The colour bar of the heat maps (Matplotlib's "jet", as simlib.search.explain.overlay paints them).
+HEAT_LEGEND = (
+    '<div id="heat-legend"><span>least</span><span class="heat-bar"></span><span>most</span></div>'
+    '<p id="heat-guide">How to read it: the warm (red) parts of each image are the ones whose features best '
+    "match the other image; blue parts match least. Colours compare regions within one pair only.</p>"
+)
+# Captions wrap below the image instead of being cut ("#1 · 0.998 · Flip Flops · w…"); the grid's columns
+# follow the gallery's width (Gradio's fixed 4 columns of 100 px overflowed a phone); on a narrow screen
+# the page keeps to the screen's width.
+CSS = """
+#results .grid-container {
+  grid-template-columns: repeat(auto-fill, minmax(104px, 1fr)) !important;
+  grid-template-rows: none !important; grid-auto-rows: auto !important;
+}
+#results .thumbnail-item { aspect-ratio: auto !important; height: auto !important; display: flex;
+  flex-direction: column; overflow: visible !important; }
+#results .thumbnail-item img { aspect-ratio: 1 / 1; height: auto !important; width: 100%; }
+#results .caption-label { position: static !important; max-width: 100% !important; white-space: normal !important;
+  overflow: visible !important; text-overflow: clip !important; overflow-wrap: anywhere; border: none !important;
+  border-top: 1px solid var(--border-color-primary) !important; border-radius: 0 !important;
+  line-height: 1.25; padding: 2px 4px !important; font-size: var(--text-sm) !important; }
+#heat-legend { display: flex; align-items: center; gap: 8px; font-size: var(--text-sm); }
+#heat-legend .heat-bar { flex: 1; max-width: 320px; height: 12px; border-radius: 3px;
+  background: linear-gradient(to right, #00007f, #0000ff, #007fff, #00ffff, #7fff7f, #ffff00, #ff7f00,
+    #ff0000, #7f0000); }
+#heat-guide { font-size: var(--text-sm); margin: 4px 0 0 0; }
+@media (max-width: 640px) {
+  .gradio-container { padding-left: 6px !important; padding-right: 6px !important; max-width: 100vw !important; }
+  body { overflow-x: hidden; }
+}
+"""
