@@ -140,3 +140,12 @@ def searcher(small_index_dir):
     from simlib.search import Searcher
 
     return Searcher.load(small_index_dir)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Headless Chromium (Playwright over Debian's /usr/bin/chromium) for a module's browser tests."""
+    from tests.support.browser import chromium
+
+    with chromium() as b:
+        yield b

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from simlib.app.service import collapse_threshold
 from tests.support import ARTIFACTS
-from tests.support.browser import chromium, wait_idle
-from tests.support.servers import app_module, served_demo
-
-app = app_module()
+from tests.support.browser import wait_idle
+from tests.support.servers import served_demo
 
 pytestmark = pytest.mark.browser
 
@@ -24,12 +23,6 @@ def url(searcher, small_index_dir):
     # feedback goes beside the index
     with served_demo(searcher, k=K, artifacts=small_index_dir) as local_url:
         yield local_url
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
 
 
 @pytest.fixture
@@ -105,7 +98,7 @@ def test_click_a_result_explains_it_and_takes_feedback(page, searcher, small_ind
         "[...document.querySelectorAll('#explain img')].filter(i => i.complete && i.naturalWidth > 0).length === 4"
     )
     text = page.locator("#explain-text").inner_text()
-    second = searcher.query(image, k=2, collapse_duplicates=app.collapse_threshold(searcher.describe()))[1]
+    second = searcher.query(image, k=2, collapse_duplicates=collapse_threshold(searcher.describe()))[1]
     assert text.startswith("#2 · cosine similarity ") and f"{second.score:.4f}" in text, text
     page.click("#fb-not-similar")
     page.wait_for_function("document.querySelector('#feedback-status').innerText.includes('not similar')")
@@ -136,3 +129,34 @@ def test_no_good_match_banner(page, searcher):
         searcher.index.manifest = before
     assert banner.startswith("No good match") and "1.0100" in banner
     assert len(captions) == K and all(c.endswith(" · weak") for c in captions)
+
+
+def test_on_a_phone_the_results_and_the_explanation_come_into_view(browser, url, searcher):
+    """At 390x844 (touch), with the untrained notice on show: after an upload the first result is fully on
+    screen without a manual scroll; a tapped result's explanation is brought into view."""
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    try:
+        page.goto(url)
+        page.wait_for_selector("#search")
+        assert page.locator("#untrained-notice").is_visible()
+        page.locator("#query input[type=file]").set_input_files(searcher.index.records()[3].path)
+        wait_idle(page)
+        page.wait_for_function(f"document.querySelectorAll('#results img').length === {K}")
+        in_view = (
+            "s => { const r = document.querySelector(s).getBoundingClientRect();"
+            " return r.top >= 0 && r.bottom <= window.innerHeight && r.height > 0; }"
+        )
+        page.wait_for_function(in_view, arg="#results .thumbnail-item")  # the smooth scroll has ended
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "app_phone_results.png"))
+        page.locator("#results .thumbnail-item").first.tap()
+        page.wait_for_selector("#explain", state="visible")
+        page.wait_for_function(
+            "() => { const r = document.querySelector('#explain').getBoundingClientRect();"
+            " return r.top >= -2 && r.top < window.innerHeight / 2; }"
+        )
+        page.screenshot(path=str(ARTIFACTS / "app_phone_explain.png"))
+    finally:
+        context.close()

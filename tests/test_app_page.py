@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.support import ARTIFACTS
-from tests.support.browser import chromium, wait_idle
+from tests.support.browser import wait_idle
 from tests.support.galleries import labelled_folder, synthetic_image
 from tests.support.servers import served_demo
 
@@ -26,12 +26,6 @@ TIMEOUT_MS = 60_000  # a loaded 2-core machine
 LABELS = ["Sports_Sandals_and_Flip_Flops", "Tshirts", "Casual_Shoes", "Watches"]
 PER_CLASS = 8
 TINY = {"backbone": "tiny", "image_size": 32, "embedding_dim": 16, "weights": "none"}
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
 
 
 @pytest.fixture(scope="module")

@@ -381,3 +381,20 @@ def test_untrained_and_the_status_line():
     assert not is_untrained({**untrained, "weights": "imagenet"}) and not is_untrained({**untrained, "trained": True})
     assert "trained" in status_text({**untrained, "trained": True}) and "query" not in status_text(untrained)
     assert "query: 12 ms, 3 results" in status_text(untrained, 0.012, 3)
+
+
+def test_visitors_read_no_server_paths_and_plain_filter_names(tmp_path):
+    from simlib.app.service import visitor_source
+    from simlib.app.ui import field_label
+
+    root = tmp_path / "artifacts"
+    said = f"no trained model in {root} (looked for model/, course/model_labels/): a fresh model, backbone weights none"
+    assert visitor_source(said, root) == "no trained model: a fresh model, backbone weights none"
+    trained = f"{root.resolve()}/course/model_labels (the newest trained model in the artifacts folder)"
+    assert visitor_source(trained, root).startswith("course/model_labels (")
+    assert [field_label(f) for f in ("masterCategory", "baseColour", "label", "gender")] == [
+        "Master category",
+        "Base colour",
+        "Label",
+        "Gender",
+    ]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -97,11 +98,15 @@ def collapse_threshold(info: Mapping[str, Any]) -> float:
 
 
 def status_text(
-    info: Mapping[str, Any], seconds: float | None = None, n_hits: int | None = None, merged: int | None = None
+    info: Mapping[str, Any],
+    seconds: float | None = None,
+    n_hits: int | None = None,
+    merged: int | None = None,
+    filters: Mapping[str, Sequence[str]] | None = None,
 ) -> str:
     """The status line: gallery size, model, backbone weights, which model this is and why (``info``'s
-    ``model_source``, when known) and (after a query) the query time, the number of results and of
-    near-duplicates merged."""
+    ``model_source``, when known) and (after a query) the query time, the number of results, of
+    near-duplicates merged, and the filters that were on."""
     weights = info.get("weights")
     weights = Path(weights).name if weights not in ("imagenet", "none", None) else weights
     model = "trained" if info.get("trained") else "untrained" if is_untrained(info) else "not fine-tuned"
@@ -117,7 +122,20 @@ def status_text(
         if merged is not None:
             query += f", {merged} near-duplicate{'s' * (merged != 1)} merged"
         parts.append(query)
+    if filters:
+        parts.append("filters: " + "; ".join(f"{a} = {' or '.join(vs)}" for a, vs in filters.items()))
     return " · ".join(parts)
+
+
+def visitor_source(source: str | None, root: str | os.PathLike | None) -> str | None:
+    """Which model this is, as a visitor may read it: folders named relative to the artifacts folder (no
+    server paths), without the list of places looked in."""
+    if not source:
+        return source
+    if root is not None:
+        root = str(Path(root).resolve())
+        source = source.replace(root + os.sep, "").replace(f" in {root}", "").replace(root, ".")
+    return re.sub(r" \(looked for [^)]*\)", "", source)
 
 
 def calibration_note(calibration: Mapping[str, Any] | None) -> str:
@@ -230,7 +248,7 @@ class SearchResult:
     @property
     def status(self) -> str:
         """The status line after this query."""
-        return status_text(self.info, self.seconds, len(self.hits), self.merged)
+        return status_text(self.info, self.seconds, len(self.hits), self.merged, self.filters)
 
     def calibration_note(self) -> str:
         """The line under the results when the model cannot support its calibration (:func:`calibration_note`)."""
@@ -347,7 +365,7 @@ class GalleryService:
         self.store = FeedbackStore(folders["feedback"]) if folders else None
         self.allow_add = allow_add
         self.allow_train = allow_train
-        self.model_source = model_source
+        self.model_source = visitor_source(model_source, folders["root"] if folders else None)
         self.model_dir = folders["root"] / TRAINED_MODEL_DIR if folders else None  # where train() saves
         self._training = threading.Lock()  # one training at a time
         with self.lock:
@@ -652,7 +670,7 @@ class GalleryService:
                 if self._fixed_collapse is None:
                     self.collapse = collapse_threshold(info)
                 where = f"{self.model_dir}" if self.model_dir is not None else "memory only"
-                self.model_source = f"{where} (trained on this gallery in the app)"
+                self.model_source = visitor_source(f"{where} (trained on this gallery in the app)", self.artifacts)
             seconds = time.perf_counter() - t0
             say(1.0, "done")
             return TrainOutcome(

@@ -2,11 +2,13 @@
 
 TITLE = "simlib: find similar images"
 UNTRAINED_NOTICE = (
-    "**This model is untrained.** Its ResNet50 backbone has random weights (no ImageNet weights could be "
-    "loaded and no trained model was found), so results follow colours and rough shapes, not what the "
-    "objects are. Train a model in the course (notebook 03 saves `artifacts/course/model_labels`, which the "
-    "app then picks up) or with `simlib train --out artifacts/model`, or use `--weights imagenet` on a "
-    "machine that can download them."
+    "**This demo's model is untrained**: results follow colours and rough shapes, not what the objects are."
+)
+# For whoever runs the demo (folded under the notice): how to serve a better model.
+UNTRAINED_HOWTO = (
+    "The backbone has random weights: no ImageNet weights could be loaded and no trained model was found. "
+    "Train one in the course (notebook 03 saves `artifacts/course/model_labels`, which the app then picks up) "
+    "or with `simlib train --out artifacts/model`, or start the app where it can download the ImageNet weights."
 )
 TRAIN_OFFER = " Or train one right here: **Train a model on this gallery**, below the results."
 TRAIN_HELP = (
@@ -41,8 +43,16 @@ CSS = """
   background: linear-gradient(to right, #00007f, #0000ff, #007fff, #00ffff, #7fff7f, #ffff00, #ff7f00,
     #ff0000, #7f0000); }
 #heat-guide { font-size: var(--text-sm); margin: 4px 0 0 0; }
+/* The results box is as tall as its tiles (Gradio's gallery keeps a tall empty area otherwise). */
+#results .grid-wrap, #results .grid-wrap.fixed-height { min-height: 0 !important; max-height: none !important;
+  height: auto !important; overflow: visible !important; }
+#results { min-height: 0 !important; height: auto !important; }
+/* The clicked tile is marked by its border, not by a greyed caption that looks disabled. */
+#results .thumbnail-item.selected .caption-label { color: var(--body-text-color) !important; opacity: 1 !important; }
+#train { font-weight: 600; }
 @media (max-width: 640px) {
   .gradio-container { padding-left: 6px !important; padding-right: 6px !important; max-width: 100vw !important; }
+  #query .image-container, #query .upload-container { max-height: 200px; }
   body { overflow-x: hidden; }
 }
 """

@@ -15,6 +15,7 @@ details)``; ``/feedback`` ``(image, result_id, verdict)`` -> message (with an ar
 import dataclasses
 import functools
 import inspect
+import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -29,6 +30,7 @@ from simlib.app.style import (
     TITLE,
     TRAIN_HELP,
     TRAIN_OFFER,
+    UNTRAINED_HOWTO,
     UNTRAINED_NOTICE,
 )
 from simlib.errors import SimlibError
@@ -77,6 +79,25 @@ def png_file(image: Any) -> FileData:
     return FileData(path=save_img_array_to_cache(image, cache_dir=get_upload_folder(), format="png"))
 
 
+# On a narrow screen the results sit below the query image and its controls: bring the first row into view
+# after a search (on a wide screen they are beside the query, in view already). A tapped result's explanation
+# opens below the results: bring it into view too.
+SCROLL_TO_RESULTS = (
+    "() => { if (window.innerWidth < 700) document.querySelector('#results')"
+    "?.scrollIntoView({behavior: 'smooth', block: 'start'}); }"
+)
+SCROLL_TO_EXPLANATION = (
+    "() => { document.querySelector('#explain')?.scrollIntoView({behavior: 'smooth', block: 'start'}); }"
+)
+REAR_CAMERA = {"video": {"facingMode": {"ideal": "environment"}}, "audio": False}
+
+
+def field_label(field: str) -> str:
+    """A filter's label as a visitor reads it: ``masterCategory`` -> "Master category", ``label`` -> "Label"."""
+    words = re.sub(r"(?<=[a-z])(?=[A-Z])", " ", field.replace("_", " ")).split()
+    return " ".join(words).capitalize() if words else field
+
+
 def _state_query(args: tuple, kwargs: dict) -> Any:
     state = args[0] if args else None
     return state.get("query") if isinstance(state, dict) else None
@@ -119,14 +140,26 @@ class Results:
 def query_region(service: GalleryService, k: int) -> Query:
     """The query image, Top-K, the Search button and the folded filters."""
     image = gr.Image(
-        sources=["upload", "webcam", "clipboard"], type="filepath", label="Query image", height=260, elem_id="query"
+        sources=["upload", "webcam", "clipboard"],
+        type="filepath",
+        label="Query image",
+        height=260,
+        elem_id="query",
+        # On a phone, the camera on the back (what a visitor points at a product); a laptop has only the front one.
+        webcam_options=gr.WebcamOptions(mirror=False, constraints=REAR_CAMERA),
     )
     with gr.Row(equal_height=True):
         top_k = gr.Slider(1, MAX_K, value=min(max(int(k), 1), MAX_K), step=1, label="Top-K", elem_id="k", scale=3)
         button = gr.Button("Search", variant="primary", elem_id="search", scale=1, min_width=90)
     with gr.Accordion("Filters and duplicates", open=False, elem_id="options"):
         filters = [
-            gr.Dropdown(choices=values, value=[], multiselect=True, label=field, elem_id=f"filter-{field}")
+            gr.Dropdown(
+                choices=[v for v in values if v.strip()],  # an empty attribute is no choice a visitor can make
+                value=[],
+                multiselect=True,
+                label=field_label(field),
+                elem_id=f"filter-{field}",
+            )
             for field, values in service.filter_choices.items()
         ]
         collapse = gr.Checkbox(
@@ -209,7 +242,7 @@ def explain_region(service: GalleryService, results: Results) -> dict[str, Any]:
         inputs=[results.last],
         outputs=[*images, text, note, selected, box, feedback_status],
         api_visibility="private",
-    )
+    ).then(None, js=SCROLL_TO_EXPLANATION)
     return {"box": box, "selected": selected, "feedback_status": feedback_status}
 
 
@@ -285,7 +318,7 @@ def wire_search(service: GalleryService, query: Query, results: Results, explain
         api_visibility="private",
         show_progress="minimal",
     )
-    auto.success(**after)
+    auto.success(**after).then(None, js=SCROLL_TO_RESULTS)
     click = query.button.click(
         run_search,
         inputs=query.inputs,
@@ -294,7 +327,7 @@ def wire_search(service: GalleryService, query: Query, results: Results, explain
         preprocess=False,
         cancels=[auto],  # an automatic search still queued is superseded by the click
     )
-    click.success(**after)
+    click.success(**after).then(None, js=SCROLL_TO_RESULTS)
     return {"after": after, "search": functools.partial(_search_if_image, service, run_search)}
 
 
@@ -323,7 +356,7 @@ def train_region(service: GalleryService, query: Query, results: Results, notice
     """ "Train a model on this gallery": trains, swaps the model, then searches again with the new one."""
     with gr.Group(elem_id="train-box"):
         gr.Markdown(TRAIN_HELP)
-        button = gr.Button("Train a model on this gallery", elem_id="train")
+        button = gr.Button("Train a model on this gallery", variant="primary", elem_id="train")
         message = gr.Markdown(elem_id="train-status")
 
     @visitor_errors(lambda args, kwargs: None)
@@ -337,9 +370,9 @@ def train_region(service: GalleryService, query: Query, results: Results, notice
         outputs=[message, results.status, notice, button],
         api_visibility="private",
         concurrency_limit=1,
-    ).success(search["search"], inputs=query.inputs, outputs=results.outputs, preprocess=False).success(
-        **search["after"]
-    )
+    ).success(
+        search["search"], inputs=query.inputs, outputs=results.outputs, preprocess=False, api_visibility="private"
+    ).success(**search["after"])
 
 
 def api_endpoints(service: GalleryService) -> None:
@@ -386,9 +419,10 @@ def build_demo(service: GalleryService, k: int = DEFAULT_K, title: str = TITLE) 
     can_train = service.can_train
     with gr.Blocks(title=title, analytics_enabled=False) as demo:
         gr.Markdown(f"# {title}\nUpload, capture or paste an image: the most similar gallery images appear.")
-        notice = gr.Markdown(
-            UNTRAINED_NOTICE + (TRAIN_OFFER if can_train else ""), visible=service.untrained, elem_id="untrained-notice"
-        )
+        with gr.Column(visible=service.untrained, elem_id="untrained-notice") as notice:
+            gr.Markdown(UNTRAINED_NOTICE + (TRAIN_OFFER if can_train else ""))
+            with gr.Accordion("How to serve a better model", open=False):
+                gr.Markdown(UNTRAINED_HOWTO)
         with gr.Row(equal_height=False):
             query_column = gr.Column(scale=1, min_width=280)
             results_column = gr.Column(scale=2, min_width=280)
