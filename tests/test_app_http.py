@@ -154,7 +154,7 @@ def test_api_explain_and_feedback(server, searcher, query_path, small_index_dir,
     store = FeedbackStore(Path(small_index_dir).parent / "feedback")
     before = len(store.read()) if store.path.exists() else 0
     message = c.predict(app_file(query_path), second.id, "not_similar", api_name="/feedback")
-    assert message == f"Thank you: gallery image {second.id} marked **not similar** (saved for training)."
+    assert message.startswith(f"Your verdict on gallery image {second.id}: **not similar**")
     entries = store.read()
     assert len(entries) == before + 1 and entries[-1].result_id == second.id and entries[-1].verdict == "not_similar"
     assert entries[-1].score == pytest.approx(second.score, abs=1e-5)

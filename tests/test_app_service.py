@@ -398,3 +398,21 @@ def test_visitors_read_no_server_paths_and_plain_filter_names(tmp_path):
         "Label",
         "Gender",
     ]
+
+
+def test_a_verdict_can_be_changed_and_taken_back(writable):
+    from simlib.search.feedback import CLEARED, FeedbackStore, feedback_triplets
+
+    service = open_service(writable)
+    query = shape_image("square", 2)
+    hit = service.search(query, 2).hits[1]
+    assert service.verdict(query, hit.id) is None
+    service.feedback(query, hit.id, "similar")
+    service.feedback(query, hit.id, "not_similar")
+    assert service.verdict(query, hit.id) == "not_similar"  # the latest counts
+    store = FeedbackStore(writable / "feedback")
+    assert len(store.read()) == 2 and [e.verdict for e in store.current().values()] == ["not_similar"]
+    assert [(p, n) for _, p, n in feedback_triplets(store.path)] == [(None, hit.path)]
+    service.feedback(query, hit.id, CLEARED)
+    assert service.verdict(query, hit.id) is None and store.current() == {}
+    assert feedback_triplets(store.path) == []

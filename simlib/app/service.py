@@ -39,6 +39,11 @@ COLLAPSE_AT = 0.97
 UNTRAINED_COLLAPSE_AT = 0.9998
 EXPLAIN_SIZE = 256  # the explanation's images are this large on their longer side
 VERDICT_LABELS = {"similar": "similar", "not_similar": "not similar"}
+# Where a visitor's verdicts go and what uses them, said on the page under the feedback buttons.
+FEEDBACK_WHERE = (
+    "Verdicts are kept on this server (the app's `feedback/` folder), one per result of a query, the latest "
+    "counting; training on this gallery (here or with `simlib train --feedback`) learns from them."
+)
 # One query keeps every core busy inside TensorFlow, so more parallel queries only add memory;
 # one per core (up to 4) lets one query's upload, decoding and encoding overlap another's forward pass.
 CONCURRENCY_LIMIT = max(1, min(4, os.cpu_count() or 1))
@@ -199,7 +204,15 @@ def display_image(image: Any):
 def feedback_message(entry, rank: int | None = None) -> str:
     """The thanks for a stored verdict (:class:`~simlib.search.feedback.Feedback`), naming the result by rank."""
     which = f"result #{rank}" if rank else f"gallery image {entry.result_id}"
-    return f"Thank you: {which} marked **{VERDICT_LABELS[entry.verdict]}** (saved for training)."
+    if entry.verdict not in VERDICT_LABELS:
+        return f"Your verdict on {which} is taken back."
+    return f"Your verdict on {which}: **{VERDICT_LABELS[entry.verdict]}** (change it any time, or undo it)."
+
+
+def verdict_message(verdict: str | None, rank: int | None = None) -> str:
+    """What the page says about the current verdict on a clicked result ("" when there is none)."""
+    which = f"result #{rank}" if rank else "this result"
+    return f"Your verdict on {which}: **{VERDICT_LABELS[verdict]}**." if verdict in VERDICT_LABELS else ""
 
 
 # ----------------------------------------------------------------------------- results
@@ -533,16 +546,23 @@ class GalleryService:
         Raises:
             SimlibError: no feedback store, no image, a bad image, an unknown id or verdict.
         """
-        from simlib.search.feedback import VERDICTS
+        from simlib.search.feedback import CLEARED, VERDICTS
 
         if self.store is None:
             raise SimlibError("this app keeps no feedback (it was started without an artifacts folder)")
         if image is None:
             raise SimlibError("no query image: search first, then mark a result")
-        if verdict not in VERDICTS:
-            raise SimlibError(f"verdict must be one of {', '.join(VERDICTS)}, not {verdict!r}")
+        if verdict not in (*VERDICTS, CLEARED):
+            raise SimlibError(f"verdict must be one of {', '.join((*VERDICTS, CLEARED))}, not {verdict!r}")
         hit = self.score(image, result_id)
         return self.store.add_hit(image, hit, verdict, self.searcher.fingerprint)
+
+    def verdict(self, image: Any, result_id: Any) -> str | None:
+        """The current verdict on a result of this query ("similar", "not_similar"), or None (none given, or
+        no feedback store)."""
+        if self.store is None or image is None:
+            return None
+        return self.store.verdict(image, gallery_id(result_id))
 
     def add(self, image: Any) -> AddResult:
         """Add the query image to the gallery and save the index, without rebuilding it.

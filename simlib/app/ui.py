@@ -23,7 +23,16 @@ import gradio as gr
 from gradio.data_classes import FileData
 
 from simlib.app.inputs import make_filters, uploaded_image, user_message
-from simlib.app.service import CONCURRENCY_LIMIT, DEFAULT_K, MAX_K, QUEUE_SIZE, GalleryService, feedback_message
+from simlib.app.service import (
+    CONCURRENCY_LIMIT,
+    DEFAULT_K,
+    FEEDBACK_WHERE,
+    MAX_K,
+    QUEUE_SIZE,
+    GalleryService,
+    feedback_message,
+    verdict_message,
+)
 from simlib.app.style import (
     EXPLAIN_HELP,
     HEAT_LEGEND,
@@ -34,6 +43,7 @@ from simlib.app.style import (
     UNTRAINED_NOTICE,
 )
 from simlib.errors import SimlibError
+from simlib.search.feedback import CLEARED
 
 __all__ = ["TITLE", "build_demo", "visitor_errors"]
 
@@ -224,7 +234,10 @@ def explain_region(service: GalleryService, results: Results) -> dict[str, Any]:
             with gr.Row():
                 buttons["similar"] = gr.Button("Similar", elem_id="fb-similar", size="sm")
                 buttons["not_similar"] = gr.Button("Not similar", elem_id="fb-not-similar", size="sm")
+                buttons[CLEARED] = gr.Button("Undo my verdict", elem_id="fb-clear", size="sm")
         feedback_status = gr.Markdown(elem_id="feedback-status")
+        if service.takes_feedback:
+            gr.Markdown(FEEDBACK_WHERE, elem_id="feedback-where")
         for verdict, button in buttons.items():
             button.click(_feedback_handler(service, verdict), [selected], [feedback_status], api_visibility="private")
 
@@ -235,7 +248,8 @@ def explain_region(service: GalleryService, results: Results) -> dict[str, Any]:
         hit = last["shown"][evt.index]
         e = service.explain(last["query"], hit["id"], rank=hit["rank"])
         shown = (e.query, e.query_heat, e.result_heat, e.result)
-        return *shown, e.text, e.note, {**hit, "query": last["query"]}, gr.update(visible=True), ""
+        current = verdict_message(service.verdict(last["query"], hit["id"]), hit["rank"])
+        return *shown, e.text, e.note, {**hit, "query": last["query"]}, gr.update(visible=True), current
 
     results.gallery.select(
         show,
