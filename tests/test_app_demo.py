@@ -70,8 +70,10 @@ def test_untrained_index_is_kept_and_the_status_says_why(artifacts):
     searcher, source = open_app(artifacts)
     assert not searcher.embedder.config.trained
     assert source.startswith("no trained model in ") and "course/model_labels/" in source
-    service = GalleryService(searcher, model_source=source)
-    assert f"model from: {source}" in service.status()
+    service = GalleryService(searcher, artifacts=artifacts, model_source=source)
+    status = service.status()  # what a visitor reads: why this model, without the server's paths
+    assert "model from: no trained model: a fresh model, backbone weights none" in status
+    assert str(artifacts) not in status and "looked for" not in status
 
 
 def test_the_courses_model_is_picked_up_then_a_newer_one(artifacts):

@@ -215,6 +215,19 @@ def verdict_message(verdict: str | None, rank: int | None = None) -> str:
     return f"Your verdict on {which}: **{VERDICT_LABELS[verdict]}**." if verdict in VERDICT_LABELS else ""
 
 
+def banner_text(results: Mapping[str, Any]) -> str:
+    """The "No good match" banner (Markdown) for a search's JSON results (:meth:`SearchResult.to_json`), or ""
+    when it does not apply (no calibration, or one the model cannot support: ``no_good_match`` is then None)."""
+    if not results.get("no_good_match"):
+        return ""
+    hits = results.get("hits") or []
+    best = f" (best score {hits[0]['score']:.4f})" if hits else ""
+    return (
+        f"### No good match\nNo gallery image reaches the calibrated similarity threshold "
+        f"{results['threshold']:.4f}{best}: the results below are only the closest images, marked weak."
+    )
+
+
 # ----------------------------------------------------------------------------- results
 @dataclasses.dataclass(frozen=True)
 class SearchResult:
@@ -270,13 +283,7 @@ class SearchResult:
     def banner(self) -> str:
         """The "No good match" banner (Markdown), or "" when it does not apply (never for an unsupported
         calibration: :attr:`threshold` is then None)."""
-        if not self.no_good_match:
-            return ""
-        best = f" (best score {self.hits[0].score:.4f})" if self.hits else ""
-        return (
-            f"### No good match\nNo gallery image reaches the calibrated similarity threshold "
-            f"{self.threshold:.4f}{best}: the results below are only the closest images, marked weak."
-        )
+        return banner_text(self.to_json())
 
     def to_json(self) -> dict[str, Any]:
         """``{"k", "filters", "query_ms", "collapse", "merged", "threshold", "no_good_match", "hits"}``

@@ -30,6 +30,7 @@ from simlib.app.service import (
     MAX_K,
     QUEUE_SIZE,
     GalleryService,
+    banner_text,
     feedback_message,
     verdict_message,
 )
@@ -143,8 +144,8 @@ class Results:
 
     @property
     def outputs(self) -> list:
-        """What a search writes, in the ``/search`` endpoint's order, plus the state."""
-        return [self.gallery, self.details, self.status, self.last]
+        """What a search writes, in the ``/search`` endpoint's order."""
+        return [self.gallery, self.details, self.status]
 
 
 def query_region(service: GalleryService, k: int) -> Query:
@@ -283,32 +284,43 @@ def wire_search(service: GalleryService, query: Query, results: Results, explain
     fields = list(service.filter_choices)
 
     @visitor_errors()
-    def run_search(image, k, *rest):
+    def find_similar_images(image, k, *rest):
         *filter_values, collapse_on = rest
         path = uploaded_image(image)
         filters = make_filters(fields, filter_values)
-        found = service.search(path, int(k), filters, service.collapse if collapse_on else None)
-        shown = [{"id": h.id, "rank": h.rank} for h in found.hits if h.path]
-        last = {"query": path, "shown": shown, "banner": found.banner(), "note": found.calibration_note()}
-        return *found.outputs(), last
+        return service.search(path, int(k), filters, service.collapse if collapse_on else None).outputs()
 
-    def after_search(last: dict | None):
-        banner_text = (last or {}).get("banner", "")
-        note = (last or {}).get("note", service.calibration_note())
+    def after_search(image, found: dict | None):
+        """What the page keeps of the answer on show (for a click on a result) and the lines around it.
+
+        Kept apart from the search itself: the ``/search`` endpoint (and the MCP tool made from it) returns
+        only what a client reads, no per-visitor state.
+        """
+        last = None
+        if found and image is not None:
+            shown = [{"id": h["id"], "rank": h["rank"]} for h in found["hits"] if h.get("gallery_path")]
+            last = {"query": uploaded_image(image), "shown": shown}
+        text = banner_text(found) if found else ""
+        note = service.calibration_note()
         return (
-            gr.update(value=banner_text, visible=bool(banner_text)),
+            last,
+            gr.update(value=text, visible=bool(text)),
             gr.update(value=note, visible=bool(note)),
             gr.update(visible=False),
             None,
             "",
         )
 
-    # The API names the parameters after the filters, not param_2, param_3...
-    run_search = with_parameters(run_search, ["image", "k", *fields, "collapse"])
+    # The API names the parameters after the filters, not param_2, param_3...; an AI assistant calling the
+    # endpoint as an MCP tool reads the docstring (its Args become the tool's parameter descriptions).
+    run_search = with_parameters(find_similar_images, ["image", "k", *fields, "collapse"])
+    run_search.__doc__ = search_doc(fields, service.filter_choices)
     after = {
         "fn": after_search,
-        "inputs": [results.last],
+        "inputs": [query.image, results.details],
+        "preprocess": False,
         "outputs": [
+            results.last,
             results.banner,
             results.calibration,
             explain["box"],
@@ -345,10 +357,34 @@ def wire_search(service: GalleryService, query: Query, results: Results, explain
     return {"after": after, "search": functools.partial(_search_if_image, service, run_search)}
 
 
+def search_doc(fields: Sequence[str], choices: dict[str, list[str]]) -> str:
+    """The ``/search`` endpoint's description (API page, MCP tool): what it takes, returns and what the
+    verdicts mean, with this gallery's filters."""
+    filters = "".join(
+        f"        {f}: only results whose {field_label(f).lower()} is one of these values (empty list: any); "
+        f"values: {', '.join(v for v in choices[f][:12] if v.strip())}.\n"
+        for f in fields
+    )
+    return (
+        "Find the gallery images that look most like the given image (visual similarity; no text, no tags).\n\n"
+        "Args:\n"
+        "        image: the query image: an http(s) URL or a data:image/...;base64 URL.\n"
+        f"        k: how many results to return (1 to {MAX_K}).\n" + filters + "        collapse: merge results "
+        "that are near-copies of a better-ranked one (true by default) so the k results are distinct items.\n\n"
+        "Returns:\n"
+        "        The result images with captions; a JSON object whose 'hits' list each result's rank, gallery id, "
+        "score (cosine similarity: 1 = identical, higher is more alike; compare scores within one query only), "
+        "label, attributes and 'weak' (under the similarity this gallery was calibrated to call a good match); "
+        "'no_good_match' is true when no result reaches that calibrated score: the images are only the "
+        "closest the gallery has, probably not the same kind of thing (null: this gallery has no calibration "
+        "it can trust); and a one-line status.\n"
+    )
+
+
 def _search_if_image(service: GalleryService, run_search: Callable, image, k, *rest):
     """The automatic search: nothing to search after the image was cleared (no error)."""
     if image is None:
-        return [], None, service.status(), None
+        return [], None, service.status()
     return run_search(image, k, *rest)
 
 
