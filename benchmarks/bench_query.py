@@ -90,8 +90,8 @@ def gradio_rows(searcher, queries, k: int, size: int, gallery: int, repeats: int
     from gradio_client import Client, handle_file
 
     from simlib.app import GalleryService, build_app
+    from simlib.app.results import collapse_threshold
     from simlib.app.server import launch_settings
-    from simlib.app.service import collapse_threshold
 
     service = GalleryService(searcher)
     demo = build_app(service)

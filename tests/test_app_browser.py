@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from simlib.app.service import collapse_threshold
+from simlib.app.results import collapse_threshold
 from tests.support import ARTIFACTS
 from tests.support.browser import wait_idle
 from tests.support.servers import served_demo

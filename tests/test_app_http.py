@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from simlib.app import GalleryService
-from simlib.app.service import CONCURRENCY_LIMIT, EXPLAIN_SIZE, collapse_threshold, filter_fields
+from simlib.app.results import collapse_threshold, filter_fields
+from simlib.app.service import CONCURRENCY_LIMIT, EXPLAIN_SIZE
 from tests.support import ARTIFACTS, REPO
 from tests.support.servers import free_port, served_demo
 

@@ -18,17 +18,16 @@ from PIL import Image, ImageDraw
 
 from simlib.app import GalleryService
 from simlib.app.inputs import make_filters
-from simlib.app.service import (
+from simlib.app.results import (
     COLLAPSE_AT,
-    EXPLAIN_SIZE,
     MAX_FILTERS,
-    MAX_K,
     UNTRAINED_COLLAPSE_AT,
     collapse_threshold,
     filter_fields,
     is_untrained,
     status_text,
 )
+from simlib.app.service import EXPLAIN_SIZE, MAX_K
 from simlib.errors import SimlibError
 from tests.support.calibration import calibrated
 
@@ -384,7 +383,7 @@ def test_untrained_and_the_status_line():
 
 
 def test_visitors_read_no_server_paths_and_plain_filter_names(tmp_path):
-    from simlib.app.service import visitor_source
+    from simlib.app.results import visitor_source
     from simlib.app.ui import field_label
 
     root = tmp_path / "artifacts"

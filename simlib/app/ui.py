@@ -23,17 +23,8 @@ import gradio as gr
 from gradio.data_classes import FileData
 
 from simlib.app.inputs import make_filters, uploaded_image, user_message
-from simlib.app.service import (
-    CONCURRENCY_LIMIT,
-    DEFAULT_K,
-    FEEDBACK_WHERE,
-    MAX_K,
-    QUEUE_SIZE,
-    GalleryService,
-    banner_text,
-    feedback_message,
-    verdict_message,
-)
+from simlib.app.results import FEEDBACK_WHERE, banner_text, feedback_message, verdict_message
+from simlib.app.service import CONCURRENCY_LIMIT, DEFAULT_K, MAX_K, QUEUE_SIZE, GalleryService
 from simlib.app.style import (
     EXPLAIN_HELP,
     HEAT_LEGEND,
@@ -290,33 +281,12 @@ def wire_search(service: GalleryService, query: Query, results: Results, explain
         filters = make_filters(fields, filter_values)
         return service.search(path, int(k), filters, service.collapse if collapse_on else None).outputs()
 
-    def after_search(image, found: dict | None):
-        """What the page keeps of the answer on show (for a click on a result) and the lines around it.
-
-        Kept apart from the search itself: the ``/search`` endpoint (and the MCP tool made from it) returns
-        only what a client reads, no per-visitor state.
-        """
-        last = None
-        if found and image is not None:
-            shown = [{"id": h["id"], "rank": h["rank"]} for h in found["hits"] if h.get("gallery_path")]
-            last = {"query": uploaded_image(image), "shown": shown}
-        text = banner_text(found) if found else ""
-        note = service.calibration_note()
-        return (
-            last,
-            gr.update(value=text, visible=bool(text)),
-            gr.update(value=note, visible=bool(note)),
-            gr.update(visible=False),
-            None,
-            "",
-        )
-
     # The API names the parameters after the filters, not param_2, param_3...; an AI assistant calling the
     # endpoint as an MCP tool reads the docstring (its Args become the tool's parameter descriptions).
     run_search = with_parameters(find_similar_images, ["image", "k", *fields, "collapse"])
     run_search.__doc__ = search_doc(fields, service.filter_choices)
     after = {
-        "fn": after_search,
+        "fn": functools.partial(_after_search, service),
         "inputs": [query.image, results.details],
         "preprocess": False,
         "outputs": [
@@ -378,6 +348,28 @@ def search_doc(fields: Sequence[str], choices: dict[str, list[str]]) -> str:
         "'no_good_match' is true when no result reaches that calibrated score: the images are only the "
         "closest the gallery has, probably not the same kind of thing (null: this gallery has no calibration "
         "it can trust); and a one-line status.\n"
+    )
+
+
+def _after_search(service: GalleryService, image, found: dict | None):
+    """What the page keeps of the answer on show (for a click on a result) and the lines around it.
+
+    Kept apart from the search itself: the ``/search`` endpoint (and the MCP tool made from it) returns
+    only what a client reads, no per-visitor state.
+    """
+    last = None
+    if found and image is not None:
+        shown = [{"id": h["id"], "rank": h["rank"]} for h in found["hits"] if h.get("gallery_path")]
+        last = {"query": uploaded_image(image), "shown": shown}
+    text = banner_text(found) if found else ""
+    note = service.calibration_note()
+    return (
+        last,
+        gr.update(value=text, visible=bool(text)),
+        gr.update(value=note, visible=bool(note)),
+        gr.update(visible=False),
+        None,
+        "",
     )
 
 
