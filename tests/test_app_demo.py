@@ -154,7 +154,7 @@ def test_unsupported_calibration_gives_one_plain_line_not_the_banner(artifacts, 
                coverage=0.6, supported=True)  # fmt: skip
     found = service.search(query, 5)
     assert found.no_good_match and found.banner().startswith("### No good match") and found.calibration_note() == ""
-    assert all(h.weak for h in found.hits) and service.calibration_note() == ""
+    assert found.hits and all(h.weak for h in found.hits) and service.calibration_note() == ""
 
 
 def test_a_threshold_from_before_coverage_was_recorded_still_works(artifacts):
