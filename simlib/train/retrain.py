@@ -19,7 +19,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from simlib.config import IndexConfig
+from simlib.config import IndexConfig, ModelConfig
+from simlib.data import ImageTable
 from simlib.errors import SimlibError
 from simlib.search.gallery import build_gallery
 from simlib.search.searcher import Searcher
@@ -108,8 +109,34 @@ def retrain_on_gallery(
         steps_per_epoch=steps_per_epoch,
         test_fraction=0.0,  # a model for this gallery: every image trains or validates
     )
-    # Trained into a scratch folder first: a model no better than the served one is not kept (the next start
-    # would pick it up), and its training.json holds the validation Recall@1 before training.
+    run, before = _train_and_keep(labelled, config, settings, callbacks, require_better, model_dir, t0)
+    say(0.8, f"indexing {len(gallery):,} images with the new model")
+    built = build_gallery(
+        run.embedder,
+        gallery,
+        config=IndexConfig(kind=kind),
+        backend=index.backend,
+        location=location,
+        index_dir=index_dir,
+        log=lambda line: say(0.95, line),
+    )
+    return RetrainResult(built.searcher, before, run.best_val_recall, time.perf_counter() - t0, run)
+
+
+def _train_and_keep(
+    labelled: ImageTable,
+    config: ModelConfig,
+    settings: TrainConfig,
+    callbacks: Sequence[Any],
+    require_better: bool,
+    model_dir: str | os.PathLike | None,
+    t0: float,
+) -> tuple[TrainResult, float]:
+    """Train into a scratch folder; keep the model (moved into ``model_dir``) only if it is good enough.
+
+    Returns ``(run, validation Recall@1 before training)``. A model no better than the served one is not
+    kept (the next start would pick it up); the run's ``training.json`` holds the Recall@1 before training.
+    """
     scratch = Path(tempfile.mkdtemp(prefix=".training-", dir=Path(model_dir).parent if model_dir else None))
     try:
         run = fit(labelled, config, settings, out=scratch / "model", progress=False, callbacks=list(callbacks))
@@ -124,14 +151,4 @@ def retrain_on_gallery(
                 shutil.copytree(scratch / "model", tmp, dirs_exist_ok=True)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    say(0.8, f"indexing {len(gallery):,} images with the new model")
-    built = build_gallery(
-        run.embedder,
-        gallery,
-        config=IndexConfig(kind=kind),
-        backend=index.backend,
-        location=location,
-        index_dir=index_dir,
-        log=lambda line: say(0.95, line),
-    )
-    return RetrainResult(built.searcher, before, run.best_val_recall, time.perf_counter() - t0, run)
+    return run, before
