@@ -69,7 +69,7 @@ class Embedder:
                 :func:`simlib.model.resolve_weights`).
             **overrides: fields to change in ``config`` (e.g. ``image_size=32``).
         """
-        import keras  # lazy: Keras (and TensorFlow)
+        import keras  # lazy: Keras
 
         config = dataclasses.replace(config or ModelConfig(), **overrides)
         if config.weights == "auto":
