@@ -107,7 +107,7 @@ def gradio_rows(searcher, queries, k: int, size: int, gallery: int, repeats: int
                 "client_nodl": lambda q: client_nodl.predict(handle_file(q), k, api_name="/search"),
                 "http": lambda q: http_search(http, url, q, k, defaults),
             }
-            collapse = collapse_threshold(searcher.describe())
+            collapse = collapse_threshold(searcher.info().to_dict())
             expected = [h.id for h in searcher.query(queries[0], k=k, collapse_duplicates=collapse)]
             for name, call in calls.items():  # warm-up, and every path returns the app's hits
                 got = [h["id"] for h in call(queries[0])[1]["hits"]]

@@ -98,7 +98,7 @@ def test_click_a_result_explains_it_and_takes_feedback(page, searcher, small_ind
         "[...document.querySelectorAll('#explain img')].filter(i => i.complete && i.naturalWidth > 0).length === 4"
     )
     text = page.locator("#explain-text").inner_text()
-    second = searcher.query(image, k=2, collapse_duplicates=collapse_threshold(searcher.describe()))[1]
+    second = searcher.query(image, k=2, collapse_duplicates=collapse_threshold(searcher.info().to_dict()))[1]
     assert text.startswith("#2 · cosine similarity ") and f"{second.score:.4f}" in text, text
     page.click("#fb-not-similar")
     page.wait_for_function("document.querySelector('#feedback-status').innerText.includes('not similar')")

@@ -38,7 +38,7 @@ def test_search_collapse_and_no_good_match(index_copy, small_table, tmp_path):
         assert code == 0 and out.startswith("no good match: the best score"), (info, out)
         assert all(line.endswith("weak") for line in out.splitlines()[3:])
     else:  # an untrained 32 px model rarely supports it: then it says so instead of calling everything weak
-        assert code == 0 and out.splitlines()[-1].startswith("this model cannot tell good matches"), (info, out)
+        assert code == 0 and out.splitlines()[-1].startswith("This model cannot tell good matches"), (info, out)
         assert not any(line.endswith("weak") for line in out.splitlines())
 
 

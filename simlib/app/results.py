@@ -11,6 +11,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from simlib.index.manifest import Threshold
+
 # Filters shown for the product set; other galleries get their first attributes (and labels).
 PREFERRED_FILTERS = ("masterCategory", "subCategory", "baseColour", "gender")
 
@@ -60,7 +62,8 @@ def filter_fields(
 
 
 def is_untrained(info: Mapping[str, Any]) -> bool:
-    """True when the model has neither pretrained backbone weights nor simlib training (``Searcher.describe()``)."""
+    """True when the model has neither pretrained backbone weights nor simlib training (``info``: a
+    ``Searcher.info().to_dict()``)."""
     return info.get("weights") == "none" and not info.get("trained")
 
 
@@ -74,7 +77,7 @@ def collapse_threshold(info: Mapping[str, Any]) -> float:
     backbone, whose scores are all crowded just under 1.
 
     Args:
-        info: ``Searcher.describe()`` (``weights``, ``trained``, ``threshold``).
+        info: ``Searcher.info().to_dict()`` (``weights``, ``trained``, ``threshold``).
     """
     floor = UNTRAINED_COLLAPSE_AT if is_untrained(info) else COLLAPSE_AT
     calibrated = info.get("threshold")
@@ -123,23 +126,9 @@ def visitor_source(source: str | None, root: str | os.PathLike | None) -> str | 
 
 
 def calibration_note(calibration: Mapping[str, Any] | None) -> str:
-    """One plain line when the calibrated threshold cannot be trusted (``Threshold.to_dict()``), else "".
-
-    A model that reaches the target precision only above a score few genuine queries clear (or never
-    reaches it) cannot tell good matches from bad ones: then no result is called weak and the page
-    says so instead of claiming "no good match".
-    """
-    if not calibration or calibration.get("supported") is not False:
-        return ""
-    coverage = calibration.get("coverage")
-    target = calibration.get("target")
-    measured = f"only {coverage:.0%} of the calibration queries" if coverage is not None else "too few queries"
-    aim = f"{target:.0%} same-class precision" if target else "a reliable cut-off"
-    return (
-        f"This model cannot tell good matches from bad ones: {measured} reach the score at which it has {aim} "
-        f"(best reached: {calibration.get('precision') or 0:.0%}), so no result is marked weak and "
-        '"no good match" is never said.'
-    )
+    """One plain line when the calibrated threshold cannot be trusted (``Threshold.to_dict()``), else ""
+    (:meth:`simlib.index.Threshold.unsupported_note`)."""
+    return Threshold.from_dict(calibration).unsupported_note() if calibration else ""
 
 
 def hit_record(hit) -> dict[str, Any]:
@@ -190,7 +179,7 @@ class SearchResult:
         filters: attribute -> allowed values, as applied.
         collapse: the duplicate-collapse threshold used (None: off).
         seconds: embedding plus search time.
-        info: ``Searcher.describe()`` read together with the hits (gallery size, model, threshold).
+        info: ``Searcher.info().to_dict()`` read together with the hits (gallery size, model, threshold).
     """
 
     hits: list

@@ -12,10 +12,8 @@ Nothing heavy is imported at module level: TensorFlow loads with the searcher, G
 
 from __future__ import annotations
 
-import contextlib
+import dataclasses
 import os
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -145,7 +143,7 @@ class GalleryService:
         self.model_dir = folders["root"] / TRAINED_MODEL_DIR if folders else None  # where train() saves
         self._training = threading.Lock()  # one training at a time
         with self.lock:
-            info = searcher.describe()
+            info = searcher.info().to_dict()
             self.filter_choices = filter_fields(searcher.index.attribute_values())
             self.examples = example_images(searcher.index) if examples is None else list(examples)
             self.labelled = len({r.label for r in searcher.index.records() if r.label and r.path}) >= 2
@@ -154,18 +152,14 @@ class GalleryService:
 
     # ------------------------------------------------------------------ facts
     def describe(self) -> dict[str, Any]:
-        """``Searcher.describe()`` (gallery size, index kind, model settings, calibrated threshold) plus
+        """``Searcher.info().to_dict()`` (gallery size, index kind, model settings, calibrated threshold) plus
         ``model_source`` and ``calibration`` (the stored ``Threshold`` as a dict, or None)."""
         with self.lock:
             return self._describe()
 
     def _describe(self) -> dict[str, Any]:
-        calibration = self.searcher.calibration  # the caller holds the lock
-        return {
-            **self.searcher.describe(),
-            "model_source": self.model_source,
-            "calibration": None if calibration is None else calibration.to_dict(),
-        }
+        # the caller holds the lock; "calibration" is the stored Threshold as a dict, or None
+        return {**self.searcher.info().to_dict(), "model_source": self.model_source}
 
     def calibration_note(self) -> str:
         """The line shown under the results when the model cannot support its calibration ("" otherwise)."""
@@ -176,7 +170,7 @@ class GalleryService:
         """True when the page offers "Train a model on this gallery": allowed, the model untrained, the
         gallery labelled (two classes or more) and a FAISS index (re-built in memory, then saved)."""
         info = self.describe()
-        return self.allow_train and self.labelled and is_untrained(info) and info["backend"] == "faiss"
+        return self.allow_train and self.labelled and is_untrained(info) and info["rebuilds_while_serving"]
 
     def status(self) -> str:
         """The status line before any query."""
@@ -296,7 +290,7 @@ class GalleryService:
             result_heat=overlay(result, result_heat),
             hit=hit,
             text=text,
-            note=UNTRAINED_HEAT_NOTE if is_untrained(embedder.describe()) else "",
+            note=UNTRAINED_HEAT_NOTE if is_untrained(dataclasses.asdict(embedder.config)) else "",
         )
 
     def feedback(self, image: Any, result_id: Any, verdict: str):
@@ -382,14 +376,7 @@ class GalleryService:
         Raises:
             SimlibError: training is off, not possible for this gallery or model, or already running.
         """
-        import dataclasses as dc
-
-        from simlib.config import IndexConfig
-        from simlib.search import Searcher
-        from simlib.search.calibrate import calibrate_threshold
-        from simlib.search.tables import index_table
-        from simlib.storage import atomic_dir, load_json
-        from simlib.train import TRAINING_FILE, TrainConfig, fit, recommended_head
+        from simlib.train import retrain_on_gallery
 
         if not self.allow_train:
             raise SimlibError("training is off for this app (start it with --allow-train, on a trusted host)")
@@ -398,89 +385,38 @@ class GalleryService:
         if not self._training.acquire(blocking=False):
             raise SimlibError("a model is being trained already: wait for it to finish")
         say = progress or (lambda fraction, text: None)
-        t0 = time.perf_counter()
         try:
             with self.lock:
                 old = self.searcher
-                gallery = index_table(old.index, skip_pathless=True)
-                labelled = _labelled(old.index)
-                kind = old.index.config.kind
-            say(0.0, f"training on {len(labelled):,} labelled images (at most {minutes:g} min)")
-            weights = old.embedder.config.weights
-            head = recommended_head(weights, old.embedder.config.backbone)
-            config = dc.replace(old.embedder.config, **head, trained=False)
-            settings = TrainConfig(
-                mode="labels",
-                backbone="frozen",
-                epochs=epochs,
+            done = retrain_on_gallery(
+                old,
                 minutes=minutes,
+                epochs=epochs,
                 steps_per_epoch=steps_per_epoch,
-                test_fraction=0.0,  # a demo model for this gallery: every image trains or validates
+                callbacks=[_progress(say, epochs)],
+                require_better=require_better,
+                model_dir=self.model_dir,
+                index_dir=self.index_dir,
+                lock=self.lock,
+                progress=say,
             )
-            # Trained into a scratch folder first: a model no better than the served one is not kept (the
-            # next start would pick it up), and training.json holds the validation Recall@1 before training.
-            scratch = Path(tempfile.mkdtemp(prefix=".training-", dir=self.model_dir.parent if self.model_dir else None))
-            try:
-                run = fit(
-                    labelled,
-                    config,
-                    settings,
-                    out=scratch / "model",
-                    progress=False,
-                    callbacks=[_progress(say, epochs)],
-                )
-                before = float(load_json(scratch / "model" / TRAINING_FILE).get("val_recall@1_before") or 0.0)
-                if require_better and run.best_val_recall <= before:
-                    raise SimlibError(
-                        f"training did not improve on the served model (validation Recall@1 {before:.2f} -> "
-                        f"{run.best_val_recall:.2f} in {time.perf_counter() - t0:.0f} s): it keeps serving the old one"
-                    )
-                if self.model_dir is not None:
-                    with atomic_dir(self.model_dir) as tmp:
-                        shutil.copytree(scratch / "model", tmp, dirs_exist_ok=True)
-            finally:
-                shutil.rmtree(scratch, ignore_errors=True)
-            say(0.8, f"indexing {len(gallery):,} images with the new model")
-            searcher, _ = Searcher.from_table(run.embedder, gallery, IndexConfig(kind=kind), progress=False)
-            say(0.95, "calibrating 'no good match'")
-            with contextlib.suppress(SimlibError):  # too small to calibrate: no threshold, as open_gallery does
-                calibrate_threshold(searcher)
-            if self.index_dir is not None:
-                searcher.save(self.index_dir)
             with self.lock:
-                self.searcher = searcher
-                info = searcher.describe()
+                self.searcher = done.searcher
+                info = done.searcher.info().to_dict()
                 if self._fixed_collapse is None:
                     self.collapse = collapse_threshold(info)
                 where = f"{self.model_dir}" if self.model_dir is not None else "memory only"
                 self.model_source = visitor_source(f"{where} (trained on this gallery in the app)", self.artifacts)
-            seconds = time.perf_counter() - t0
             say(1.0, "done")
             return TrainOutcome(
-                f"Trained in {seconds:.0f} s (validation Recall@1 {before:.2f} -> {run.best_val_recall:.2f}): the "
+                f"Trained in {done.seconds:.0f} s (validation Recall@1 {done.before:.2f} -> {done.after:.2f}): the "
                 "gallery is re-indexed and re-calibrated and the app now serves the new model"
                 + (f" (saved in {self.model_dir}: the next start uses it)." if self.model_dir else "."),
-                run.best_val_recall,
-                seconds,
+                done.after,
+                done.seconds,
             )
         finally:
             self._training.release()
-
-
-def _labelled(index):
-    """The index's labelled images as a table (images added in the app may have no label)."""
-    import numpy as np
-
-    from simlib.data import ImageTable
-
-    records = [r for r in index.records() if r.path and r.label]
-    return ImageTable(
-        ids=np.asarray([r.id for r in records], np.int64),
-        paths=tuple(str(r.path) for r in records),
-        labels=np.asarray([r.label for r in records], dtype=object),
-        attributes=tuple(dict(r.attributes) for r in records),
-        name=index.manifest.data or "gallery",
-    )
 
 
 def _progress(say: Callable[[float, str], None], epochs: int):

@@ -64,14 +64,3 @@ def format_hits(hits: Sequence[Hit], collapse: bool = False) -> str:
 def no_good_match(hits: Sequence[Hit]) -> bool:
     """True when no hit clears the calibrated threshold (or there are no hits): say "no good match"."""
     return all(h.weak for h in hits)
-
-
-def unsupported_note(calibration) -> str:
-    """The one line said instead of "no good match" when the model cannot support its calibrated threshold."""
-    coverage = (
-        "" if calibration.coverage is None else f" (only {calibration.coverage:.0%} of validation queries cleared it)"
-    )
-    return (
-        "this model cannot tell good matches from bad ones: its calibrated threshold "
-        f"{calibration.score:.3f}{coverage} is not used: no result is marked weak, 'no good match' is never said"
-    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,15 +17,24 @@ from typing import Any
 import numpy as np
 
 from simlib.config import IndexConfig
-from simlib.data import DecodeErrors, ImageTable
+from simlib.data import DecodeErrors, ImageTable, list_images
 from simlib.errors import SimlibError
-from simlib.index import Filters, IndexBackend, Record, VectorIndex, create_index, open_index
-from simlib.model import CONFIG_FILE, Embedder
+from simlib.index import (
+    DEFAULT_BACKEND,
+    Filters,
+    IndexBackend,
+    Record,
+    Threshold,
+    backend_class,
+    build_index,
+    create_index,
+    open_index,
+)
+from simlib.model import MODEL_SUBDIR, Embedder, saved_model
 from simlib.model.embed import EmbedResult
 from simlib.search.hit import Hit
+from simlib.search.info import GalleryInfo
 from simlib.search.tables import table_records
-
-INDEX_MODEL_DIR = "model"  # the model that built an index, inside the index folder
 
 
 class Searcher:
@@ -69,17 +79,18 @@ class Searcher:
         progress: bool | str = True,
         batch_size: int = 32,
         *,
-        backend: str = "faiss",
+        backend: str = DEFAULT_BACKEND,
         uri: str | None = None,
         collection: str | None = None,
     ) -> tuple[Searcher, EmbedResult]:
         """Embed every image of ``table`` and index it; returns the searcher and the embedding result
-        (whose ``skipped`` lists images that could not be read).
+        (whose ``skipped`` lists images that could not be read; their paths are recorded in the manifest).
 
-        With ``backend="milvus"`` (``uri``: a ``.db`` path or ``http://host:19530``) the vectors go
-        to Milvus chunk by chunk as they are embedded (see :meth:`from_table_streaming`).
+        A backend that streams (:attr:`~simlib.index.IndexBackend.streams_build`: Milvus, with ``uri`` a
+        ``.db`` path or ``http://host:19530``) gets the vectors chunk by chunk as they are embedded (see
+        :meth:`from_table_streaming`); another one is built from all of them at once.
         """
-        if backend != "faiss":
+        if backend_class(backend).streams_build:
             index = create_index(
                 backend,
                 embedder.dim,
@@ -89,16 +100,24 @@ class Searcher:
                 collection=collection,
                 expected_count=len(table),
             )
-            return cls.from_table_streaming(embedder, table, index, progress=progress, batch_size=batch_size)
-        result = embedder.embed_table(table, batch_size=batch_size, progress=progress)
-        if len(result.rows) == 0:
-            raise SimlibError(
-                f"none of the {len(table)} images could be read; first error: "
-                + next(iter(result.skipped.values()), "none")
+            searcher, result = cls.from_table_streaming(
+                embedder, table, index, progress=progress, batch_size=batch_size
             )
-        index = VectorIndex.build(result.embeddings, table_records(table, result.rows), config)
-        index.manifest = index.manifest.replace(model_fingerprint=embedder.fingerprint, data=table.name)
-        return cls(embedder, index, check=False), result
+        else:
+            result = embedder.embed_table(table, batch_size=batch_size, progress=progress)
+            if len(result.rows) == 0:
+                raise SimlibError(
+                    f"none of the {len(table)} images could be read; first error: "
+                    + next(iter(result.skipped.values()), "none")
+                )
+            records = table_records(table, result.rows)
+            index = build_index(backend, result.embeddings, records, config, uri=uri, collection=collection)
+            index.manifest = index.manifest.replace(model_fingerprint=embedder.fingerprint, data=table.name)
+            searcher = cls(embedder, index, check=False)
+        if table.paths is not None:  # an app does not re-index because of images that never could be read
+            skipped = tuple(str(Path(table.paths[r]).resolve()) for r in result.skipped)
+            index.manifest = index.manifest.replace(skipped_paths=skipped)
+        return searcher, result
 
     @classmethod
     def from_table_streaming(
@@ -161,19 +180,17 @@ class Searcher:
                 hard-linked (or copied) instead of serialising the model again, so updating a
                 gallery does not rewrite ~90 MB.
         """
-        import shutil
-
         fingerprint = self.fingerprint
         self.index.manifest = self.index.manifest.replace(
-            model_fingerprint=fingerprint, model_config=self.embedder.config, model_dir=INDEX_MODEL_DIR
+            model_fingerprint=fingerprint, model_config=self.embedder.config, model_dir=MODEL_SUBDIR
         )
 
         def write_model(tmp: Path) -> None:
-            source = Path(reuse_model) if reuse_model is not None else None
-            if source is not None and source.is_dir() and _saved_fingerprint(source) == fingerprint:
-                shutil.copytree(source, tmp / INDEX_MODEL_DIR, copy_function=_link_or_copy)
+            reused = saved_model(reuse_model) if reuse_model is not None else None
+            if reused is not None and reused.fingerprint == fingerprint:
+                shutil.copytree(reused.directory, tmp / MODEL_SUBDIR, copy_function=_link_or_copy)
             else:
-                self.embedder.save(tmp / INDEX_MODEL_DIR)
+                self.embedder.save(tmp / MODEL_SUBDIR)
 
         return self.index.save(directory, write_extra=write_model)
 
@@ -320,14 +337,24 @@ class Searcher:
     @property
     def threshold(self) -> float | None:
         """The calibrated "good match" score, or None when not calibrated or when the model cannot
-        support it (see :attr:`simlib.index.Threshold.supported`)."""
+        support it (see :attr:`simlib.index.Threshold.usable`)."""
         threshold = self.index.manifest.threshold
         return None if threshold is None or not threshold.usable else float(threshold.score)
 
     @property
-    def calibration(self):
+    def calibration(self) -> Threshold | None:
         """The index's :class:`~simlib.index.Threshold` as calibrated (None when not calibrated)."""
         return self.index.manifest.threshold
+
+    def set_threshold(self, threshold: Threshold | None) -> None:
+        """Keep ``threshold`` (from :func:`simlib.search.calibrate.calibrate_threshold`) as the index's
+        "good match" threshold (None: none); save the searcher to keep it on disk."""
+        self.index.manifest = self.index.manifest.replace(threshold=threshold)
+
+    def info(self) -> GalleryInfo:
+        """Gallery size, index, model settings and calibration (:class:`GalleryInfo`): what a status line
+        shows. Cheap enough to call on every query."""
+        return GalleryInfo.of(self.embedder, self.index)
 
     # ------------------------------------------------------------------ changing the gallery
     def add_images(
@@ -343,8 +370,6 @@ class Searcher:
         Returns:
             ``(added_ids, skipped)``: the new ids in order, and path -> reason for files left out.
         """
-        from simlib.data import list_images
-
         files: list[Path] = []
         skipped: dict[str, str] = {}
         for p in paths:
@@ -415,32 +440,8 @@ class Searcher:
             self._by_path = cached = ((len(self.index), self._next_id()), by_path)
         return cached[1]
 
-    def describe(self) -> dict[str, Any]:
-        """Gallery size, index kind, model settings, calibrated threshold: what a status line shows.
-
-        Cheap enough to call on every query.
-        """
-        return {
-            "gallery_size": len(self.index),
-            "backend": self.index.backend,
-            "index_kind": self.index.kind,
-            **self.embedder.describe(),
-            "threshold": self.threshold,
-        }
-
-
-def _saved_fingerprint(model_dir: Path) -> str | None:
-    from simlib.storage import load_json
-
-    try:
-        return load_json(model_dir / CONFIG_FILE).get("fingerprint")
-    except SimlibError:
-        return None
-
 
 def _link_or_copy(src: str, dst: str) -> None:
-    import shutil
-
     try:
         os.link(src, dst)
     except OSError:  # another file system, or links not allowed
