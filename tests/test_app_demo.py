@@ -183,14 +183,18 @@ def test_train_switches_to_the_new_model_without_a_restart(artifacts, gallery_di
     before = service.search(query, 3)
     seen: list[tuple[float, str]] = []
     # Colour tells these classes apart: the untrained model's validation Recall@1 is 1.0 already.
-    with pytest.raises(SimlibError, match="did not improve on the served model"):
-        service.train(minutes=1.0, epochs=1, steps_per_epoch=2)
+    logged: list[str] = []
+    dropped = service.train(minutes=1.0, epochs=1, steps_per_epoch=2, log=logged.append)  # a normal outcome
+    assert not dropped.kept and dropped.message.startswith("Not kept: the new model is no better")
+    assert "validation Recall@1 1.00 -> 1.00" in dropped.message and "keeps serving it" in dropped.message
+    assert logged[-1].startswith("new model not kept (no better than the served model)")
     assert service.searcher is searcher and service.can_train and not (artifacts / "model").exists()
     assert [p.name for p in artifacts.iterdir() if p.name.startswith(".training")] == []
     outcome = service.train(
         minutes=1.0, epochs=2, steps_per_epoch=2, progress=lambda f, t: seen.append((f, t)), require_better=False
     )
-    assert outcome.message.startswith("Trained in ") and "now serves the new model" in outcome.message
+    assert outcome.kept and outcome.message.startswith("Kept: validation Recall@1 ")
+    assert "now serves the new model" in outcome.message
     assert [f for f, _ in seen] == sorted(f for f, _ in seen) and seen[-1][0] == 1.0
     assert any(t.startswith("training: epoch 1 of at most 2") for _, t in seen)
 

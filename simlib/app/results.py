@@ -283,3 +283,4 @@ class TrainOutcome(NamedTuple):
     message: str
     val_recall: float
     seconds: float
+    kept: bool = True

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -357,26 +358,31 @@ class GalleryService:
         steps_per_epoch: int = 0,
         progress: Callable[[float, str], None] | None = None,
         require_better: bool = True,
+        log: Callable[[str], None] | None = None,
     ) -> TrainOutcome:
         """Train a model on the gallery's labels and serve it: no restart, searches keep working meanwhile.
 
-        Labels mode on a frozen backbone (its features computed once, a small head trained for at most
-        ``minutes``); then the gallery is re-indexed and re-calibrated with the new model, and the
+        Labels mode on a frozen backbone (its features computed once, then a small head trained for at most
+        ``minutes`` of epochs), with the visitors' feedback verdicts on this model's results as triplets
+        when there are any; then the gallery is re-indexed and re-calibrated with the new model, and the
         searcher is swapped under :attr:`lock`. With an artifacts folder the model is saved in
-        ``<artifacts>/model`` and the index in its index folder, so the next start serves them.
+        ``<artifacts>/model`` and the index in its index folder, so the next start serves them. A model no
+        better than the served one is dropped: a normal outcome, said in the message, not an error.
 
         Args:
-            minutes: training time budget (re-indexing and calibration come on top).
+            minutes: the epochs' time budget (decoding, backbone features, re-indexing and calibration
+                come on top).
             epochs: most epochs (early stopping may end sooner).
             steps_per_epoch: batches per epoch (0: about one pass over the gallery).
             progress: called with ``(fraction done, what is happening)`` as it goes.
             require_better: keep the new model only if its validation Recall@1 beats the served model's
-                (measured by the same run before training); else raise and keep serving the old one.
+                (measured by the same run before training); else keep serving the old one.
+            log: where the outcome line goes as well (the app's log; default: stderr).
 
         Raises:
             SimlibError: training is off, not possible for this gallery or model, or already running.
         """
-        from simlib.train import retrain_on_gallery
+        from simlib.train.retrain import monotone_progress, retrain_on_gallery  # lazy: Keras
 
         if not self.allow_train:
             raise SimlibError("training is off for this app (start it with --allow-train, on a trusted host)")
@@ -384,7 +390,9 @@ class GalleryService:
             raise SimlibError("nothing to train: the model is trained already, or the gallery has no labels")
         if not self._training.acquire(blocking=False):
             raise SimlibError("a model is being trained already: wait for it to finish")
-        say = progress or (lambda fraction, text: None)
+        say = monotone_progress(progress or (lambda fraction, text: None))
+        log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+        log("training a model on this gallery (asked from the page)")
         try:
             with self.lock:
                 old = self.searcher
@@ -399,7 +407,18 @@ class GalleryService:
                 index_dir=self.index_dir,
                 lock=self.lock,
                 progress=say,
+                feedback=self.store.path if self.store is not None else None,
             )
+            log(done.summary())
+            if not done.kept:
+                say(1.0, "done")
+                return TrainOutcome(
+                    f"Not kept: the new model is no better than the one served (validation Recall@1 "
+                    f"{done.before:.2f} -> {done.after:.2f}, {done.seconds:.0f} s); the app keeps serving it.",
+                    done.after,
+                    done.seconds,
+                    kept=False,
+                )
             with self.lock:
                 self.searcher = done.searcher
                 info = done.searcher.info().to_dict()
@@ -408,10 +427,11 @@ class GalleryService:
                 where = f"{self.model_dir}" if self.model_dir is not None else "memory only"
                 self.model_source = visitor_source(f"{where} (trained on this gallery in the app)", self.artifacts)
             say(1.0, "done")
+            feedback = f", {done.feedback} feedback verdict pairs used" if done.feedback else ""
             return TrainOutcome(
-                f"Trained in {done.seconds:.0f} s (validation Recall@1 {done.before:.2f} -> {done.after:.2f}): the "
-                "gallery is re-indexed and re-calibrated and the app now serves the new model"
-                + (f" (saved in {self.model_dir}: the next start uses it)." if self.model_dir else "."),
+                f"Kept: validation Recall@1 {done.before:.2f} -> {done.after:.2f} ({done.seconds:.0f} s{feedback}). "
+                "The gallery is re-indexed and re-calibrated and the app now serves the new model"
+                + (" (saved: the next start uses it)." if self.model_dir else "."),
                 done.after,
                 done.seconds,
             )

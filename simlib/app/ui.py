@@ -404,7 +404,14 @@ def train_region(service: GalleryService, query: Query, results: Results, notice
     @visitor_errors(lambda args, kwargs: None)
     def run_train(progress=gr.Progress()):  # noqa: B008 (Gradio's way to report progress)
         outcome = service.train(progress=lambda fraction, text: progress(fraction, desc=text))
-        return outcome.message, service.status(), gr.update(visible=service.untrained), gr.update(visible=False)
+        # Kept: the notice and the button go (the model is trained now); not kept: both stay, and the
+        # message says why in plain words (a normal outcome, not an error).
+        return (
+            outcome.message,
+            service.status(),
+            gr.update(visible=service.untrained),
+            gr.update(visible=not outcome.kept),
+        )
 
     button.click(
         run_train,
@@ -412,6 +419,7 @@ def train_region(service: GalleryService, query: Query, results: Results, notice
         outputs=[message, results.status, notice, button],
         api_visibility="private",
         concurrency_limit=1,
+        show_progress_on=[message],  # the progress bar by the button, not over the page's notice
     ).success(
         search["search"], inputs=query.inputs, outputs=results.outputs, preprocess=False, api_visibility="private"
     ).success(**search["after"])

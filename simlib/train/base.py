@@ -324,7 +324,8 @@ class _Loop:
         ]
         budget = None
         if tc.minutes:
-            budget = TimeBudget(tc.minutes * 60 - (time.perf_counter() - t_start), time.perf_counter())
+            spent = time.perf_counter() - t_start if tc.budget_covers == "run" else 0.0
+            budget = TimeBudget(tc.minutes * 60 - spent, time.perf_counter())
             callbacks.append(budget)
         return cls(best, history, budget, callbacks)
 
