@@ -5,8 +5,8 @@ Three verdicts a visitor reads, each calibrated on the index's own gallery and s
 
 - :class:`NoMatchCut` (:func:`no_match_cut`): the top-1 score under which the app says "no good match".
   The cut is the ``max_false_flag`` quantile of the top-1 scores of validation queries whose top-1 *is*
-  of their class (a conformal bound: for a new query drawn like them, the chance that a right top-1 is
-  flagged is at most ``max_false_flag``), and it is *supported* only when it flags wrong top-1 results
+  of their class (at most that share of them is flagged, and by the split-conformal bound, at most that
+  share of new right results drawn like them), and it is *supported* only when it flags wrong top-1 results
   clearly more often than right ones (see :data:`MIN_LIKELIHOOD_RATIO`).
 - :class:`MatchCurve` (:func:`fit_match_curve`, :func:`match_probability`): the estimated probability
   that a result is the same kind of product as the query, a monotone function of its cosine (isotonic
@@ -53,6 +53,8 @@ HIGH_CONFIDENCE = 0.8  # at least 4 in 5 results like it were the same kind on v
 LOW_CONFIDENCE = 0.5  # under it, a result like it was more often another kind than the same
 COPY_PERCENTILE = 99.9  # the copy cut sits above this percentile of nearest-distinct cosines
 COPY_MIN_RECALL = 0.9  # a cosine cut that keeps fewer copies than this cannot separate: thumbnails decide too
+# Cosine cuts tried with the thumbnail check, as percentiles of the near-copies' cosines.
+COPY_COSINE_PERCENTILES = (1, 2, 5, 10, 20, 30, 50)
 THUMB_SIZE = 16  # the pixel check compares 16 x 16 RGB thumbnails (the product photos are 60 x 80)
 # Thumbnails this correlated are the same picture (the product set holds one photo under two products, ids
 # 45656 Trunk and 45657 Briefs: mean pixel difference 1.2 of 255, correlation 0.99993).
@@ -142,10 +144,11 @@ def no_match_cut(
 ) -> NoMatchCut:
     """Choose the "no good match" cut from validation queries.
 
-    The cut is the ``k``-th smallest top-1 score among queries whose top-1 is right, with
-    ``k = floor(max_false_flag * (n_right + 1)) + 1``: for a new query exchangeable with them, the
-    probability that its right top-1 scores under the cut is at most ``max_false_flag`` (split-conformal
-    bound). Queries scoring exactly the cut pass.
+    The cut is the ``k``-th smallest top-1 score among the ``m`` queries whose top-1 is right, with
+    ``k = floor(max_false_flag * (m + 1))``: fewer than ``k`` of them (a share under ``max_false_flag``) score
+    under it, and for a new query exchangeable with them the probability that its right top-1 scores under it
+    is at most ``k / (m + 1) <= max_false_flag`` (the split-conformal bound). Queries scoring exactly the cut
+    pass. When ``k`` is 0 (too few right results for the target) the cut is the lowest score: it flags none.
 
     Args:
         top_scores: each validation query's top-1 score.
@@ -165,8 +168,8 @@ def no_match_cut(
     good, bad = np.sort(s[c]), s[~c]
     if len(good) < MIN_RIGHT:
         raise SimlibError(f"only {len(good)} validation queries have a right top-1: the cut needs {MIN_RIGHT}")
-    k = int(math.floor(max_false_flag * (len(good) + 1)))  # 0-based index of the k+1-th smallest
-    cut = float(good[min(k, len(good) - 1)])
+    k = math.floor(max_false_flag * (len(good) + 1))
+    cut = float(good[k - 1]) if k >= 1 else float(s.min())
     flagged = s < cut
     false_flag = float(np.mean(good < cut))
     true_flag = float(np.mean(bad < cut)) if len(bad) else 0.0
@@ -546,11 +549,12 @@ def copy_cut(
     1. The cosine alone: just above the ``percentile``-th percentile of ``distinct_scores`` (each gallery
        image's cosine with its nearest distinct image). When at least ``min_recall`` of ``copy_scores``
        (near-copies against their originals) clear it, that is the verdict.
-    2. Otherwise the cosine cannot separate. The cosine cut drops to the 1st percentile of ``copy_scores``
-       (it keeps 99 % of copies) and a thumbnail check is added: ``thumb_min`` is just above the highest
-       thumbnail correlation of any distinct pair over that cosine (``pair_scores``/``pair_thumbs``: every
-       distinct pair over a cosine at most that low, as from :func:`distinct_pairs_above`), pairs that are
-       the same picture (:data:`SAME_PICTURE`) aside: no distinct pair of the gallery passes both.
+    2. Otherwise the cosine cannot separate, and a thumbnail check is added. For each cosine cut at a
+       percentile of ``copy_scores`` in :data:`COPY_COSINE_PERCENTILES` (1st: keeps 99 % of copies on the
+       cosine), ``thumb_min`` is just above the highest thumbnail correlation of any distinct pair over that
+       cosine (``pair_scores``/``pair_thumbs``: every distinct pair over the lowest of those cosines, as from
+       :func:`distinct_pairs_above`), pairs that are the same picture (:data:`SAME_PICTURE`) aside, so that no
+       distinct pair of the gallery passes both; the pair of cuts that keeps the most copies wins.
 
     Args:
         copy_thumbs: thumbnail correlation of each near-copy with its original (step 2).
@@ -582,14 +586,22 @@ def copy_cut(
     rows = np.arange(len(ps)) if pair_rows is None else np.asarray(pair_rows)
     if ct.shape != cs.shape or pt.shape != ps.shape or rows.shape != ps.shape:
         raise SimlibError("thumbnail correlations must be aligned with the scores")
-    score = min(above, float(np.percentile(cs, 1, method="lower")))
-    over = ps >= score
-    same_picture = int(np.sum(over & (pt >= SAME_PICTURE)))
-    rivals = pt[over & (pt < SAME_PICTURE)]
-    thumb_min = float(np.nextafter(rivals.max(), np.inf)) if len(rivals) else -1.0
-    passed = over & (pt >= thumb_min)
+    best: tuple[float, float, float] | None = None  # (recall, cosine cut, thumbnail cut)
+    same_picture = 0
+    for q in COPY_COSINE_PERCENTILES:
+        score = min(above, float(np.percentile(cs, q, method="lower")))
+        over = ps >= score
+        if q == COPY_COSINE_PERCENTILES[0]:
+            same_picture = int(np.sum(over & (pt >= SAME_PICTURE)))
+        rivals = pt[over & (pt < SAME_PICTURE)]
+        thumb_min = float(np.nextafter(rivals.max(), np.inf)) if len(rivals) else -1.0
+        recall = float(np.mean((cs >= score) & (ct >= thumb_min)))
+        if best is None or recall > best[0]:
+            best = (recall, score, thumb_min)
+    assert best is not None
+    recall, score, thumb_min = best
+    passed = (ps >= score) & (pt >= thumb_min)
     leak = len(np.unique(rows[passed])) / len(ds)
-    recall = float(np.mean((cs >= score) & (ct >= thumb_min)))
     return CopyCut(score, thumb_min, copy_recall=recall, distinct_leak=leak, separable=False,
                    same_picture=same_picture, **common)  # fmt: skip
 
