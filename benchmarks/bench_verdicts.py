@@ -15,6 +15,7 @@ noise images and on drawn shapes; for copies, on planted near-copies of gallery 
 from __future__ import annotations
 
 import csv
+import itertools
 import os
 import sys
 from pathlib import Path
@@ -123,7 +124,7 @@ def copy_pairs(vectors: np.ndarray, thumbs: np.ndarray, cut, chunk: int = 512) -
 def reliability(p: np.ndarray, y: np.ndarray, edges=(0, 0.2, 0.4, 0.6, 0.8, 1.0001)) -> tuple[list, float]:
     """Predicted vs observed per probability bin, and the expected calibration error."""
     rows, ece = [], 0.0
-    for a, b in zip(edges[:-1], edges[1:], strict=True):
+    for a, b in itertools.pairwise(edges):
         m = (p >= a) & (p < b)
         if m.any():
             rows.append(
@@ -143,15 +144,15 @@ def measure(name: str, embedder, split: dict, seed: int, n_synthetic: int, n_pla
     import time
 
     from simlib.search import Searcher
-    from simlib.search.confidence import SAME_PICTURE
     from simlib.search.confidence import (
+        SAME_PICTURE,
         calibrate_copies,
         confidence_label,
-        thumbnail,
         fit_match_curve,
         match_probability,
         near_copy,
         no_match_cut,
+        thumbnail,
         validation_results,
     )
 
@@ -183,7 +184,7 @@ def measure(name: str, embedder, split: dict, seed: int, n_synthetic: int, n_pla
         "copies": copy.to_dict(),
     }
     res["held_out"] = {
-        "n_queries": int(len(right)),
+        "n_queries": len(right),
         "top1_right": float(right.mean()),
         "false_flag_rate": float(flagged[right].mean()),
         "true_flag_rate": float(flagged[~right].mean()),
@@ -223,7 +224,12 @@ def measure(name: str, embedder, split: dict, seed: int, n_synthetic: int, n_pla
     all_labels = np.concatenate([g_labels, split["queries"].labels, split["left_out"].labels]).astype(str)
     rng = np.random.default_rng(seed + 3)
     planted_of = rng.choice(len(split["queries"]), size=n_planted, replace=False)
-    planted_imgs = [near_copy(split["queries"].paths[i], seed + 10_000 + int(i)) for i in planted_of]
+    # the first half re-encoded and resized only, the second half also cropped by up to 1 % a side
+    half = n_planted // 2
+    planted_imgs = [
+        near_copy(split["queries"].paths[i], seed + 10_000 + int(i), crop=0.0 if n < half else 0.01)
+        for n, i in enumerate(planted_of)
+    ]
     p_vec = embedder.embed_images(planted_imgs)
     thumbs = np.stack([thumbnail(p) for p in all_paths] + [thumbnail(im) for im in planted_imgs])
     vec = np.concatenate([all_vec, p_vec])
@@ -231,7 +237,8 @@ def measure(name: str, embedder, split: dict, seed: int, n_synthetic: int, n_pla
     names = [Path(str(p)).name for p in all_paths] + [
         f"copy of {Path(split['queries'].paths[i]).name}" for i in planted_of
     ]
-    truth = {(len(g_vec) + int(i), len(all_vec) + n) for n, i in enumerate(planted_of)}
+    truth_list = [(len(g_vec) + int(i), len(all_vec) + n) for n, i in enumerate(planted_of)]
+    truth = set(truth_list)
     out = {}
     for rule, c in (("calibrated", copy), ("fixed", _fixed_cut(name))):
         pset = {(int(a), int(b)) for a, b in copy_pairs(vec, thumbs, c)}
@@ -254,8 +261,10 @@ def measure(name: str, embedder, split: dict, seed: int, n_synthetic: int, n_pla
                     round(float(thumbs[a] @ thumbs[b]), 5),
                 )
                 for a, b in mixed[:5]
-            ],  # fmt: skip
+            ],
             "planted_recall": found / len(truth),
+            "planted_recall_uncropped": len(set(truth_list[:half]) & pset) / half,
+            "planted_recall_cropped": len(set(truth_list[half:]) & pset) / (len(truth_list) - half),
             "planted_precision": found / len(pset) if pset else None,
             "same_label_unplanted_pairs": len(pset) - found - len(mixed),
         }
@@ -274,6 +283,33 @@ def measure(name: str, embedder, split: dict, seed: int, n_synthetic: int, n_pla
     res["n_images_copies_test"] = len(vec)
     res["seconds"] = round(time.perf_counter() - t0, 1)
     return res
+
+
+def gallery_acceptance(embedder, table, seed: int) -> dict:
+    """Issue 22's acceptance: the copy cut calibrated on the whole product gallery, then every pair of that
+    gallery it calls copies, by brute force: how many mix labels (and how many of those are the same picture)."""
+    from simlib.search import Searcher
+    from simlib.search.confidence import SAME_PICTURE, calibrate_copies, thumbnail
+
+    searcher, _ = Searcher.from_table(embedder, table, progress=False)
+    cut = calibrate_copies(searcher, n_copies=200, seed=seed)
+    records = searcher.index.records()
+    vec = searcher.index.vectors_of([r.id for r in records])
+    thumbs = np.stack([thumbnail(r.path) for r in records])
+    labels = np.asarray([r.label for r in records], dtype=object)
+    pairs = copy_pairs(vec, thumbs, cut)
+    mixed = [(int(a), int(b)) for a, b in pairs if labels[a] != labels[b]]
+    same_picture = [(a, b) for a, b in mixed if float(thumbs[a] @ thumbs[b]) >= SAME_PICTURE]
+    return {
+        "n_images": len(records),
+        "copies": cut.to_dict(),
+        "pairs_merged": len(pairs),
+        "mixed_label_pairs": len(mixed),
+        "mixed_label_same_picture": len(same_picture),
+        "mixed_examples": [
+            (labels[a], Path(records[a].path).name, labels[b], Path(records[b].path).name) for a, b in mixed[:5]
+        ],
+    }
 
 
 def _fixed_cut(name: str):
@@ -319,6 +355,7 @@ def main() -> int:
     if args.model:
         models[f"trained ({Path(args.model).name})"] = Embedder.load(args.model)
     results = [measure(n, e, split, args.seed, args.synthetic, args.planted) for n, e in models.items()]
+    acceptance = gallery_acceptance(models["untrained (weights none, 64 px)"], table, args.seed)
     report = {
         "machine_before": before,
         "load_after": list(os.getloadavg()),
@@ -326,6 +363,7 @@ def main() -> int:
         "split": {k: len(v) for k, v in split.items() if k != "classes"},
         "left_out_classes": split["classes"],
         "results": results,
+        "acceptance_untrained_full_gallery": acceptance,
     }
     out.mkdir(parents=True, exist_ok=True)
     (out / "bench_verdicts.json").write_text(json.dumps(report, indent=2))
@@ -344,9 +382,9 @@ def print_table(report: dict) -> None:
         c, h, pr, ct = r["no_match"], r["held_out"], r["probability"], r["copies_test"]
         print(f"\n== {r['model']}")
         print(
-            f"no-match cut {c['score']:.5f} (validation: {c['n_queries']} queries, false-flag {c['false_flag_rate']:.3f},"
-            f" true-flag {c['true_flag_rate']:.3f}, precision of what passes {c['precision_pass']}, supported "
-            f"{c['supported']})"
+            f"no-match cut {c['score']:.5f} (validation: {c['n_queries']} queries, false-flag "
+            f"{c['false_flag_rate']:.3f}, true-flag {c['true_flag_rate']:.3f}, precision of what passes "
+            f"{c['precision_pass']}, supported {c['supported']})"
         )
         print(
             f"held-out ({h['n_queries']} queries, top-1 right {h['top1_right']:.3f}): right flagged "
@@ -357,8 +395,8 @@ def print_table(report: dict) -> None:
         )
         cv = r["curve"]
         print(
-            f"probability curve: kind {cv['kind']} (CV Brier score {cv['brier_score']:.4f}, rank {cv['brier_rank']:.4f}, "
-            f"base {cv['brier_base']:.4f}); knots {cv['knots']}"
+            f"probability curve: kind {cv['kind']} (CV Brier score {cv['brier_score']:.4f}, rank "
+            f"{cv['brier_rank']:.4f}, base {cv['brier_base']:.4f}); knots {cv['knots']}"
         )
         print(
             f"reliability on held-out top-5 (ECE {pr['ece']:.3f}; with left-out classes {pr['ece_with_left_out']:.3f}):"
@@ -379,10 +417,21 @@ def print_table(report: dict) -> None:
             print(
                 f"  {rule} rule on {r['n_images_copies_test']} images: {t['pairs_merged']} pairs merged, "
                 f"{t['mixed_label_pairs']} mixing labels ({t['mixed_label_same_picture']} of them the same picture), "
-                f"planted recall {t['planted_recall']:.3f}, precision {t['planted_precision']}, same-label "
+                f"planted recall {t['planted_recall']:.3f} (uncropped {t['planted_recall_uncropped']:.3f}, cropped "
+                f"{t['planted_recall_cropped']:.3f}), precision {t['planted_precision']}, same-label "
                 f"unplanted {t['same_label_unplanted_pairs']}; e.g. {t['mixed_examples'][:2]}"
             )
         print(f"  held-out queries' top-20 collapsed: {ct['query_groups']}")
+    a = report.get("acceptance_untrained_full_gallery")
+    if a:
+        c = a["copies"]
+        print(
+            f"\n== acceptance: untrained model, copy cut calibrated on the whole product gallery ({a['n_images']} "
+            f"images): cosine >= {c['score']}, thumbnail >= {c['thumb_min']}, calibration recall "
+            f"{c['copy_recall']:.3f};"
+            f" {a['pairs_merged']} pairs called copies, {a['mixed_label_pairs']} mixing labels "
+            f"({a['mixed_label_same_picture']} of them the same picture): {a['mixed_examples']}"
+        )
 
 
 if __name__ == "__main__":

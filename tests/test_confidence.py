@@ -15,6 +15,7 @@ from simlib.search.confidence import (
     LOW_CONFIDENCE,
     MIN_LIKELIHOOD_RATIO,
     SAME_PICTURE,
+    THUMB_SIZE,
     CopyCut,
     MatchCurve,
     NoMatchCut,
@@ -87,7 +88,9 @@ def test_no_match_cut_flags_at_most_the_target_on_fresh_queries():
 
 def test_no_match_cut_is_supported_only_when_it_separates():
     rng = np.random.default_rng(2)
-    separated = no_match_cut(np.r_[rng.normal(0.8, 0.05, 300), rng.normal(0.6, 0.05, 100)], np.r_[[True] * 300, [False] * 100])
+    separated = no_match_cut(
+        np.r_[rng.normal(0.8, 0.05, 300), rng.normal(0.6, 0.05, 100)], np.r_[[True] * 300, [False] * 100]
+    )
     assert separated.supported and separated.true_flag_rate > 0.9 and separated.likelihood_ratio > 5
     assert separated.flags(0.5) and not separated.flags(0.95) and separated.flags(None)
     # wrong results score like right ones (an untrained model): flagging says nothing, so never say it
@@ -242,7 +245,7 @@ def _picture(seed: int, colour=None, size=(60, 80)) -> Image.Image:
 def test_thumbnail_and_near_copy():
     a, b = _picture(1), _picture(2)
     ta = thumbnail(a)
-    assert ta.shape == (16 * 16 * 3,) and float(ta @ ta) == pytest.approx(1.0, abs=1e-5)
+    assert ta.shape == (THUMB_SIZE * THUMB_SIZE * 3,) and float(ta @ ta) == pytest.approx(1.0, abs=1e-5)
     c1, c2, c3 = near_copy(a, 5), near_copy(a, 5), near_copy(a, 6)
     assert np.array_equal(np.asarray(c1), np.asarray(c2))  # seeded
     assert c1.size != c3.size or not np.array_equal(np.asarray(c1), np.asarray(c3))
@@ -283,7 +286,9 @@ def test_verdicts_round_trip_through_json():
     assert back.no_match.score == pytest.approx(verdicts.no_match.score, abs=1e-6)
     assert back.no_match.supported == verdicts.no_match.supported and back.no_match.seed == 4
     assert isinstance(back.curve, MatchCurve) and back.curve.kind == verdicts.curve.kind
-    np.testing.assert_allclose(match_probability(scores[:3], back.curve), match_probability(scores[:3], verdicts.curve), atol=1e-4)
+    np.testing.assert_allclose(
+        match_probability(scores[:3], back.curve), match_probability(scores[:3], verdicts.curve), atol=1e-4
+    )
     assert back.copies.score == pytest.approx(verdicts.copies.score) and back.copies.thumb_min is None
     assert Verdicts.from_dict({}) == Verdicts() and Verdicts().to_dict() == {}
     assert NoMatchCut.from_dict({**verdicts.no_match.to_dict(), "added_later": 1}).seed == 4  # unknown keys ignored

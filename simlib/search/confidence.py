@@ -14,7 +14,7 @@ Three verdicts a visitor reads, each calibrated on the index's own gallery and s
   model crowds every score into 0.997-0.999), of its rank. :func:`confidence_label` words it.
 - :class:`CopyCut` (:func:`copy_cut`): the cosine above which two gallery images are copies of each other,
   chosen above the model's nearest *distinct* gallery neighbours and under most re-encoded, resized,
-  slightly cropped copies; when no cosine separates them, the two images' 16 x 16 thumbnails must also
+  slightly cropped copies; when no cosine separates them, the two images' 32 x 32 thumbnails must also
   correlate more than any distinct pair of the gallery does (:func:`thumbnail`).
 
 :func:`calibrate_verdicts` runs all three on a :class:`~simlib.search.Searcher`; :class:`Verdicts` holds
@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -55,9 +56,9 @@ COPY_PERCENTILE = 99.9  # the copy cut sits above this percentile of nearest-dis
 COPY_MIN_RECALL = 0.9  # a cosine cut that keeps fewer copies than this cannot separate: thumbnails decide too
 # Cosine cuts tried with the thumbnail check, as percentiles of the near-copies' cosines.
 COPY_COSINE_PERCENTILES = (1, 2, 5, 10, 20, 30, 50)
-THUMB_SIZE = 16  # the pixel check compares 16 x 16 RGB thumbnails (the product photos are 60 x 80)
+THUMB_SIZE = 32  # the pixel check compares 32 x 32 RGB thumbnails (the product photos are 60 x 80)
 # Thumbnails this correlated are the same picture (the product set holds one photo under two products, ids
-# 45656 Trunk and 45657 Briefs: mean pixel difference 1.2 of 255, correlation 0.99993).
+# 45656 Trunk and 45657 Briefs: mean pixel difference 1.2 of 255, thumbnail correlation 0.9999).
 SAME_PICTURE = 0.9995
 
 
@@ -264,7 +265,7 @@ def _score_knots(scores: np.ndarray, same: np.ndarray, bins: int = CURVE_BINS) -
     s, y = scores[order], same[order].astype(np.float64)
     edges = np.unique(np.linspace(0, len(s), min(bins, len(s)) + 1).round().astype(int))
     xs, rates, ns = [], [], []
-    for a, b in zip(edges[:-1], edges[1:], strict=True):
+    for a, b in itertools.pairwise(edges):
         if b > a:
             xs.append(float(np.mean(s[a:b])))
             rates.append((float(np.sum(y[a:b])) + 1) / (b - a + 2))
@@ -402,15 +403,15 @@ def thumbnail(image: Any, size: int = THUMB_SIZE) -> np.ndarray:
     return a / max(float(np.linalg.norm(a)), 1e-6)
 
 
-def near_copy(image: Any, seed: int) -> Image.Image:
+def near_copy(image: Any, seed: int, crop: float = 0.01) -> Image.Image:
     """What a gallery holds twice: the image re-saved as JPEG (quality 70-95), resized (0.75-1.5x) and cropped
-    by up to 1 % on each side. (Not mirrored: a mirrored photo is another view, not a copy.)"""
+    by up to ``crop`` (1 %) on each side. (Not mirrored: a mirrored photo is another view, not a copy.)"""
     from simlib.data import open_image
 
     rng = np.random.default_rng(seed)
     img = open_image(image)
     w, h = img.size
-    left, top, right, bottom = (rng.uniform(0, 0.01, 4) * [w, h, w, h]).round().astype(int)
+    left, top, right, bottom = (rng.uniform(0, crop, 4) * [w, h, w, h]).round().astype(int)
     img = img.crop((left, top, max(left + 1, w - right), max(top + 1, h - bottom)))
     f = rng.uniform(0.75, 1.5)
     img = img.resize((max(1, round(img.width * f)), max(1, round(img.height * f))), Image.Resampling.BICUBIC)
