@@ -15,6 +15,7 @@ from simlib.search.confidence import (
     LOW_CONFIDENCE,
     MIN_LIKELIHOOD_RATIO,
     SAME_PICTURE,
+    THUMB_MARGIN,
     THUMB_SIZE,
     CopyCut,
     MatchCurve,
@@ -214,13 +215,13 @@ def test_copy_cut_adds_a_thumbnail_check_that_keeps_every_distinct_pair_out():
     assert not cut.separable and cut.needs_thumbnails and cut.same_picture == 2
     over = pair_scores >= cut.score
     rivals = pair_thumbs[over & (pair_thumbs < SAME_PICTURE)]
-    assert cut.thumb_min > rivals.max() and cut.thumb_min == np.nextafter(rivals.max(), np.inf)
+    assert cut.thumb_min == pytest.approx(rivals.max() + THUMB_MARGIN)
     # brute force: every cosine cut tried, each with the lowest thumbnail cut that lets no rival through
     best = 0.0
     for q in COPY_COSINE_PERCENTILES:
         c = np.percentile(copies, q, method="lower")
         m = pair_thumbs[(pair_scores >= c) & (pair_thumbs < SAME_PICTURE)].max()
-        best = max(best, np.mean((copies >= c) & (copy_thumbs > m)))
+        best = max(best, np.mean((copies >= c) & (copy_thumbs >= m + THUMB_MARGIN)))
     assert cut.copy_recall == pytest.approx(best)
     assert cut.score in [np.percentile(copies, q, method="lower") for q in COPY_COSINE_PERCENTILES]
     passing = [i for i in range(3000) if cut.same(pair_scores[i], pair_thumbs[i])]

@@ -60,6 +60,10 @@ THUMB_SIZE = 32  # the pixel check compares 32 x 32 RGB thumbnails (the product 
 # Thumbnails this correlated are the same picture (the product set holds one photo under two products, ids
 # 45656 Trunk and 45657 Briefs: mean pixel difference 1.2 of 255, thumbnail correlation 0.9999).
 SAME_PICTURE = 0.9995
+# "Just above" a measured cosine or thumbnail correlation: past float32 round-off, so that a pair the calibration
+# kept out stays out when a search or another process recomputes its figures in another order.
+COSINE_MARGIN = 1e-6
+THUMB_MARGIN = 1e-4
 
 
 def _round(x: float | None, digits: int = 6) -> float | None:
@@ -547,15 +551,16 @@ def copy_cut(
 ) -> CopyCut:
     """Choose the copy cut from the model's own scores.
 
-    1. The cosine alone: just above the ``percentile``-th percentile of ``distinct_scores`` (each gallery
-       image's cosine with its nearest distinct image). When at least ``min_recall`` of ``copy_scores``
-       (near-copies against their originals) clear it, that is the verdict.
+    1. The cosine alone: just above (:data:`COSINE_MARGIN`) the ``percentile``-th percentile of
+       ``distinct_scores`` (each gallery image's cosine with its nearest distinct image). When at least
+       ``min_recall`` of ``copy_scores`` (near-copies against their originals) clear it, that is the verdict.
     2. Otherwise the cosine cannot separate, and a thumbnail check is added. For each cosine cut at a
        percentile of ``copy_scores`` in :data:`COPY_COSINE_PERCENTILES` (1st: keeps 99 % of copies on the
-       cosine), ``thumb_min`` is just above the highest thumbnail correlation of any distinct pair over that
-       cosine (``pair_scores``/``pair_thumbs``: every distinct pair over the lowest of those cosines, as from
-       :func:`distinct_pairs_above`), pairs that are the same picture (:data:`SAME_PICTURE`) aside, so that no
-       distinct pair of the gallery passes both; the pair of cuts that keeps the most copies wins.
+       cosine), ``thumb_min`` is just above (:data:`THUMB_MARGIN`) the highest thumbnail correlation of any
+       distinct pair over that cosine (``pair_scores``/``pair_thumbs``: every distinct pair over the lowest of
+       those cosines, as from :func:`distinct_pairs_above`), pairs that are the same picture
+       (:data:`SAME_PICTURE`) aside, so that no distinct pair of the gallery passes both; the pair of cuts
+       that keeps the most copies wins.
 
     Args:
         copy_thumbs: thumbnail correlation of each near-copy with its original (step 2).
@@ -570,7 +575,7 @@ def copy_cut(
     if not len(cs) or not len(ds):
         raise SimlibError("the copy cut needs near-copy scores and nearest-distinct scores")
     distinct_cut = float(np.percentile(ds, percentile, method="higher"))
-    above = float(np.nextafter(distinct_cut, np.inf))
+    above = distinct_cut + COSINE_MARGIN
     cosine_recall = float(np.mean(cs >= above))
     common: dict[str, Any] = dict(distinct_percentile=float(percentile), distinct_cut=distinct_cut)
     common.update(cosine_recall=cosine_recall, n_images=len(ds), n_copies=len(cs), distinct_by=distinct_by)
@@ -595,7 +600,7 @@ def copy_cut(
         if q == COPY_COSINE_PERCENTILES[0]:
             same_picture = int(np.sum(over & (pt >= SAME_PICTURE)))
         rivals = pt[over & (pt < SAME_PICTURE)]
-        thumb_min = float(np.nextafter(rivals.max(), np.inf)) if len(rivals) else -1.0
+        thumb_min = float(rivals.max()) + THUMB_MARGIN if len(rivals) else -1.0
         recall = float(np.mean((cs >= score) & (ct >= thumb_min)))
         if best is None or recall > best[0]:
             best = (recall, score, thumb_min)
@@ -711,7 +716,7 @@ def calibrate_copies(
     copy_scores = np.sum(searcher.embedder.embed_images(copies) * vectors[chosen], axis=1)
     by = "label" if labelled else "file"
     distinct_cut = float(np.percentile(distinct[np.isfinite(distinct)], percentile, method="higher"))
-    if np.mean(copy_scores >= np.nextafter(distinct_cut, np.inf)) >= min_recall:
+    if np.mean(copy_scores >= distinct_cut + COSINE_MARGIN) >= min_recall:
         return copy_cut(copy_scores, distinct, percentile=percentile, min_recall=min_recall, distinct_by=by, seed=seed)
     # the cosine cannot separate: thumbnails of the copies and of every distinct pair over the lowered cosine
     low = float(np.percentile(copy_scores, 1, method="lower"))
