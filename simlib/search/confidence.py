@@ -41,8 +41,8 @@ DEFAULT_MAX_FALSE_FLAG = 0.10
 # A flag that hits wrong top-1 results no more often than right ones carries no information (a random
 # score flags both at the same rate). "Supported" asks that the flag's likelihood ratio, the share of wrong
 # top-1 results flagged over the share of right ones allowed, be at least this, at 95 % confidence (Wilson
-# lower bound of the true-flag rate): a flagged result is then at least twice as likely to be wrong as the
-# base rate says.
+# lower bound of the true-flag rate): the odds that a flagged result is wrong are then at least twice the
+# odds over all results.
 MIN_LIKELIHOOD_RATIO = 2.0
 MIN_WRONG = 10  # fewer wrong top-1 results than this: the true-flag rate is not measured, nothing is said
 MIN_RIGHT = 10
