@@ -292,6 +292,7 @@ def test_verdicts_round_trip_through_json():
     )
     assert back.copies.score == pytest.approx(verdicts.copies.score) and back.copies.thumb_min is None
     assert Verdicts.from_dict({}) == Verdicts() and Verdicts().to_dict() == {}
+    assert Verdicts().words([0.9, 0.8]) == [(None, ""), (None, "")] and not Verdicts().no_good_match(0.0)
     assert NoMatchCut.from_dict({**verdicts.no_match.to_dict(), "added_later": 1}).seed == 4  # unknown keys ignored
 
 
@@ -316,6 +317,7 @@ def test_calibrate_verdicts_on_a_tiny_gallery(tmp_path):
     searcher, _ = Searcher.from_table(embedder, table, progress=False)
     v1 = calibrate_verdicts(searcher, table, n_copies=20, seed=0)
     assert calibrate_copies(searcher, n_copies=20, seed=0) == v1.copies  # seeded
+    assert calibrate_copies(searcher, n_copies=5, max_images=30, seed=0).n_images == 30
     assert v1.no_match.n_queries == 16 and v1.curve.n_queries == 16 and v1.copies.n_copies == 20
     assert v1.copies.distinct_by == "label"
     # the acceptance property, by brute force over every pair of the gallery: no two images of different
@@ -328,3 +330,22 @@ def test_calibrate_verdicts_on_a_tiny_gallery(tmp_path):
                 t = float(thumbs[a] @ thumbs[b]) if v1.copies.needs_thumbnails else None
                 assert not v1.copies.same(float(vectors[a] @ vectors[b]), t), (a, b)
     json.dumps(v1.to_dict())
+
+
+def test_verdict_words_for_one_query():
+    rng = np.random.default_rng(11)
+    scores = _ranked(rng.uniform(0, 1, (400, 5)))
+    same = rng.random(scores.shape) < scores
+    right_scores = np.r_[rng.normal(0.8, 0.05, 300), rng.normal(0.4, 0.05, 100)]
+    cut = no_match_cut(right_scores, np.r_[[True] * 300, [False] * 100])
+    verdicts = Verdicts(no_match=cut, curve=fit_match_curve(scores, same, seed=0))
+    assert cut.supported
+    good = verdicts.words([0.95, 0.9, 0.2])
+    p = match_probability([0.95, 0.9, 0.2], verdicts.curve)
+    assert [w for _, w in good] == [confidence_label(x) for x in p] and [q for q, _ in good] == pytest.approx(p)
+    assert good[0][1] == "high confidence" and good[2][1] == "low confidence"
+    # a query whose best result is under the cut: every result says so, whatever its probability
+    bad = verdicts.words([cut.score - 0.01, 0.1])
+    assert verdicts.no_good_match(cut.score - 0.01) and not verdicts.no_good_match(cut.score)
+    assert [w for _, w in bad] == ["low confidence: no good match"] * 2
+    assert verdicts.words([]) == []

@@ -646,6 +646,25 @@ class Verdicts:
         """``{"no_match": {...}, "curve": {...}, "copies": {...}}`` (parts that are None left out)."""
         return {k: getattr(self, k).to_dict() for k in ("no_match", "curve", "copies") if getattr(self, k)}
 
+    def no_good_match(self, top_score: float | None) -> bool:
+        """Whether a query whose best result scores ``top_score`` gets "no good match" (only under a supported
+        :class:`NoMatchCut`)."""
+        return self.no_match is not None and self.no_match.flags(top_score)
+
+    def words(self, scores: Sequence[float]) -> list[tuple[float | None, str]]:
+        """``(probability, words)`` for each result of one query, best first: the probability of being the same
+        kind (None without a curve) and :func:`confidence_label`'s words; every result says "low confidence:
+        no good match" when the best one is under the cut (the cut judges the query, from its top-1)."""
+        scores = [float(x) for x in scores]
+        flagged = self.no_good_match(scores[0] if scores else None)
+        p = match_probability(scores, self.curve) if self.curve is not None and scores else None
+        out: list[tuple[float | None, str]] = []
+        for n in range(len(scores)):
+            prob = None if p is None else float(p[n])
+            words = confidence_label(prob if prob is not None else 0.0, no_match=flagged)
+            out.append((prob, words if prob is not None or flagged else ""))
+        return out
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Verdicts:
         """Read :meth:`to_dict`'s output."""
@@ -693,13 +712,19 @@ def calibrate_copies(
     percentile: float = COPY_PERCENTILE,
     min_recall: float = COPY_MIN_RECALL,
     use_labels: bool = True,
+    max_images: int = 20_000,
     seed: int = 0,
 ) -> CopyCut:
     """:func:`copy_cut` for ``searcher``'s gallery: ``n_copies`` gallery images (drawn with ``seed``) against
     :func:`near_copy` versions of themselves, and every gallery image against the distinct ones (another
-    label when every image has one and ``use_labels``, else another file)."""
+    label when every image has one and ``use_labels``, else another file). A gallery larger than
+    ``max_images`` is calibrated on a seeded sample of that many images (the pair search is quadratic): the
+    guarantee that no distinct pair passes then holds within the sample."""
     index = searcher.index
     records = list(index.records())
+    if len(records) > max_images:
+        keep = np.random.default_rng([seed, 1]).choice(len(records), size=max_images, replace=False)
+        records = [records[int(i)] for i in np.sort(keep)]
     if len(records) < 2:
         raise SimlibError("the copy cut needs a gallery of at least 2 images")
     vectors = index.vectors_of([r.id for r in records])
