@@ -145,16 +145,13 @@ def measure(name: str, embedder, split: dict, seed: int, n_synthetic: int, n_pla
 
     from simlib.search import Searcher
     from simlib.search.confidence import (
-        SAME_PICTURE,
-        calibrate_copies,
         confidence_label,
         fit_match_curve,
         match_probability,
-        near_copy,
         no_match_cut,
-        thumbnail,
         validation_results,
     )
+    from simlib.search.copies import SAME_PICTURE, calibrate_copies, near_copy, thumbnail
 
     t0 = time.perf_counter()
     gallery = split["gallery"]
@@ -278,7 +275,7 @@ def measure(name: str, embedder, split: dict, seed: int, n_synthetic: int, n_pla
             "same_label_unplanted_pairs": len(pset) - found - len(mixed),
         }
     # per-query collapse groups, as a result list shows them (top 20 of each held-out query, merged)
-    from simlib.search.confidence import copy_groups
+    from simlib.search.copies import copy_groups
 
     mixed_groups = groups = 0
     _, top = _topk(q_vec, g_vec, 20)
@@ -298,7 +295,7 @@ def gallery_acceptance(embedder, table, seed: int) -> dict:
     """Issue 22's acceptance: the copy cut calibrated on the whole product gallery, then every pair of that
     gallery it calls copies, by brute force: how many mix labels (and how many of those are the same picture)."""
     from simlib.search import Searcher
-    from simlib.search.confidence import SAME_PICTURE, calibrate_copies, thumbnail
+    from simlib.search.copies import SAME_PICTURE, calibrate_copies, thumbnail
 
     searcher, _ = Searcher.from_table(embedder, table, progress=False)
     cut = calibrate_copies(searcher, n_copies=200, seed=seed)
@@ -323,7 +320,7 @@ def gallery_acceptance(embedder, table, seed: int) -> dict:
 
 def _fixed_cut(name: str):
     """The app's fixed rule before this work: cosine 0.9998 for an untrained model, 0.97 otherwise."""
-    from simlib.search.confidence import CopyCut
+    from simlib.search.copies import CopyCut
 
     s = 0.9998 if name.startswith("untrained") else 0.97
     return CopyCut(s, None, 0.0, s, 0.0, 0.0, 0.0, True, 0, 0, 0)

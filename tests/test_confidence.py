@@ -10,28 +10,30 @@ from PIL import Image
 
 from simlib.errors import SimlibError
 from simlib.search.confidence import (
-    COPY_COSINE_PERCENTILES,
     HIGH_CONFIDENCE,
     LOW_CONFIDENCE,
     MIN_LIKELIHOOD_RATIO,
-    SAME_PICTURE,
-    THUMB_MARGIN,
-    THUMB_SIZE,
-    CopyCut,
     MatchCurve,
     NoMatchCut,
     Verdicts,
     _wilson_lower,
     confidence_label,
-    copy_cut,
-    copy_groups,
-    distinct_pairs_above,
     fit_match_curve,
     isotonic,
     match_probability,
+    no_match_cut,
+)
+from simlib.search.copies import (
+    COPY_COSINE_PERCENTILES,
+    SAME_PICTURE,
+    THUMB_MARGIN,
+    THUMB_SIZE,
+    CopyCut,
+    copy_cut,
+    copy_groups,
+    distinct_pairs_above,
     near_copy,
     nearest_distinct,
-    no_match_cut,
     thumbnail,
 )
 
@@ -302,7 +304,8 @@ def test_calibrate_verdicts_on_a_tiny_gallery(tmp_path):
     from simlib.data import ImageTable
     from simlib.model import Embedder
     from simlib.search import Searcher
-    from simlib.search.confidence import calibrate_copies, calibrate_verdicts
+    from simlib.search.confidence import calibrate_verdicts
+    from simlib.search.copies import calibrate_copies
 
     paths, labels = [], []
     colours = [(200, 0, 0), (0, 200, 0), (0, 0, 200), (200, 200, 0)]
