@@ -127,8 +127,8 @@ def test_no_good_match_banner(page, searcher):
         page.screenshot(path=str(ARTIFACTS / "app_no_good_match.png"), full_page=True)
     finally:
         searcher.index.manifest = before
-    assert banner.startswith("No good match") and "1.0100" in banner
-    assert len(captions) == K and all(c.endswith(" · weak") for c in captions)
+    assert banner.startswith("Low confidence: no good match") and "1.0100" in banner
+    assert len(captions) == K and all(c.endswith(" · low confidence") for c in captions)
 
 
 def test_on_a_phone_the_results_and_the_explanation_come_into_view(browser, url, searcher):

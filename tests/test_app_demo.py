@@ -144,7 +144,7 @@ def test_unsupported_calibration_gives_one_plain_line_not_the_banner(artifacts, 
     query = str(next(gallery_dir.glob("class0/*.png")))
     found = service.search(query, 5)
     assert found.threshold is None and found.no_good_match is None and found.banner() == ""
-    assert not any(h.weak for h in found.hits) and not any(c.endswith("weak") for _, c in found.gallery)
+    assert not any(h.weak for h in found.hits) and not any(c.endswith("low confidence") for _, c in found.gallery)
     note = found.calibration_note()
     assert note.startswith("This model cannot tell good matches from bad ones") and "only 3% " in note
     assert note == service.calibration_note()
@@ -153,7 +153,11 @@ def test_unsupported_calibration_gives_one_plain_line_not_the_banner(artifacts, 
     calibrated(searcher, score=1.01, method="top-1 same-class precision", target=0.9, precision=0.95,
                coverage=0.6, supported=True)  # fmt: skip
     found = service.search(query, 5)
-    assert found.no_good_match and found.banner().startswith("### No good match") and found.calibration_note() == ""
+    assert (
+        found.no_good_match
+        and found.banner().startswith("### Low confidence: no good match")
+        and found.calibration_note() == ""
+    )
     assert found.hits and all(h.weak for h in found.hits) and service.calibration_note() == ""
 
 

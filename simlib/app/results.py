@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from simlib.index.manifest import Threshold
+from simlib.search.copies import CopyCut
 
 # Filters shown for the product set; other galleries get their first attributes (and labels).
 PREFERRED_FILTERS = ("masterCategory", "subCategory", "baseColour", "gender")
@@ -164,8 +165,9 @@ def banner_text(results: Mapping[str, Any]) -> str:
     hits = results.get("hits") or []
     best = f" (best score {hits[0]['score']:.4f})" if hits else ""
     return (
-        f"### No good match\nNo gallery image reaches the calibrated similarity threshold "
-        f"{results['threshold']:.4f}{best}: the results below are only the closest images, marked weak."
+        f"### Low confidence: no good match\nNo gallery image reaches the similarity {results['threshold']:.4f} "
+        f"that this gallery's right answers almost always reach{best}: the results below are only the closest "
+        "images, probably not the same kind of thing."
     )
 
 
@@ -185,7 +187,7 @@ class SearchResult:
     hits: list
     k: int
     filters: dict[str, list[str]]
-    collapse: float | None
+    collapse: float | CopyCut | None
     seconds: float
     info: dict[str, Any]
 
@@ -232,7 +234,7 @@ class SearchResult:
             "k": self.k,
             "filters": self.filters,
             "query_ms": round(self.seconds * 1000, 1),
-            "collapse": self.collapse,
+            "collapse": self.collapse.score if isinstance(self.collapse, CopyCut) else self.collapse,
             "merged": self.merged,
             "threshold": self.threshold,
             "no_good_match": self.no_good_match,

@@ -34,6 +34,7 @@ from simlib.app.results import (
     visitor_source,
 )
 from simlib.errors import SimlibError
+from simlib.search.copies import CopyCut
 
 DEFAULT_K = 5
 
@@ -149,7 +150,21 @@ class GalleryService:
             self.examples = example_images(searcher.index) if examples is None else list(examples)
             self.labelled = len({r.label for r in searcher.index.records() if r.label and r.path}) >= 2
         self._fixed_collapse = None if collapse is None else float(collapse)
-        self.collapse = collapse_threshold(info) if collapse is None else float(collapse)
+        self.collapse = self._model_collapse(searcher, info) if collapse is None else float(collapse)
+
+    @staticmethod
+    def _model_collapse(searcher, info: dict[str, Any]) -> float | CopyCut:
+        """When two results are copies, for this model: its calibrated :class:`CopyCut` when the index has one,
+        else :func:`collapse_threshold`'s fixed cosine."""
+        return searcher.copy_cut or collapse_threshold(info)
+
+    @property
+    def collapse_text(self) -> str:
+        """What "Merge near-duplicates" merges, in words."""
+        if isinstance(self.collapse, CopyCut):
+            how = " and look alike pixel by pixel" if self.collapse.needs_thumbnails else ""
+            return f"results this model places as close as copies of each other{how} are counted in one caption"
+        return f"a result at least {self.collapse:g} similar to a better one is counted in its caption"
 
     # ------------------------------------------------------------------ facts
     def describe(self) -> dict[str, Any]:
@@ -200,7 +215,7 @@ class GalleryService:
         image: Any,
         k: int = DEFAULT_K,
         filters: Mapping[str, Sequence[str]] | None = None,
-        collapse: float | None = None,
+        collapse: float | CopyCut | None = None,
     ) -> SearchResult:
         """The ``k`` gallery images most similar to ``image``.
 
@@ -423,7 +438,7 @@ class GalleryService:
                 self.searcher = done.searcher
                 info = done.searcher.info().to_dict()
                 if self._fixed_collapse is None:
-                    self.collapse = collapse_threshold(info)
+                    self.collapse = self._model_collapse(done.searcher, info)
                 where = f"{self.model_dir}" if self.model_dir is not None else "memory only"
                 self.model_source = visitor_source(f"{where} (trained on this gallery in the app)", self.artifacts)
             say(1.0, "done")

@@ -167,7 +167,7 @@ def query_region(service: GalleryService, k: int) -> Query:
         collapse = gr.Checkbox(
             value=True,
             label="Merge near-duplicates",
-            info=f"a result at least {service.collapse:g} similar to a better one is counted in its caption",
+            info=service.collapse_text,
             elem_id="collapse",
         )
     return Query(image, top_k, button, filters, collapse)

@@ -24,6 +24,7 @@ from simlib.errors import SimlibError
 from simlib.index import read_manifest
 from simlib.search import Searcher, calibrate_threshold, format_hits, no_good_match
 from simlib.search.explain import explain_figure, similarity_maps
+from simlib.search.gallery import calibrate_verdicts_of
 
 
 def cmd_index(args: argparse.Namespace) -> int:
@@ -131,11 +132,16 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
         searcher, table, target=args.target, percentile=args.percentile, seed=args.seed, progress=not args.quiet
     )
     searcher.set_threshold(threshold)
+    notes: list[str] = []
+    calibrate_verdicts_of(searcher, notes.append)
     searcher.save_updated(args.index)
     if args.json:
-        print(json.dumps(threshold.to_dict()))
+        verdicts = searcher.verdicts
+        print(json.dumps({**threshold.to_dict(), "verdicts": None if verdicts is None else verdicts.to_dict()}))
         return 0
     print(f"threshold {threshold.summary()} -> {args.index}")
+    for note in notes:
+        print(note)
     for note in threshold.warnings():
         print(f"warning: {note}", file=sys.stderr)
     return 0

@@ -148,6 +148,8 @@ class IndexManifest:
         skipped_paths: gallery images that could not be read when it was built (an app does not
             re-index because of them).
         threshold: the calibrated "good match" score, or None.
+        verdicts: how sure a match is (:class:`simlib.search.confidence.Verdicts` as a dict: the "no good
+            match" cut, the match probability curve, the copy cut), or None; read by the searcher.
         model_fingerprint: fingerprint of the model that embedded the gallery, or None.
         model_config: that model's config, for reading without loading the model.
         model_dir: the model's folder inside the index folder.
@@ -174,6 +176,7 @@ class IndexManifest:
     next_id: int = 0
     skipped_paths: tuple[str, ...] = ()
     threshold: Threshold | None = None
+    verdicts: dict[str, Any] | None = None
     model_fingerprint: str | None = None
     model_config: ModelConfig | None = None
     model_dir: str = MODEL_SUBDIR

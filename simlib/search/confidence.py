@@ -400,6 +400,24 @@ class Verdicts:
         """``{"no_match": {...}, "curve": {...}, "copies": {...}}`` (parts that are None left out)."""
         return {k: getattr(self, k).to_dict() for k in ("no_match", "curve", "copies") if getattr(self, k)}
 
+    def summary(self) -> str:
+        """One line: the "no good match" cut with its error rates, the probability curve, the copy cut."""
+        parts = []
+        if self.no_match is not None:
+            m = self.no_match
+            parts.append(
+                f"'no good match' under {m.score:.4f} ({'supported' if m.supported else 'not supported: never said'}; "
+                f"{m.false_flag_rate:.0%} of right top-1 results and {m.true_flag_rate:.0%} of wrong ones under it, "
+                f"{m.n_queries} validation queries)"
+            )
+        if self.curve is not None:
+            parts.append(f"match probability by {self.curve.kind}")
+        if self.copies is not None:
+            c = self.copies
+            thumbs = f" and thumbnails correlating >= {c.thumb_min:.4f}" if c.thumb_min is not None else ""
+            parts.append(f"copies: cosine >= {c.score:.4f}{thumbs} ({c.copy_recall:.0%} of test copies found)")
+        return "; ".join(parts) or "nothing calibrated"
+
     def no_good_match(self, top_score: float | None) -> bool:
         """Whether a query whose best result scores ``top_score`` gets "no good match" (only under a supported
         :class:`NoMatchCut`)."""

@@ -351,3 +351,34 @@ def calibrate_copies(
         distinct_by=by,
         seed=seed,
     )
+
+
+class Thumbnails:
+    """Gallery thumbnails by path, computed when first needed (at most ``size`` kept: ~12 KB each)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self.size = size
+        self._cache: dict[str, np.ndarray] = {}
+
+    def __call__(self, path: str) -> np.ndarray:
+        if path not in self._cache:
+            if len(self._cache) >= self.size:
+                self._cache.clear()
+            self._cache[path] = thumbnail(path)
+        return self._cache[path]
+
+
+def copies_among(
+    sims: np.ndarray, path: str | None, kept_paths: Sequence[str | None], cut: float | CopyCut, thumbs: Thumbnails
+) -> np.ndarray:
+    """Which kept results a candidate (cosines ``sims`` to them, file ``path``) is a copy of: a cosine over a
+    fixed cut, or this model's :class:`CopyCut` (with its thumbnail check where the cosine cannot tell)."""
+    if not isinstance(cut, CopyCut):
+        return sims >= float(cut)
+    out = np.zeros(len(sims), bool)
+    for n in np.flatnonzero(sims >= cut.score):
+        similarity = None
+        if cut.needs_thumbnails and path and kept_paths[n]:
+            similarity = float(thumbs(path) @ thumbs(kept_paths[n]))
+        out[n] = cut.same(float(sims[n]), similarity)
+    return out

@@ -24,6 +24,7 @@ from simlib.errors import SimlibError
 from simlib.index import DEFAULT_BACKEND, MANIFEST_FILE, IndexBackend, backend_class, open_index, read_manifest
 from simlib.model import MODEL_FILE, Embedder, SavedModel, open_embedder, resolve_weights, saved_model
 from simlib.search.calibrate import calibrate_threshold
+from simlib.search.confidence import calibrate_verdicts
 from simlib.search.searcher import Searcher
 from simlib.search.tables import index_table
 
@@ -150,6 +151,8 @@ def build_gallery(
         log(f"... and {len(result.skipped) - 5} more unreadable images skipped")
     if calibrate and table.has_labels:
         _calibrate(searcher, log)
+    if calibrate:
+        calibrate_verdicts_of(searcher, log)
     if index_dir is not None:
         searcher.save(index_dir)
     return GalleryBuild(searcher, dict(result.skipped), seconds)
@@ -169,6 +172,20 @@ def _calibrate(searcher: Searcher, log: Callable[[str], None]) -> None:
         log(f"warning: {threshold.not_reached_note()}")
     if threshold.unsupported_note():
         log(threshold.unsupported_note())
+
+
+def calibrate_verdicts_of(searcher: Searcher, log: Callable[[str], None]) -> None:
+    """Calibrate how sure a match is (:func:`~simlib.search.confidence.calibrate_verdicts`: the "no good
+    match" cut and the match probability from a labelled gallery's validation queries, the copy cut from
+    any gallery) and keep it with the index; a gallery too small is only noted."""
+    t0 = time.perf_counter()
+    try:
+        verdicts = calibrate_verdicts(searcher)
+    except SimlibError as e:
+        log(f"no calibrated verdicts: {e}")
+        return
+    searcher.set_verdicts(verdicts)
+    log(f"calibrated how sure a match is ({time.perf_counter() - t0:.1f} s): {verdicts.summary()}")
 
 
 # ----------------------------------------------------------------------------- opening the served gallery

@@ -47,8 +47,9 @@ class GalleryInfo:
     calibration: Threshold | None
 
     @classmethod
-    def of(cls, embedder: Embedder, index: IndexBackend) -> GalleryInfo:
-        """The facts of ``index`` served with ``embedder``."""
+    def of(cls, embedder: Embedder, index: IndexBackend, threshold: float | None) -> GalleryInfo:
+        """The facts of ``index`` served with ``embedder``; ``threshold``: the "good match" cut in force
+        (:attr:`simlib.search.Searcher.threshold`, which prefers calibrated verdicts; None: none)."""
         config, calibration = embedder.config, index.manifest.threshold
         return cls(
             gallery_size=len(index),
@@ -61,7 +62,7 @@ class GalleryInfo:
             trained=config.trained,
             backbone=config.backbone,
             model_fingerprint=embedder.fingerprint,
-            threshold=float(calibration.score) if calibration is not None and calibration.usable else None,
+            threshold=threshold,
             calibration=calibration,
         )
 

@@ -32,6 +32,8 @@ from simlib.index import (
 )
 from simlib.model import MODEL_SUBDIR, Embedder, saved_model
 from simlib.model.embed import EmbedResult
+from simlib.search.confidence import Verdicts, match_probability
+from simlib.search.copies import CopyCut, Thumbnails, copies_among
 from simlib.search.hit import Hit
 from simlib.search.info import GalleryInfo
 from simlib.search.tables import table_records
@@ -57,6 +59,8 @@ class Searcher:
         self.index = index
         # path -> records, valid while the index's (size, next id) stays the same
         self._by_path: tuple[tuple[int, int], dict[str, list[Record]]] | None = None
+        self._verdicts: tuple[dict, Verdicts] | None = None  # the manifest's verdicts, parsed once
+        self._thumbs = Thumbnails()  # for the calibrated copy check
         built_by = index.manifest.model_fingerprint
         if check and built_by and built_by != embedder.fingerprint:
             raise SimlibError(
@@ -237,7 +241,7 @@ class Searcher:
         filters: Filters | None = None,
         exclude_self: bool = False,
         exclude_ids: Sequence[int] = (),
-        collapse_duplicates: float | None = None,
+        collapse_duplicates: float | CopyCut | None = None,
     ) -> list[Hit]:
         """The ``k`` most similar gallery images to ``image``.
 
@@ -247,11 +251,14 @@ class Searcher:
             filters: attribute (or "label") -> value(s); applied inside the search.
             exclude_self: when ``image`` is a path inside the gallery, leave that entry out.
             exclude_ids: ids to leave out.
-            collapse_duplicates: a cosine threshold (e.g. 0.97): a result this similar to a
-                better-ranked one (or with the same file) is merged into it and counted in its
-                ``duplicates``; the top-K is filled with distinct items. None: off.
+            collapse_duplicates: when two results are copies: a cosine threshold (e.g. 0.97), or a
+                :class:`~simlib.search.copies.CopyCut` calibrated for this model (:attr:`copy_cut`); a
+                result that is a copy of a better-ranked one (or the same file) is merged into it and
+                counted in its ``duplicates``; the top-K is filled with distinct items. None: off.
 
-        Hits under the index's calibrated threshold (see :mod:`simlib.search.calibrate`) have ``weak=True``.
+        Hits under the index's calibrated "good match" cut have ``weak=True``; with calibrated verdicts
+        (:func:`simlib.search.confidence.calibrate_verdicts`) each hit carries its ``probability`` of being
+        the same kind as the query.
         """
         exclude = set(int(i) for i in exclude_ids)
         vector = self.embedder.embed_images([image])[0]  # first: a bad file fails here with a clear SimlibError
@@ -265,12 +272,12 @@ class Searcher:
         k: int = 5,
         filters: Filters | None = None,
         exclude_ids: Sequence[int] | set = (),
-        collapse_duplicates: float | None = None,
+        collapse_duplicates: float | CopyCut | None = None,
     ) -> list[Hit]:
         """Like :meth:`query` for an embedding already computed."""
         exclude = set(int(i) for i in exclude_ids)
         if collapse_duplicates is not None:
-            return self._collapsed(vector, k, filters, exclude, float(collapse_duplicates))
+            return self._judged(self._collapsed(vector, k, filters, exclude, collapse_duplicates))
         scores, ids = self.index.search(vector[None, :], k + len(exclude), filters)
         hits = []
         for s, i in zip(scores[0], ids[0], strict=True):
@@ -279,7 +286,15 @@ class Searcher:
             hits.append(self._hit(len(hits) + 1, int(i), float(s)))
             if len(hits) == k:
                 break
-        return hits
+        return self._judged(hits)
+
+    def _judged(self, hits: list[Hit]) -> list[Hit]:
+        """The hits with their calibrated probability of being the same kind (unchanged without a curve)."""
+        verdicts = self.verdicts
+        if verdicts is None or verdicts.curve is None or not hits:
+            return hits
+        p = match_probability([h.score for h in hits], verdicts.curve, ranks=[max(h.rank, 1) for h in hits])
+        return [dataclasses.replace(h, probability=float(q)) for h, q in zip(hits, p, strict=True)]
 
     def score_ids(self, vector: np.ndarray, ids: Sequence[int]) -> list[Hit]:
         """Gallery entries scored against an embedded query, as :meth:`query` would show them (rank 0).
@@ -292,7 +307,7 @@ class Searcher:
         """
         records = [self.index.record(int(i)) for i in ids]  # SimlibError for an unknown id
         stored = self.index.vectors_of([r.id for r in records])
-        return [self._hit(0, r.id, float(vector @ v)) for r, v in zip(records, stored, strict=True)]
+        return self._judged([self._hit(0, r.id, float(vector @ v)) for r, v in zip(records, stored, strict=True)])
 
     def _hit(self, rank: int, id_: int, score: float, duplicates: int = 0) -> Hit:
         r = self.index.record(id_)
@@ -300,7 +315,9 @@ class Searcher:
         weak = threshold is not None and score < threshold  # the one place a hit is judged weak
         return Hit(rank, r.id, score, r.path, r.label, r.attributes, duplicates, weak)
 
-    def _collapsed(self, vector: np.ndarray, k: int, filters: Filters | None, exclude: set, threshold: float) -> list:
+    def _collapsed(
+        self, vector: np.ndarray, k: int, filters: Filters | None, exclude: set, cut: float | CopyCut
+    ) -> list:
         """Top-``k`` distinct results: over-fetch, merge near-copies into the better-ranked hit, and
         fetch more until ``k`` distinct items are found or the gallery is exhausted.
 
@@ -320,7 +337,7 @@ class Searcher:
                 path = self.index.record(i).path
                 sims = kept_vectors @ v
                 same_file = np.array([p is not None and p == path for p in kept_paths], bool)
-                same = np.flatnonzero((sims >= threshold) | same_file)
+                same = np.flatnonzero(copies_among(sims, path, kept_paths, cut, self._thumbs) | same_file)
                 if len(same):
                     kept[int(same[0])][2] += 1
                     continue
@@ -335,9 +352,35 @@ class Searcher:
             fetch = min(2 * fetch, len(self.index))
 
     @property
+    def verdicts(self) -> Verdicts | None:
+        """How sure a match is, as calibrated for this index (None: not calibrated)."""
+        stored = self.index.manifest.verdicts
+        if not stored:
+            return None
+        if self._verdicts is None or self._verdicts[0] is not stored:
+            self._verdicts = (stored, Verdicts.from_dict(stored))
+        return self._verdicts[1]
+
+    def set_verdicts(self, verdicts: Verdicts | None) -> None:
+        """Keep ``verdicts`` (from :func:`simlib.search.confidence.calibrate_verdicts`) with the index; save
+        the searcher to keep them on disk."""
+        self.index.manifest = self.index.manifest.replace(verdicts=None if verdicts is None else verdicts.to_dict())
+
+    @property
+    def copy_cut(self) -> CopyCut | None:
+        """When two results are copies, as calibrated for this model (None: not calibrated)."""
+        verdicts = self.verdicts
+        return None if verdicts is None else verdicts.copies
+
+    @property
     def threshold(self) -> float | None:
-        """The calibrated "good match" score, or None when not calibrated or when the model cannot
-        support it (see :attr:`simlib.index.Threshold.usable`)."""
+        """The calibrated "good match" score, or None when not calibrated or when the model cannot support it:
+        the verdicts' "no good match" cut when calibrated (only at most 1 in 10 right results fall under it,
+        and it must flag wrong ones clearly more often), else an older precision threshold (see
+        :attr:`simlib.index.Threshold.usable`)."""
+        verdicts = self.verdicts
+        if verdicts is not None and verdicts.no_match is not None:
+            return float(verdicts.no_match.score) if verdicts.no_match.supported else None
         threshold = self.index.manifest.threshold
         return None if threshold is None or not threshold.usable else float(threshold.score)
 
@@ -354,7 +397,7 @@ class Searcher:
     def info(self) -> GalleryInfo:
         """Gallery size, index, model settings and calibration (:class:`GalleryInfo`): what a status line
         shows. Cheap enough to call on every query."""
-        return GalleryInfo.of(self.embedder, self.index)
+        return GalleryInfo.of(self.embedder, self.index, self.threshold)
 
     # ------------------------------------------------------------------ changing the gallery
     def add_images(
