@@ -369,14 +369,26 @@ class Thumbnails:
 
 
 def copies_among(
-    sims: np.ndarray, path: str | None, kept_paths: Sequence[str | None], cut: float | CopyCut, thumbs: Thumbnails
+    sims: np.ndarray,
+    path: str | None,
+    kept_paths: Sequence[str | None],
+    cut: float | CopyCut,
+    thumbs: Thumbnails,
+    label: str | None = None,
+    kept_labels: Sequence[str | None] = (),
 ) -> np.ndarray:
     """Which kept results a candidate (cosines ``sims`` to them, file ``path``) is a copy of: a cosine over a
-    fixed cut, or this model's :class:`CopyCut` (with its thumbnail check where the cosine cannot tell)."""
+    fixed cut, or this model's :class:`CopyCut` (with its thumbnail check where the cosine cannot tell).
+
+    With the calibrated cut, two results the gallery labels differently are never copies: the gallery says
+    they are different things (the product set shows one photo under two products, a Trunk and a Briefs).
+    """
     if not isinstance(cut, CopyCut):
         return sims >= float(cut)
     out = np.zeros(len(sims), bool)
     for n in np.flatnonzero(sims >= cut.score):
+        if label is not None and n < len(kept_labels) and kept_labels[n] is not None and kept_labels[n] != label:
+            continue
         similarity = None
         if cut.needs_thumbnails and path and kept_paths[n]:
             similarity = float(thumbs(path) @ thumbs(kept_paths[n]))

@@ -332,18 +332,22 @@ class Searcher:
             kept: list[list] = []  # [id, score, duplicates]
             kept_vectors = np.zeros((0, self.index.dim), np.float32)
             kept_paths: list[str | None] = []
+            kept_labels: list[str | None] = []
             vectors = self.index.vectors_of([i for i, _ in candidates])
             for (i, s), v in zip(candidates, vectors, strict=True):
-                path = self.index.record(i).path
+                record = self.index.record(i)
+                path = record.path
                 sims = kept_vectors @ v
                 same_file = np.array([p is not None and p == path for p in kept_paths], bool)
-                same = np.flatnonzero(copies_among(sims, path, kept_paths, cut, self._thumbs) | same_file)
+                copies = copies_among(sims, path, kept_paths, cut, self._thumbs, record.label, kept_labels)
+                same = np.flatnonzero(copies | same_file)
                 if len(same):
                     kept[int(same[0])][2] += 1
                     continue
                 kept.append([i, s, 0])
                 kept_vectors = np.vstack([kept_vectors, v[None, :]])
                 kept_paths.append(path)
+                kept_labels.append(record.label)
                 if len(kept) == k:
                     break
             exhausted = len(found) < fetch or fetch >= len(self.index)

@@ -117,7 +117,7 @@ def retrain_on_gallery(
         gallery = index_table(index, skip_pathless=True)
         labelled = index_table(index, labelled_only=True)
         kind, location = index.config.kind, index.location()
-    say(0.0, f"training on {len(labelled):,} labelled images (at most {minutes:g} min)")
+    say(0.0, f"training on {len(labelled):,} labelled images (then at most {minutes:g} min of epochs)")
     config = searcher.embedder.config
     config = dataclasses.replace(config, **recommended_head(config.weights, config.backbone), trained=False)
     settings = TrainConfig(
