@@ -10,7 +10,14 @@
 # More: docs/deploy.md.
 ARG BASE=python:3.11-slim
 
-# ---------------------------------------------------------------------------- dependencies (cached until pyproject changes)
+# ---------------------------------------------------------------------------- the dependency list
+# pyproject.toml also holds tool settings: only a change to [project].dependencies re-installs them below.
+FROM ${BASE} AS requirements
+COPY pyproject.toml /tmp/pyproject.toml
+RUN python3 -c 'import tomllib; print("\n".join(tomllib.load(open("/tmp/pyproject.toml", "rb"))["project"]["dependencies"]))' \
+      > /tmp/requirements.txt
+
+# ---------------------------------------------------------------------------- dependencies (cached until that list changes)
 FROM ${BASE} AS runtime
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -18,15 +25,12 @@ ENV PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH
-COPY pyproject.toml /tmp/simlib/pyproject.toml
-# The runtime dependencies only (pyproject's [project].dependencies: no dev, no notebook extras).
-RUN --mount=type=secret,id=hostca,required=false \
+# The runtime dependencies only (no dev, no notebook extras).
+RUN --mount=type=bind,from=requirements,source=/tmp/requirements.txt,target=/tmp/requirements.txt \
+    --mount=type=secret,id=hostca,required=false \
     if [ -s /run/secrets/hostca ]; then export PIP_CERT=/run/secrets/hostca; fi \
  && python3 -m venv /opt/venv \
- && python -c 'import tomllib; print("\n".join(tomllib.load(open("/tmp/simlib/pyproject.toml", "rb"))["project"]["dependencies"]))' \
-      > /tmp/simlib/requirements.txt \
- && pip install -r /tmp/simlib/requirements.txt \
- && rm -rf /tmp/simlib
+ && pip install -r /tmp/requirements.txt
 
 # ---------------------------------------------------------------------------- simlib as a wheel (not in the final image)
 FROM runtime AS wheel

@@ -26,7 +26,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 from tests.support import REPO
@@ -46,9 +46,9 @@ class DockerError(RuntimeError):
 
 def install_packages() -> None:
     """Debian's docker.io, debootstrap and docker-compose, installed once (needs root and Debian's archive)."""
-    missing = [
-        exe for exe in ("/usr/sbin/dockerd", DOCKER, "/usr/sbin/debootstrap") if not Path(exe).exists()
-    ] + ([] if shutil.which(COMPOSE) else [COMPOSE])
+    missing = [exe for exe in ("/usr/sbin/dockerd", DOCKER, "/usr/sbin/debootstrap") if not Path(exe).exists()] + (
+        [] if shutil.which(COMPOSE) else [COMPOSE]
+    )
     if not missing:
         return
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
@@ -126,14 +126,17 @@ class Docker:
             raise DockerError(f"docker {' '.join(args[:3])} ... exited {out.returncode}:\n{out.stdout}\n{out.stderr}")
         return out
 
-    def compose(self, *args: str, cwd: Path = REPO, check: bool = True, timeout: float = 600) -> str:
-        """``docker-compose ARGS`` (v1) against this daemon, run in ``cwd``; returns stdout and stderr."""
+    def compose(
+        self, *args: str, env: dict[str, str] | None = None, cwd: Path = REPO, check: bool = True, timeout: float = 600
+    ) -> str:
+        """``docker-compose ARGS`` (v1) against this daemon, run in ``cwd`` with ``env`` added to the environment;
+        returns its stdout."""
         out = subprocess.run(
-            [COMPOSE, *args], env=self.env, cwd=cwd, capture_output=True, text=True, timeout=timeout
+            [COMPOSE, *args], env={**self.env, **(env or {})}, cwd=cwd, capture_output=True, text=True, timeout=timeout
         )
         if check and out.returncode != 0:
             raise DockerError(f"docker-compose {' '.join(args)} exited {out.returncode}:\n{out.stdout}\n{out.stderr}")
-        return out.stdout + out.stderr
+        return out.stdout
 
     def has_image(self, tag: str) -> bool:
         return self.run("image", "inspect", tag, check=False).returncode == 0
@@ -313,11 +316,3 @@ def wait_for(predicate, timeout: float, what: str, interval: float = 0.5) -> flo
             raise DockerError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
     return time.monotonic() - t0
-
-
-def mib(n_bytes: int) -> float:
-    return n_bytes / 2**20
-
-
-def args_list(args: Sequence[str]) -> list[str]:
-    return [str(a) for a in args]
