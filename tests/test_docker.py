@@ -35,11 +35,10 @@ AUTH = ("ana", "s3cret-for-the-test")
 # ----------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
 def figures(request):
-    """What the run measured: printed at the end and saved for docs/deploy.md."""
-    found: dict[str, float] = {}
+    """What the run measured: printed at the end and saved for docs/deploy.md (with the machine's load)."""
+    found: dict[str, float] = {"load average (1 min) at the start": os.getloadavg()[0]}
     yield found
-    if not found:
-        return
+    found["load average (1 min) at the end"] = os.getloadavg()[0]
     ARTIFACTS.mkdir(exist_ok=True)
     (ARTIFACTS / "docker_figures.json").write_text(json.dumps(found, indent=2) + "\n")
     capture = request.config.pluginmanager.get_plugin("capturemanager")
@@ -110,6 +109,35 @@ def _ready_seconds(logs: str) -> list[float]:
 
 
 # ----------------------------------------------------------------------------- the image alone
+def test_a_code_or_tool_setting_change_reuses_the_dependency_layer(docker, image, tmp_path):
+    """Build a copy of the context with simlib's code and pyproject's tool settings changed: the pip install of
+    the dependencies comes from the cache, simlib's wheel is built anew."""
+    import shutil
+
+    from tests.support.docker import BASE_IMAGE
+
+    for name in ("Dockerfile", ".dockerignore", "pyproject.toml", "README.md", "app_gradio.py"):
+        shutil.copy(REPO / name, tmp_path / name)
+    for folder in ("simlib", "docker"):
+        shutil.copytree(REPO / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    with open(tmp_path / "pyproject.toml", "a") as f:
+        f.write("\n[tool.simlib-test-docker]\nchanged = true\n")
+    with open(tmp_path / "simlib" / "__init__.py", "a") as f:
+        f.write("\n# changed by tests/test_docker.py\n")
+    log = tmp_path / "build.log"
+    docker.build("simlib:test-cache", tmp_path, build_args={"BASE": BASE_IMAGE}, log=log)
+    docker.run("rmi", "simlib:test-cache", check=False)
+    text = log.read_text()
+
+    def cached(stage: str) -> bool:
+        step = re.search(rf"^#(\d+) \[{re.escape(stage)}\] RUN", text, flags=re.M)
+        assert step, f"no step {stage} in the build log"
+        return re.search(rf"^#{step.group(1)} CACHED$", text, flags=re.M) is not None
+
+    assert cached("runtime 2/2")  # pip install -r requirements.txt
+    assert not cached("wheel 3/3")  # pip wheel of the changed simlib
+
+
 def test_image_runs_as_a_non_root_user_with_the_artifacts_volume(docker, image):
     config = docker.run("image", "inspect", image, "--format", "{{json .Config}}").stdout
     config = json.loads(config)
@@ -159,11 +187,11 @@ def test_container_indexes_once_serves_the_gallery_and_reloads_it_from_the_volum
         for path in ("/etc/passwd", "/data/styles.csv", "/artifacts/index/manifest.json", "/app/app_gradio.py"):
             assert http_status(url + f"gradio_api/file={path}") in (403, 404), path
 
-        # a stop is clean (SIGINT), not a kill after the timeout
+        # a stop is clean (SIGINT: the app exits 0), not a kill after the timeout (137)
         t0 = time.monotonic()
-        docker.run("stop", "-t", "30", name)
+        docker.run("stop", "-t", "60", name)
         figures["stop (s)"] = time.monotonic() - t0
-        assert figures["stop (s)"] < 20
+        assert docker.inspect(name)["State"]["ExitCode"] == 0
         # the next start loads the cached index from the volume
         t0 = time.monotonic()
         docker.run("start", name)
