@@ -202,10 +202,11 @@ class Docker:
         dockerfile: Path | None = None,
         build_args: dict[str, str] | None = None,
         log: Path | None = None,
+        no_cache: bool = False,
         timeout: float = 1800,
     ) -> float:
         """``docker build`` with BuildKit and the CA bundle as the ``hostca`` secret; returns the seconds it took."""
-        args = ["build", "--progress=plain", "-t", tag]
+        args = ["build", "--progress=plain", "-t", tag, *(["--no-cache"] if no_cache else [])]
         if dockerfile is not None:
             args += ["-f", str(dockerfile)]
         for key, value in (build_args or {}).items():
