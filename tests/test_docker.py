@@ -235,19 +235,40 @@ def test_container_indexes_once_serves_the_gallery_and_reloads_it_from_the_volum
 
 
 # ----------------------------------------------------------------------------- compose
-def test_compose_default_creates_the_app_alone(docker, image, gallery):
-    """Without a profile `up` creates the app service only (none of Milvus' images would be pulled)."""
-    from tests.support.docker import free_port
+def test_compose_default_serves_the_app_alone_behind_a_secret_login(docker, image, gallery, figures, tmp_path):
+    """Without a profile `up` starts the app service only (none of Milvus' images would be pulled); a Compose
+    secret named simlib_auth (added by an override file, as docs/deploy.md shows) makes it ask for a login."""
+    from tests.support.docker import free_port, http_status
 
-    env = {"SIMLIB_IMAGE": image, "SIMLIB_GALLERY": str(gallery), "SIMLIB_PORT": str(free_port())}
-    files = ["-p", f"{PROJECT}default", "-f", "compose.yaml"]
+    secret = tmp_path / "simlib_auth"
+    secret.write_text(":".join(AUTH) + "\n")
+    os.chown(secret, 10001, 10001)
+    secret.chmod(0o400)
+    override = tmp_path / "compose.override.yaml"
+    override.write_text(
+        "services:\n  app:\n    secrets: [simlib_auth]\n"
+        f"    command: {json.dumps(APP_ARGS)}\n"
+        f"secrets:\n  simlib_auth:\n    file: {secret}\n"
+    )
+    port = free_port()
+    env = {"SIMLIB_IMAGE": image, "SIMLIB_GALLERY": str(gallery), "SIMLIB_PORT": str(port)}
+    files = ["-p", f"{PROJECT}default", "-f", "compose.yaml", "-f", str(override)]
+    docker.compose(*files, "down", "-v", env=env, check=False)
     try:
-        docker.compose(*files, "up", "--no-start", env=env)
+        t0 = time.monotonic()
+        docker.compose(*files, "up", "-d", env=env)
         created = docker.run(
             "ps", "-a", "--filter", f"label=com.docker.compose.project={PROJECT}default",
             "--format", '{{.Label "com.docker.compose.service"}}',
         ).stdout.split()  # fmt: skip
         assert created == ["app"]
+        app = docker.compose(*files, "ps", "-q", "app", env=env).strip()
+        docker.wait_healthy(app, timeout=300)
+        figures["compose app alone: up to healthy (s)"] = time.monotonic() - t0
+        assert "login required (from /run/secrets/simlib_auth)" in docker.logs(app)
+        url = f"http://127.0.0.1:{port}/"
+        assert http_status(url + "gradio_api/info") == 401
+        _check_search(url, gallery, auth=AUTH)
     finally:
         docker.compose(*files, "down", "-v", env=env, check=False)
 
