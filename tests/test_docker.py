@@ -111,7 +111,7 @@ def _ready_seconds(logs: str) -> list[float]:
 
 
 # ----------------------------------------------------------------------------- the image alone
-def test_a_code_or_tool_setting_change_reuses_the_dependency_layer(docker, image, tmp_path):
+def test_a_code_or_tool_setting_change_reuses_the_dependency_layer(docker, image, figures, tmp_path):
     """Build a copy of the context with simlib's code and pyproject's tool settings changed: the pip install of
     the dependencies comes from the cache, simlib's wheel is built anew."""
     import shutil
@@ -124,10 +124,12 @@ def test_a_code_or_tool_setting_change_reuses_the_dependency_layer(docker, image
         shutil.copytree(REPO / folder, tmp_path / folder, ignore=shutil.ignore_patterns("__pycache__"))
     with open(tmp_path / "pyproject.toml", "a") as f:
         f.write("\n[tool.simlib-test-docker]\nchanged = true\n")
-    with open(tmp_path / "simlib" / "__init__.py", "a") as f:
-        f.write("\n# changed by tests/test_docker.py\n")
+    with open(tmp_path / "simlib" / "__init__.py", "a") as f:  # new each run: an earlier run's change is cached
+        f.write(f"\n# changed by tests/test_docker.py at {time.time_ns()}\n")
     log = tmp_path / "build.log"
-    docker.build("simlib:test-cache", tmp_path, build_args={"BASE": BASE_IMAGE}, log=log)
+    figures["rebuild after a code change (s)"] = docker.build(
+        "simlib:test-cache", tmp_path, build_args={"BASE": BASE_IMAGE}, log=log
+    )
     docker.run("rmi", "simlib:test-cache", check=False)
     text = log.read_text()
 
