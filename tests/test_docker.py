@@ -111,9 +111,9 @@ def _ready_seconds(logs: str) -> list[float]:
 
 
 # ----------------------------------------------------------------------------- the image alone
-def test_a_code_or_tool_setting_change_reuses_the_dependency_layer(docker, image, figures, tmp_path):
+def test_a_code_or_tool_setting_change_reuses_the_dependency_layer(docker, image, gallery, figures, tmp_path):
     """Build a copy of the context with simlib's code and pyproject's tool settings changed: the pip install of
-    the dependencies comes from the cache, simlib's wheel is built anew."""
+    the dependencies comes from the cache, simlib's wheel is built anew. The gallery is built in (GALLERY)."""
     import shutil
 
     from tests.support.docker import BASE_IMAGE
@@ -126,11 +126,16 @@ def test_a_code_or_tool_setting_change_reuses_the_dependency_layer(docker, image
         f.write("\n[tool.simlib-test-docker]\nchanged = true\n")
     with open(tmp_path / "simlib" / "__init__.py", "a") as f:  # new each run: an earlier run's change is cached
         f.write(f"\n# changed by tests/test_docker.py at {time.time_ns()}\n")
+    shutil.copytree(gallery, tmp_path / "my-gallery")
     log = tmp_path / "build.log"
     figures["rebuild after a code change (s)"] = docker.build(
-        "simlib:test-cache", tmp_path, build_args={"BASE": BASE_IMAGE}, log=log
+        "simlib:test-cache", tmp_path, build_args={"BASE": BASE_IMAGE, "GALLERY": "my-gallery"}, log=log
     )
-    docker.run("rmi", "simlib:test-cache", check=False)
+    try:
+        listing = docker.run("run", "--rm", "--entrypoint", "ls", "simlib:test-cache", "/data", "/data/images").stdout
+    finally:
+        docker.run("rmi", "simlib:test-cache", check=False)
+    assert "styles.csv" in listing and listing.count(".jpg") == 60
     text = log.read_text()
 
     def cached(stage: str) -> bool:
@@ -150,8 +155,9 @@ def test_image_runs_as_a_non_root_user_with_the_artifacts_volume(docker, image):
     assert config["Healthcheck"]["Test"][0] == "CMD"
     assert not any(e.startswith("SIMLIB_AUTH") for e in config["Env"])  # no login baked in
     # the CA bundle passed as a build secret is nowhere in the image
-    out = docker.run("run", "--rm", "--entrypoint", "sh", image, "-c", "ls /run/secrets 2>&1; pip list")
+    out = docker.run("run", "--rm", "--entrypoint", "sh", image, "-c", "ls /run/secrets 2>&1; ls -A /data; pip list")
     assert "hostca" not in out.stdout
+    assert "README.md" in out.stdout  # /data without a gallery: the note that says to mount one
     for extra in ("pytest", "jupyterlab", "papermill", "ruff", "playwright"):  # no dev or notebook extras
         assert not re.search(rf"^{extra}\s", out.stdout, flags=re.M | re.I), extra
 
