@@ -53,13 +53,17 @@ def test_space_settings_match_the_project():
     assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", meta["title"]), "gradio deploy names the Space after title"
 
 
-def test_space_requirements_are_the_runtime_dependencies_but_gradio():
-    """Every runtime dependency with the same versions and markers; Gradio itself comes from sdk_version."""
-    wanted = {str(Requirement(d)) for d in _project()["dependencies"] if Requirement(d).name != "gradio"}
-    have = [str(r) for r in _requirements(SPACE / "requirements.txt")]
-    assert len(have) == len(set(have))
-    assert set(have) == wanted
-    assert not any(Requirement(r).name == "gradio" for r in have)  # would fight the Space's own Gradio
+def test_space_requirements_are_the_runtime_dependencies_with_gradio_at_the_sdk_version():
+    """Every runtime dependency with the same versions and markers; Gradio pinned to the Space's sdk_version
+    (which the Space installs before the requirements), with pyproject's extras."""
+    deps = [Requirement(d) for d in _project()["dependencies"]]
+    have = _requirements(SPACE / "requirements.txt")
+    assert len({r.name for r in have}) == len(have)
+    assert {str(r) for r in have if r.name != "gradio"} == {str(r) for r in deps if r.name != "gradio"}
+    gradio = next(r for r in deps if r.name == "gradio")
+    pinned = next(r for r in have if r.name == "gradio")
+    assert pinned.extras == gradio.extras
+    assert str(pinned.specifier) == f"=={_front_matter()['sdk_version']}"
 
 
 def test_space_app_serves_the_copied_gallery_on_all_interfaces():
