@@ -55,7 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--mcp",
         action="store_true",
-        help="also serve the API as an MCP server (/gradio_api/mcp): its endpoints become tools for AI assistants",
+        default=os.environ.get("SIMLIB_MCP", "").lower() in ("1", "true", "yes"),
+        help="also serve the API as an MCP server (/gradio_api/mcp): its endpoints become tools for AI assistants "
+        "($SIMLIB_MCP=1)",
     )
     p.add_argument(
         "--allow-add",
