@@ -30,11 +30,15 @@ def test_search_collapse_and_no_good_match(index_copy, small_table, tmp_path):
 
     code, out, _ = run("calibrate", "--index", index_copy, "--json", "--quiet")
     info = json.loads(out)
-    assert code == 0 and json.loads((index_copy / "manifest.json").read_text())["threshold"] == info
+    manifest = json.loads((index_copy / "manifest.json").read_text())
+    verdicts = info.pop("verdicts")
+    assert code == 0 and manifest["threshold"] == info and manifest.get("verdicts") == verdicts
     noise = tmp_path / "noise.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 256, (80, 60, 3)).astype(np.uint8)).save(noise)
     code, out, _ = run("search", noise, "--index", index_copy)
-    if info["supported"]:
+    # The cut in force: the verdicts' two-sided "no good match" cut when calibrated, else the threshold.
+    cut = (verdicts or {}).get("no_match") or info
+    if cut["supported"]:
         assert code == 0 and out.startswith("no good match: the best score"), (info, out)
         assert all(line.endswith("low confidence") for line in out.splitlines()[3:])
     else:  # an untrained 32 px model rarely supports it: then it says so instead of calling everything weak

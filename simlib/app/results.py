@@ -11,7 +11,6 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from simlib.index.manifest import Threshold
 from simlib.search.copies import CopyCut
 
 # Filters shown for the product set; other galleries get their first attributes (and labels).
@@ -126,12 +125,6 @@ def visitor_source(source: str | None, root: str | os.PathLike | None) -> str | 
     return re.sub(r" \(looked for [^)]*\)", "", source)
 
 
-def calibration_note(calibration: Mapping[str, Any] | None) -> str:
-    """One plain line when the calibrated threshold cannot be trusted (``Threshold.to_dict()``), else ""
-    (:meth:`simlib.index.Threshold.unsupported_note`)."""
-    return Threshold.from_dict(calibration).unsupported_note() if calibration else ""
-
-
 def hit_record(hit) -> dict[str, Any]:
     """A hit for the structured (JSON) output: rank, id, score, label, gallery_path, attributes, duplicates, weak.
 
@@ -219,8 +212,8 @@ class SearchResult:
         return status_text(self.info, self.seconds, len(self.hits), self.merged, self.filters)
 
     def calibration_note(self) -> str:
-        """The line under the results when the model cannot support its calibration (:func:`calibration_note`)."""
-        return calibration_note(self.info.get("calibration"))
+        """The line under the results when the model cannot support its calibration ("" otherwise)."""
+        return self.info.get("unsupported_note") or ""
 
     def banner(self) -> str:
         """The "No good match" banner (Markdown), or "" when it does not apply (never for an unsupported

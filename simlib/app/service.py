@@ -26,7 +26,6 @@ from simlib.app.results import (
     Explanation,
     SearchResult,
     TrainOutcome,
-    calibration_note,
     collapse_threshold,
     filter_fields,
     is_untrained,
@@ -179,7 +178,7 @@ class GalleryService:
 
     def calibration_note(self) -> str:
         """The line shown under the results when the model cannot support its calibration ("" otherwise)."""
-        return calibration_note(self.describe()["calibration"])
+        return self.describe().get("unsupported_note") or ""
 
     @property
     def can_train(self) -> bool:

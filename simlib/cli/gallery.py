@@ -72,7 +72,7 @@ def cmd_search(args: argparse.Namespace) -> int:
             exclude_self=args.exclude_self,
             collapse_duplicates=args.collapse,
         )
-        threshold, calibration = searcher.threshold, searcher.calibration
+        threshold, note = searcher.threshold, searcher.unsupported_note()
     finally:
         searcher.close()
     nothing_good = threshold is not None and no_good_match(hits)
@@ -91,8 +91,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     print(format_hits(hits, collapse=args.collapse is not None))
     if args.collapse is not None:
         print(f"merged {merged} near-duplicate{'s' * (merged != 1)} (cosine >= {args.collapse})")
-    if calibration is not None and threshold is None:
-        print(calibration.unsupported_note())
+    if threshold is None and note:
+        print(note)
     return 0
 
 

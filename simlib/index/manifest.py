@@ -109,8 +109,8 @@ class Threshold:
             measured = "too few calibration queries clear its threshold"
         best = "" if self.precision is None else f" (best reached: {self.precision:.0%})"
         return (
-            f"This model cannot tell good matches from bad ones: {measured}{best}, so no result is marked weak "
-            'and "no good match" is never said.'
+            f"This model cannot tell good matches from bad ones: {measured}{best}, so no result is marked low "
+            'confidence and "no good match" is never said.'
         )
 
     def warnings(self) -> list[str]:

@@ -121,6 +121,16 @@ class NoMatchCut:
             return False
         return top_score is None or float(top_score) < self.score
 
+    def unsupported_note(self) -> str:
+        """The one line said instead of "no good match" when the model cannot support the cut ("" when it can)."""
+        if self.supported:
+            return ""
+        return (
+            f"This model cannot tell good matches from bad ones: under its calibrated cut would fall "
+            f"{self.false_flag_rate:.0%} of the right top-1 results and only {self.true_flag_rate:.0%} of the "
+            'wrong ones, so no result is marked low confidence and "no good match" is never said.'
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready (rates rounded to 6 digits)."""
         out = dataclasses.asdict(self)

@@ -29,6 +29,8 @@ class GalleryInfo:
         model_fingerprint: the model's fingerprint (the one the index records).
         threshold: the calibrated "good match" score in force, or None (not calibrated, or calibrated but
             unsupported by the model: see ``calibration``).
+        unsupported_note: the one line said instead of "no good match" when the model cannot support its
+            calibration ("" otherwise).
         calibration: the full calibration (:class:`~simlib.index.Threshold`), usable or not; None when
             not calibrated.
     """
@@ -45,11 +47,13 @@ class GalleryInfo:
     model_fingerprint: str
     threshold: float | None
     calibration: Threshold | None
+    unsupported_note: str = ""
 
     @classmethod
-    def of(cls, embedder: Embedder, index: IndexBackend, threshold: float | None) -> GalleryInfo:
+    def of(cls, embedder: Embedder, index: IndexBackend, threshold: float | None, note: str = "") -> GalleryInfo:
         """The facts of ``index`` served with ``embedder``; ``threshold``: the "good match" cut in force
-        (:attr:`simlib.search.Searcher.threshold`, which prefers calibrated verdicts; None: none)."""
+        (:attr:`simlib.search.Searcher.threshold`, which prefers calibrated verdicts; None: none); ``note``:
+        :meth:`simlib.search.Searcher.unsupported_note`."""
         config, calibration = embedder.config, index.manifest.threshold
         return cls(
             gallery_size=len(index),
@@ -63,6 +67,7 @@ class GalleryInfo:
             backbone=config.backbone,
             model_fingerprint=embedder.fingerprint,
             threshold=threshold,
+            unsupported_note=note,
             calibration=calibration,
         )
 

@@ -119,7 +119,7 @@ class Searcher:
             index.manifest = index.manifest.replace(model_fingerprint=embedder.fingerprint, data=table.name)
             searcher = cls(embedder, index, check=False)
         if table.paths is not None:  # an app does not re-index because of images that never could be read
-            skipped = tuple(str(Path(table.paths[r]).resolve()) for r in result.skipped)
+            skipped = tuple(_resolved(table.paths[r]) for r in result.skipped)
             index.manifest = index.manifest.replace(skipped_paths=skipped)
         return searcher, result
 
@@ -398,10 +398,19 @@ class Searcher:
         "good match" threshold (None: none); save the searcher to keep it on disk."""
         self.index.manifest = self.index.manifest.replace(threshold=threshold)
 
+    def unsupported_note(self) -> str:
+        """The one line said instead of "no good match" when the model cannot support its calibration ("" when
+        it can, or when there is none): the verdicts' cut when calibrated, else the older threshold's."""
+        verdicts = self.verdicts
+        if verdicts is not None and verdicts.no_match is not None:
+            return verdicts.no_match.unsupported_note()
+        calibration = self.calibration
+        return "" if calibration is None else calibration.unsupported_note()
+
     def info(self) -> GalleryInfo:
         """Gallery size, index, model settings and calibration (:class:`GalleryInfo`): what a status line
         shows. Cheap enough to call on every query."""
-        return GalleryInfo.of(self.embedder, self.index, self.threshold)
+        return GalleryInfo.of(self.embedder, self.index, self.threshold, self.unsupported_note())
 
     # ------------------------------------------------------------------ changing the gallery
     def add_images(
@@ -493,3 +502,11 @@ def _link_or_copy(src: str, dst: str) -> None:
         os.link(src, dst)
     except OSError:  # another file system, or links not allowed
         shutil.copy2(src, dst)
+
+
+def _resolved(path: str | os.PathLike) -> str:
+    """The absolute path with links resolved; a link loop (an unreadable image anyway) stays as given, absolute."""
+    try:
+        return str(Path(path).resolve())
+    except (RuntimeError, OSError):  # Python 3.11 raises RuntimeError on a symlink loop
+        return os.path.abspath(path)
