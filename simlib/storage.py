@@ -217,3 +217,19 @@ def _pause_point(stage: str) -> None:
         sys.stderr.write(f"simlib-test: paused at {stage}\n")
         sys.stderr.flush()
         time.sleep(600)
+
+
+def link_or_copy(src: str, dst: str) -> None:
+    """Hard-link ``src`` to ``dst``, or copy it where links cannot be made (``shutil.copytree``'s copy function)."""
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system, or links not allowed
+        shutil.copy2(src, dst)
+
+
+def resolved_path(path: str | os.PathLike) -> str:
+    """The absolute path with links resolved; a link loop (an unreadable image anyway) stays as given, absolute."""
+    try:
+        return str(Path(path).resolve())
+    except (RuntimeError, OSError):  # Python 3.11 raises RuntimeError on a symlink loop
+        return os.path.abspath(path)

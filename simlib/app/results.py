@@ -272,6 +272,22 @@ class AddResult(NamedTuple):
     ids: list[int]
 
 
+def outcome_message(done, saved: bool) -> str:
+    """What the page says after training (:class:`simlib.train.retrain.RetrainResult`): kept or not, in plain
+    words, with the validation Recall@1 before and after."""
+    recall = f"validation Recall@1 {done.before:.2f} -> {done.after:.2f}"
+    if not done.kept:
+        return (
+            f"Not kept: the new model is no better than the one served ({recall}, {done.seconds:.0f} s); "
+            "the app keeps serving it."
+        )
+    feedback = f", {done.feedback} feedback verdict pairs used" if done.feedback else ""
+    return (
+        f"Kept: {recall} ({done.seconds:.0f} s{feedback}). The gallery is re-indexed and re-calibrated and the app "
+        "now serves the new model" + (" (saved: the next start uses it)." if saved else ".")
+    )
+
+
 class TrainOutcome(NamedTuple):
     """What :meth:`GalleryService.train` did: a message for the page, the validation Recall@1, the seconds."""
 

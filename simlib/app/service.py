@@ -29,6 +29,7 @@ from simlib.app.results import (
     collapse_threshold,
     filter_fields,
     is_untrained,
+    outcome_message,
     status_text,
     visitor_source,
 )
@@ -262,6 +263,15 @@ class GalleryService:
             searcher = self.searcher
         return searcher, searcher.embedder.embed_images([image])[0]
 
+    def _swap(self, searcher) -> None:
+        """Serve ``searcher`` (a new model over the same gallery) from now on."""
+        with self.lock:
+            self.searcher = searcher
+            if self._fixed_collapse is None:
+                self.collapse = self._model_collapse(searcher, searcher.info().to_dict())
+            where = f"{self.model_dir}" if self.model_dir is not None else "memory only"
+            self.model_source = visitor_source(f"{where} (trained on this gallery in the app)", self.artifacts)
+
     def _same_model(self, searcher, vector, image: Any):
         """Under the lock: ``(searcher, vector)`` again if :meth:`train` swapped the model meanwhile
         (a vector of one model must never query another model's index)."""
@@ -424,30 +434,11 @@ class GalleryService:
                 feedback=self.store.path if self.store is not None else None,
             )
             log(done.summary())
-            if not done.kept:
-                say(1.0, "done")
-                return TrainOutcome(
-                    f"Not kept: the new model is no better than the one served (validation Recall@1 "
-                    f"{done.before:.2f} -> {done.after:.2f}, {done.seconds:.0f} s); the app keeps serving it.",
-                    done.after,
-                    done.seconds,
-                    kept=False,
-                )
-            with self.lock:
-                self.searcher = done.searcher
-                info = done.searcher.info().to_dict()
-                if self._fixed_collapse is None:
-                    self.collapse = self._model_collapse(done.searcher, info)
-                where = f"{self.model_dir}" if self.model_dir is not None else "memory only"
-                self.model_source = visitor_source(f"{where} (trained on this gallery in the app)", self.artifacts)
+            if done.kept:
+                self._swap(done.searcher)
             say(1.0, "done")
-            feedback = f", {done.feedback} feedback verdict pairs used" if done.feedback else ""
             return TrainOutcome(
-                f"Kept: validation Recall@1 {done.before:.2f} -> {done.after:.2f} ({done.seconds:.0f} s{feedback}). "
-                "The gallery is re-indexed and re-calibrated and the app now serves the new model"
-                + (" (saved: the next start uses it)." if self.model_dir else "."),
-                done.after,
-                done.seconds,
+                outcome_message(done, saved=self.model_dir is not None), done.after, done.seconds, done.kept
             )
         finally:
             self._training.release()

@@ -150,3 +150,30 @@ def calibrate_threshold(
     info.update(coverage=coverage, supported=bool(info["reached"] and coverage >= MIN_COVERAGE))
     info.update(score=score, calibrated_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"))
     return Threshold(**info)
+
+
+def validation_results(searcher, table=None, *, k: int = 5, val: float = 0.2, seed: int = 0, progress=False):
+    """The validation queries of :func:`simlib.search.calibrate.calibrate_threshold` (the same image-disjoint,
+    class-stratified split), each searching the gallery without itself: ``(scores, same)``, both
+    (n_queries, k), best first (queries with fewer than ``k`` results left out).
+
+    Raises:
+        SimlibError: an unlabelled table.
+    """
+    table = table if table is not None else index_table(searcher.index, skip_pathless=True)
+    if not table.has_labels:
+        raise SimlibError("the match verdicts need a labelled gallery")
+    queries = split_table(table, seed=seed, val=val, test=0.0, by="image")["val"]
+    index = searcher.index
+    by_path = {r.path: r.id for r in index.records() if r.path}
+    result = searcher.embedder.embed_table(queries, progress=progress)
+    scores_out, same_out = [], []
+    if len(result.rows):
+        scores, ids = index.search(result.embeddings, k + 1)
+        for n, r in enumerate(result.rows):
+            own = by_path.get(str(Path(queries.paths[r]).resolve())) if queries.paths else None
+            pairs = [(float(s), int(i)) for s, i in zip(scores[n], ids[n], strict=True) if i >= 0 and i != own][:k]
+            if len(pairs) == k:
+                scores_out.append([s for s, _ in pairs])
+                same_out.append([index.record(i).label == queries.label(r) for _, i in pairs])
+    return np.asarray(scores_out, np.float64).reshape(-1, k), np.asarray(same_out, bool).reshape(-1, k)

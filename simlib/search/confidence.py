@@ -28,12 +28,12 @@ import dataclasses
 import itertools
 import math
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from simlib.errors import SimlibError
+from simlib.search.calibrate import validation_results
 from simlib.search.copies import CopyCut, calibrate_copies, from_mapping, rounded
 
 DEFAULT_MAX_FALSE_FLAG = 0.10
@@ -455,36 +455,6 @@ class Verdicts:
             curve=MatchCurve.from_dict(data["curve"]) if data.get("curve") else None,
             copies=CopyCut.from_dict(data["copies"]) if data.get("copies") else None,
         )
-
-
-def validation_results(searcher, table=None, *, k: int = 5, val: float = 0.2, seed: int = 0, progress=False):
-    """The validation queries of :func:`simlib.search.calibrate.calibrate_threshold` (the same image-disjoint,
-    class-stratified split), each searching the gallery without itself: ``(scores, same)``, both
-    (n_queries, k), best first (queries with fewer than ``k`` results left out).
-
-    Raises:
-        SimlibError: an unlabelled table.
-    """
-    from simlib.data import split_table
-    from simlib.search.tables import index_table
-
-    table = table if table is not None else index_table(searcher.index, skip_pathless=True)
-    if not table.has_labels:
-        raise SimlibError("the match verdicts need a labelled gallery")
-    queries = split_table(table, seed=seed, val=val, test=0.0, by="image")["val"]
-    index = searcher.index
-    by_path = {r.path: r.id for r in index.records() if r.path}
-    result = searcher.embedder.embed_table(queries, progress=progress)
-    scores_out, same_out = [], []
-    if len(result.rows):
-        scores, ids = index.search(result.embeddings, k + 1)
-        for n, r in enumerate(result.rows):
-            own = by_path.get(str(Path(queries.paths[r]).resolve())) if queries.paths else None
-            pairs = [(float(s), int(i)) for s, i in zip(scores[n], ids[n], strict=True) if i >= 0 and i != own][:k]
-            if len(pairs) == k:
-                scores_out.append([s for s, _ in pairs])
-                same_out.append([index.record(i).label == queries.label(r) for _, i in pairs])
-    return np.asarray(scores_out, np.float64).reshape(-1, k), np.asarray(same_out, bool).reshape(-1, k)
 
 
 def calibrate_verdicts(

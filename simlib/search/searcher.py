@@ -37,6 +37,7 @@ from simlib.search.copies import CopyCut, Thumbnails, copies_among
 from simlib.search.hit import Hit
 from simlib.search.info import GalleryInfo
 from simlib.search.tables import table_records
+from simlib.storage import link_or_copy, resolved_path
 
 
 class Searcher:
@@ -119,7 +120,7 @@ class Searcher:
             index.manifest = index.manifest.replace(model_fingerprint=embedder.fingerprint, data=table.name)
             searcher = cls(embedder, index, check=False)
         if table.paths is not None:  # an app does not re-index because of images that never could be read
-            skipped = tuple(_resolved(table.paths[r]) for r in result.skipped)
+            skipped = tuple(resolved_path(table.paths[r]) for r in result.skipped)
             index.manifest = index.manifest.replace(skipped_paths=skipped)
         return searcher, result
 
@@ -192,7 +193,7 @@ class Searcher:
         def write_model(tmp: Path) -> None:
             reused = saved_model(reuse_model) if reuse_model is not None else None
             if reused is not None and reused.fingerprint == fingerprint:
-                shutil.copytree(reused.directory, tmp / MODEL_SUBDIR, copy_function=_link_or_copy)
+                shutil.copytree(reused.directory, tmp / MODEL_SUBDIR, copy_function=link_or_copy)
             else:
                 self.embedder.save(tmp / MODEL_SUBDIR)
 
@@ -495,18 +496,3 @@ class Searcher:
                     by_path.setdefault(r.path, []).append(r)
             self._by_path = cached = ((len(self.index), self._next_id()), by_path)
         return cached[1]
-
-
-def _link_or_copy(src: str, dst: str) -> None:
-    try:
-        os.link(src, dst)
-    except OSError:  # another file system, or links not allowed
-        shutil.copy2(src, dst)
-
-
-def _resolved(path: str | os.PathLike) -> str:
-    """The absolute path with links resolved; a link loop (an unreadable image anyway) stays as given, absolute."""
-    try:
-        return str(Path(path).resolve())
-    except (RuntimeError, OSError):  # Python 3.11 raises RuntimeError on a symlink loop
-        return os.path.abspath(path)
