@@ -121,7 +121,9 @@ def test_no_good_match_banner(page, searcher):
         page.wait_for_selector("#query img")
         captions = search_and_wait(page, "no_good_match")
         page.wait_for_selector("#no-match", state="visible")
-        page.wait_for_function("document.querySelector('#no-match').innerText.trim().startsWith('Low confidence: no good match')")
+        page.wait_for_function(
+            "document.querySelector('#no-match').innerText.trim().startsWith('Low confidence: no good match')"
+        )
         banner = page.locator("#no-match").inner_text()
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "app_no_good_match.png"), full_page=True)
