@@ -70,7 +70,7 @@ def messy_source(messy, i: int) -> str:
 def test_junk_named_as_images_fails_with_a_reason_not_a_crash(messy):
     for path, what in messy.hostile.items():
         if what in ("not an image", "truncated"):
-            with pytest.raises(SimlibError, match="not an image|truncated"):
+            with pytest.raises(SimlibError, match=r"not an image|truncated"):
                 prepare_image(path, 32)
 
 
