@@ -166,3 +166,13 @@ def scan_folder(root: str | os.PathLike, *, hidden: bool = False, exclude: tuple
     walk(top_real if top.is_symlink() else top, Path())
     ordered = tuple(sorted(files.values(), key=lambda f: f.rel))
     return FolderScan(root=str(top_real), files=ordered, skipped=dict(sorted(skipped.items())))
+
+
+# Entries that are not photos at all (hidden, other file types, second links, loops): a report lists them
+# apart from the images that could not be read.
+IGNORED_REASONS = ("hidden", "not an image file name", "symlink loop", "another link", "excluded folder")
+
+
+def ignorable(reason: str) -> bool:
+    """Whether a scan's skip ``reason`` concerns an entry that is not meant as a photo (see :data:`IGNORED_REASONS`)."""
+    return reason.startswith(IGNORED_REASONS)
