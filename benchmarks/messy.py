@@ -162,9 +162,12 @@ def make_messy_folder(
         images[str(path)] = (kind, i)
         group = [str(path)]
         if i in copied:
+            from simlib.data import open_image
+
+            shown = open_image(path)  # copies are made from the file as it shows (grey, 256 colours, ...)
             for c in range(copies_per_original):
                 how = COPY_KINDS[int(rng.integers(0, 3))]
-                copy = _near_copy(photo, how, rng)
+                copy = _near_copy(shown, how, rng)
                 cfolder = root / folders[int(rng.integers(0, len(folders)))]
                 cfolder.mkdir(parents=True, exist_ok=True)
                 cpath = cfolder / f"img{i:06d}-{how}{c}.jpg"

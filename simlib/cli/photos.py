@@ -111,6 +111,7 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 def cmd_duplicates(args: argparse.Namespace) -> int:
     from simlib.photos.duplicates import (
+        Fingerprints,
         calibrate_duplicates,
         contact_sheet,
         find_duplicates,
@@ -122,28 +123,30 @@ def cmd_duplicates(args: argparse.Namespace) -> int:
 
     searcher = Searcher.load(args.index)
     try:
-        threshold = args.threshold
-        info = None
-        if threshold is None:
-            info = stored_calibration(searcher)
-            if info is None or args.recalibrate:
-                info = calibrate_duplicates(searcher, seed=args.seed)
-                searcher.save_updated(args.index)
-            if not info["supported"] and not args.force:
-                raise SimlibError(
-                    f"this model cannot tell near-copies from different images: at the threshold that keeps 95 % of "
-                    f"near-copies ({info['score']:.4f}), {info['linked_share']:.0%} of sampled images would be grouped "
-                    "with a different one; use a trained model, or pass --threshold T (or --force) knowingly"
-                )
-            threshold = float(info["score"])
-        groups = find_duplicates(searcher.index, threshold)
+        fingerprints = Fingerprints(searcher.index, work_dir(args.index))
+        info = stored_calibration(searcher)
+        if args.threshold is None and (info is None or args.recalibrate):
+            info = calibrate_duplicates(searcher, seed=args.seed, fingerprints=fingerprints)
+            searcher.save_updated(args.index)
+        if args.threshold is None and not info["supported"] and not args.force:
+            raise SimlibError(
+                f"this model cannot tell near-copies from different images: at the thresholds that keep 95 % of "
+                f"near-copies, {info['linked_share']:.0%} of sampled images would be grouped with another one; "
+                "use a trained model, or pass --threshold T (or --force) knowingly"
+            )
+        threshold = args.threshold if args.threshold is not None else float(info["score"])
+        pixel_threshold = float(info["pixel_score"]) if info is not None else None
+        groups = find_duplicates(searcher.index, threshold, pixel_threshold=pixel_threshold, fingerprints=fingerprints)
+        fingerprints.save()
     finally:
         searcher.close()
     if args.json:
-        print(json.dumps({"threshold": threshold, "calibration": info, "groups": [g.to_dict() for g in groups]}))
+        body = {"threshold": threshold, "pixel_threshold": pixel_threshold, "calibration": info}
+        print(json.dumps({**body, "groups": [g.to_dict() for g in groups]}))
     else:
-        how = "calibrated" if info else "given"
-        print(f"{len(groups)} group(s) of near-duplicates at cosine >= {threshold:.4f} ({how})")
+        how = "given" if args.threshold is not None else "calibrated"
+        pixels = f" and pixel fingerprint >= {pixel_threshold:.4f}" if pixel_threshold is not None else ""
+        print(f"{len(groups)} group(s) of near-duplicates at cosine >= {threshold:.4f} ({how}){pixels}")
         for n, g in enumerate(groups, 1):
             print(f"group {n}: keep {g.keep.path} ({g.keep.width}x{g.keep.height})")
             for m in g.others:
