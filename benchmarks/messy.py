@@ -123,13 +123,15 @@ def make_messy_folder(
     exact_copies: int | None = None,
     kinds: Sequence[str] = KINDS,
     hostile: bool = True,
+    workers: int = 1,
 ) -> MessyFolder:
     """Write a messy folder under ``out`` (created; must not exist or be empty) from ``sources``.
 
     Args:
         out: the folder.
         sources: product image files, one photo each (each used once as an original).
-        seed: everything random comes from this seed.
+        seed: everything random comes from this seed (each image from ``(seed, its number)``, so the
+            folder is the same whatever ``workers``).
         side: the long side of each photo is drawn uniformly in this range.
         n_copied: originals that get near-duplicates (default: 10 %).
         copies_per_original: near-duplicates per such original (kinds drawn from resized, reencoded, cropped).
@@ -137,6 +139,7 @@ def make_messy_folder(
         kinds: the file kinds originals are written as, cycled in a seeded order ("heic" is dropped
             when pillow-heif is missing).
         hostile: add the hostile entries.
+        workers: processes writing images (1: in this process).
     """
     rng = np.random.default_rng(seed)
     root = Path(out)
@@ -150,44 +153,64 @@ def make_messy_folder(
     kind_offset = int(rng.integers(0, len(kinds)))
     copied = set(order[:n_copied].tolist())
     exact = set(order[n_copied : n_copied + exact_copies].tolist())
+    jobs = [
+        (root, str(src), i, seed, kinds[(i + kind_offset) % len(kinds)], folders, side, i in copied,
+         copies_per_original, i in exact)
+        for i, src in enumerate(sources)
+    ]  # fmt: skip
+    if workers > 1:
+        import multiprocessing
+
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            results = pool.map(_write_one, jobs, chunksize=16)
+    else:
+        results = [_write_one(job) for job in jobs]
     images: dict[str, tuple[str, int]] = {}
     groups: list[list[str]] = []
     copy_kind: dict[str, str] = {}
-    for i, src in enumerate(sources):
-        kind = kinds[(i + kind_offset) % len(kinds)]  # round-robin: every kind appears
-        folder = root / folders[int(rng.integers(0, len(folders)))]
-        folder.mkdir(parents=True, exist_ok=True)
-        photo = upright(Image.open(src), int(rng.integers(side[0], side[1] + 1)))
-        path = write_kind(photo, kind, folder / f"img{i:06d}", rng)
-        images[str(path)] = (kind, i)
-        group = [str(path)]
-        if i in copied:
-            from simlib.data import open_image
-
-            shown = open_image(path)  # copies are made from the file as it shows (grey, 256 colours, ...)
-            for c in range(copies_per_original):
-                how = COPY_KINDS[int(rng.integers(0, 3))]
-                copy = _near_copy(shown, how, rng)
-                cfolder = root / folders[int(rng.integers(0, len(folders)))]
-                cfolder.mkdir(parents=True, exist_ok=True)
-                cpath = cfolder / f"img{i:06d}-{how}{c}.jpg"
-                copy.save(cpath, "JPEG", quality=55 if how == "reencoded" else 90)
-                images[str(cpath)] = ("jpeg", i)
-                copy_kind[str(cpath)] = how
-                group.append(str(cpath))
-        if i in exact:
-            efolder = root / "copies"
-            efolder.mkdir(exist_ok=True)
-            epath = efolder / f"copy-of-img{i:06d}{path.suffix}"
-            shutil.copyfile(path, epath)
-            images[str(epath)] = (kind, i)
-            copy_kind[str(epath)] = "exact"
-            group.append(str(epath))
+    for written, group in results:
+        for path, kind, i, how in written:
+            images[path] = (kind, i)
+            if how:
+                copy_kind[path] = how
         if len(group) > 1:
             groups.append(group)
     a_jpeg = next((p for p in images if p.endswith(".jpg")), next(iter(images)))
     bad = _hostile(root, a_jpeg) if hostile else {}
     return MessyFolder(root=root, images=images, groups=groups, copy_kind=copy_kind, hostile=bad)
+
+
+def _write_one(job) -> tuple[list[tuple[str, str, int, str | None]], list[str]]:
+    """One original (and its copies): ``([(path, kind, source index, copy kind or None)], group)``."""
+    root, src, i, seed, kind, folders, side, copied, copies_per_original, exact = job
+    rng = np.random.default_rng([seed, i])
+    folder = root / folders[int(rng.integers(0, len(folders)))]
+    folder.mkdir(parents=True, exist_ok=True)
+    photo = upright(Image.open(src), int(rng.integers(side[0], side[1] + 1)))
+    path = write_kind(photo, kind, folder / f"img{i:06d}", rng)
+    written = [(str(path), kind, i, None)]
+    group = [str(path)]
+    if copied:
+        from simlib.data import open_image
+
+        shown = open_image(path)  # copies are made from the file as it shows (grey, 256 colours, ...)
+        for c in range(copies_per_original):
+            how = COPY_KINDS[int(rng.integers(0, 3))]
+            copy = _near_copy(shown, how, rng)
+            cfolder = root / folders[int(rng.integers(0, len(folders)))]
+            cfolder.mkdir(parents=True, exist_ok=True)
+            cpath = cfolder / f"img{i:06d}-{how}{c}.jpg"
+            copy.save(cpath, "JPEG", quality=55 if how == "reencoded" else 90)
+            written.append((str(cpath), "jpeg", i, how))
+            group.append(str(cpath))
+    if exact:
+        efolder = root / "copies"
+        efolder.mkdir(exist_ok=True)
+        epath = efolder / f"copy-of-img{i:06d}{path.suffix}"
+        shutil.copyfile(path, epath)
+        written.append((str(epath), kind, i, "exact"))
+        group.append(str(epath))
+    return written, group
 
 
 def _near_copy(photo: Image.Image, how: str, rng: np.random.Generator) -> Image.Image:
