@@ -16,6 +16,7 @@ near-copies and exact copies, junk entries), then measures on it, in one process
 
     python -m benchmarks.bench_folder --n 2000          # what this session ran (see docs/own-photos.md)
     python -m benchmarks.bench_folder --n 20000         # the issue's scale: ~6 GB of JPEGs, hours to generate
+    python -m benchmarks.bench_folder --n 2000 --generate-only   # write the folder now, measure later
     python -m benchmarks.bench_folder --smoke
 """
 
@@ -92,6 +93,56 @@ def generate(args) -> tuple[Path, Path, dict]:
     }
     marker.write_text(json.dumps(info))
     return root, reserve, info
+
+
+def planted_pairs(paths: list[str]) -> dict[frozenset, str]:
+    """The planted duplicate pairs, from the generator's names (``imgN.*``, ``imgN-<how><c>.jpg``,
+    ``copy-of-imgN.*``): pair -> "cropped" when either side is a crop, else "copy"."""
+    import re
+
+    groups: dict[str, list[str]] = {}
+    for path in paths:
+        m = re.fullmatch(r"(?:copy-of-)?(img\d+)(?:-(resized|reencoded|cropped)\d+)?", Path(path).stem)
+        if m:
+            groups.setdefault(m.group(1), []).append(path)
+    pairs = {}
+    for members in groups.values():
+        for i, a in enumerate(members):
+            for b in members[i + 1 :]:
+                pairs[frozenset((a, b))] = "cropped" if "-cropped" in a + b else "copy"
+    return pairs
+
+
+def duplicates_row(index_dir: Path, paths: list[str], seed: int) -> dict:
+    """Calibrate and find the duplicate groups of the index; precision and recall against the planted pairs."""
+    from simlib.photos.duplicates import Fingerprints, calibrate_duplicates, find_duplicates, pair_scores
+    from simlib.photos.store import work_dir
+    from simlib.search import Searcher
+
+    searcher = Searcher.load(index_dir)
+    fingerprints = Fingerprints(searcher.index, work_dir(index_dir))
+    t0 = time.perf_counter()
+    info = calibrate_duplicates(searcher, seed=seed, fingerprints=fingerprints)
+    groups = find_duplicates(
+        searcher.index, info["score"], pixel_threshold=info["pixel_score"], fingerprints=fingerprints
+    )
+    took = time.perf_counter() - t0
+    truth = planted_pairs(paths)
+    found = pair_scores(groups)
+    copies = {p for p, kind in truth.items() if kind == "copy"}
+    crops = set(truth) - copies
+    return {
+        "step": "duplicates: calibrate + group the gallery",
+        "images": len(searcher.index),
+        "seconds": took,
+        "precision": len(found & set(truth)) / max(1, len(found)),
+        "recall_copies": len(found & copies) / max(1, len(copies)),
+        "recall_crops": len(found & crops) / max(1, len(crops)),
+        "pairs_found": len(found),
+        "pairs_planted": len(truth),
+        "supported": info["supported"],
+        "linked_share": info["linked_share"],
+    }
 
 
 def forward_rate(model, batch_size: int, n: int, repeats: int) -> float:
@@ -184,6 +235,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--big", type=int, default=100_000, help="images in the start-up index made from the real one")
     p.add_argument("--gen-workers", type=int, default=2)
     p.add_argument("--work", type=Path, default=Path("/tmp/simlib-bench-folder"), help="generated folders")
+    p.add_argument(
+        "--generate-only", action="store_true", help="write the folder and stop (measure when the machine is quiet)"
+    )
     args = p.parse_args(argv)
     if args.smoke:
         args.n, args.side, args.big, args.chunk = 40, [300, 400], 2000, 32
@@ -198,6 +252,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     root, reserve, gen = generate(args)
     print(f"folder: {gen['files']} files, {gen['bytes'] / 2**30:.2f} GiB (generated in {gen['generate_s']:.0f} s)")
+    if args.generate_only:
+        return gen
     model = Embedder.build(ModelConfig(image_size=args.image_size, weights="none", seed=0))
     rows: list[dict] = []
     load_before = os.getloadavg()
@@ -222,6 +278,7 @@ def main(argv: list[str] | None = None) -> dict:
     )  # fmt: skip
     load_index = os.getloadavg()
     common.save_partial("folder", args, rows)
+    rows.append(duplicates_row(out, files, args.seed))
     # resume after kill -9 at ~50 %
     resumed_out = args.work / f"index-{args.n}-resumed"
     for d in (resumed_out, Path(str(resumed_out) + ".work")):
@@ -285,7 +342,8 @@ def main(argv: list[str] | None = None) -> dict:
     ]
     return common.finish(
         "folder", args, rows, notes=notes, generated=gen,
-        columns=["step", "images", "seconds", "rate", "ratio", "resumed", "identical", "load_s", "peak_mib", "kind"],
+        columns=["step", "images", "seconds", "rate", "ratio", "resumed", "identical", "load_s", "peak_mib", "kind",
+                 "precision", "recall_copies", "recall_crops"],
     )  # fmt: skip
 
 
