@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 from benchmarks.messy import make_messy_folder
+from simlib.errors import SimlibError
 from simlib.photos.build import index_folder
 from simlib.photos.store import FolderState, work_dir
 from simlib.photos.sync import sync_index
@@ -246,3 +247,23 @@ def test_duplicates_refuses_when_the_model_cannot_tell_copies_from_look_alikes(m
     assert res.returncode == 1 and "cannot tell near-copies from different images" in res.stderr, res.stderr
     forced = run_cli("duplicates", "--index", out, "--force", "--json")
     assert forced.returncode == 0 and json.loads(forced.stdout)["calibration"]["supported"] is False
+
+
+def test_an_index_built_without_a_file_table_syncs_given_its_folder(model, tmp_path):
+    from simlib.data import load_image_folder
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    sources = product_like_sources(tmp_path / "src", 8)
+    for s in sources[:7]:
+        shutil.copy(s, folder)
+    out = tmp_path / "index"
+    searcher, _ = Searcher.from_table(model, load_image_folder(folder), progress=False)
+    searcher.save(out)
+    with pytest.raises(SimlibError, match="--data"):
+        sync_index(out)  # no file table: the folder must be named once
+    first = sync_index(out, folder)
+    assert first.unchanged == 7 and first.embedded == 0 and not first.changed_anything
+    shutil.copy(sources[7], folder / "late.png")
+    later = sync_index(out)  # the folder is recorded now
+    assert later.added == 1 and later.embedded == 1 and later.gallery_size == 8

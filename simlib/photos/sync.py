@@ -235,7 +235,8 @@ def sync_on_start(searcher, index_dir: str | os.PathLike, data: str | os.PathLik
 
 def _reconciled(searcher, state: FolderState | None) -> dict[str, FileState]:
     """The file table as the index stands: entries whose id left the index dropped, indexed files the
-    table does not know (an index saved but killed before its table was) stamped from the disk."""
+    table does not know (an index saved but killed before its table was, or built by `Searcher.from_table`)
+    stamped from the disk as they are now."""
     index = searcher.index
     known: dict[str, FileState] = {}
     if state is not None:
@@ -247,7 +248,7 @@ def _reconciled(searcher, state: FolderState | None) -> dict[str, FileState]:
         if r.path and r.id not in recorded and r.path not in known:
             try:
                 st = os.stat(r.path)
-                known[r.path] = FileState(r.path, st.st_size, st.st_mtime_ns, _digest(r.path), r.id)
+                known[r.path] = FileState(r.path, st.st_size, st.st_mtime_ns, None, r.id)  # hashed only if it changes
             except OSError:  # the file is gone: a stamp that matches nothing, so it counts as removed
                 known[r.path] = FileState(r.path, -1, -1, None, r.id)
     return known
