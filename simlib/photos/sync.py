@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -200,6 +201,8 @@ def sync_searcher(
         report.recalibrated = _maybe_recalibrate(searcher, report, True, seed, labels_before)
         searcher.save_updated(index_dir)
     FolderState(root=root, files=files).save(work)
+    for leftover in work.glob("run-*"):  # chunks of a run killed after its index was saved
+        shutil.rmtree(leftover, ignore_errors=True)
     report.seconds = time.perf_counter() - t0
     return report
 
