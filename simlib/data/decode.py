@@ -68,7 +68,7 @@ def open_image(
         if name is None:
             name = str(source) if is_path else "uploaded image" if is_bytes else str(getattr(source, "name", "image"))
         if not heif_available() and is_path and str(source).lower().endswith(HEIF_EXTENSIONS):
-            raise SimlibError(f"{name}: HEIC/HEIF needs the pillow-heif plug-in (pip install pillow-heif)")
+            raise SimlibError(f"{name}: HEIC/HEIF needs the pillow-heif plug-in (pip install 'simlib[heic]')")
         try:
             if is_path:
                 _check_regular_file(source, name)
