@@ -170,6 +170,8 @@ def duplicates_row(index_dir: Path, paths: list[str], sources: list[str], seed: 
         "pairs_planted": len(truth),
         "supported": info["supported"],
         "linked_share": info["linked_share"],
+        "linked_share_model_only": info["linked_share_model_only"],
+        "thresholds": [info["score"], info["pixel_score"]],
     }
 
 

@@ -227,10 +227,11 @@ def calibrate_duplicates(
     # how many sampled images both thresholds link to another gallery image
     ids_chosen = [r.id for r in chosen]
     scores, ids = index.search(index.vectors_of(ids_chosen), 9)
-    linked = 0
+    linked = by_model = 0
     for a, srow, irow in zip(ids_chosen, scores, ids, strict=True):
         others = [int(i) for s, i in zip(srow, irow, strict=True) if i >= 0 and i != a and s >= score]
         if others:
+            by_model += 1
             pix = fingerprints.of(others) @ fingerprints.of([a])[0]
             linked += bool((pix >= pixel_score).any())
     share = linked / len(chosen)
@@ -243,6 +244,7 @@ def calibrate_duplicates(
         "n": len(chosen),
         "copy_scores": {"model_median": float(np.median(model_pos)), "pixel_median": float(np.median(pixel_pos))},
         "linked_share": share,
+        "linked_share_model_only": by_model / len(chosen),
         "supported": share <= MAX_LINKED_SHARE,
         "seed": seed,
         "fingerprint": searcher.fingerprint,
