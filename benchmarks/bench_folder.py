@@ -15,7 +15,7 @@ near-copies and exact copies, junk entries), then measures on it, in one process
   app does: TensorFlow import, model and index load, first query; wall time and peak memory.
 
     python -m benchmarks.bench_folder --n 2000          # what this session ran (see docs/own-photos.md)
-    python -m benchmarks.bench_folder --n 20000         # the issue's scale: ~6 GB of JPEGs, hours to generate
+    python -m benchmarks.bench_folder --n 20000         # the issue's scale: ~6.5 GB of JPEGs, ~80 min to generate here
     python -m benchmarks.bench_folder --n 2000 --generate-only   # write the folder now, measure later
     python -m benchmarks.bench_folder --smoke
 """
@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = p.parse_args(argv)
     if args.smoke:
         args.n, args.side, args.big, args.chunk = 40, [300, 400], 2000, 32
-        args.work = args.work.with_name(args.work.name + "-smoke")
+        args.work = args.out / "folder-smoke-work"  # beside the result: a test's own temporary folder
     repeats = args.repeats or (1 if args.smoke else 3)
     common.setup_env()
     args.work.mkdir(parents=True, exist_ok=True)
