@@ -114,6 +114,15 @@ def test_a_camera_jpeg_is_decoded_at_a_reduced_size_and_resizes_like_the_full_de
     assert np.abs(full.astype(float) - fast).mean() < 2.0
 
 
+def test_a_camera_mpo_file_is_decoded_at_a_reduced_size_too():
+    first = Image.open(io.BytesIO(_camera_jpeg()))
+    buf = io.BytesIO()
+    first.save(buf, "MPO", save_all=True, append_images=[first.transpose(Image.Transpose.FLIP_LEFT_RIGHT)])
+    img = Image.open(io.BytesIO(buf.getvalue()))
+    assert img.format == "MPO" and getattr(img, "n_frames", 1) == 2
+    assert 128 <= min(decode.open_image(buf.getvalue(), reduce_to=128).size) < 750
+
+
 def test_the_pixel_limit_is_checked_before_a_reduced_decode(monkeypatch):
     monkeypatch.setattr(decode, "MAX_PIXELS", 1_000_000)
     with pytest.raises(SimlibError, match="pixel limit"):

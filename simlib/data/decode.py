@@ -94,7 +94,7 @@ def open_image(
         raise SimlibError(f"{name}: has no pixels")
     try:
         img.seek(0)
-        if reduce_to is not None and img.format == "JPEG":
+        if reduce_to is not None and img.format in ("JPEG", "MPO"):  # MPO: a camera JPEG with a second picture
             # DCT scaling: decode at 1/2, 1/4 or 1/8 while both sides stay >= reduce_to
             img.draft(img.mode, (reduce_to, reduce_to))
         img.load()
