@@ -108,7 +108,7 @@ def _camera_jpeg(side=(4000, 3000)) -> bytes:
 def test_a_camera_jpeg_is_decoded_at_a_reduced_size_and_resizes_like_the_full_decode():
     data = _camera_jpeg()
     reduced = decode.open_image(data, reduce_to=128)
-    assert 128 <= min(reduced.size) < 750  # DCT scaling: 1/8 of 3000 is 375
+    assert reduced.size == (250, 188)  # DCT scaling to 1/8 (500x375), then halved; never the full 4000x3000
     full = decode.resize_image(decode.open_image(data), 64)
     fast = prepare_image(data, 64)
     assert np.abs(full.astype(float) - fast).mean() < 2.0
@@ -120,7 +120,8 @@ def test_a_camera_mpo_file_is_decoded_at_a_reduced_size_too():
     first.save(buf, "MPO", save_all=True, append_images=[first.transpose(Image.Transpose.FLIP_LEFT_RIGHT)])
     img = Image.open(io.BytesIO(buf.getvalue()))
     assert img.format == "MPO" and getattr(img, "n_frames", 1) == 2
-    assert 128 <= min(decode.open_image(buf.getvalue(), reduce_to=128).size) < 750
+    # the decoder's 1/8 scale (500x375), then halved: a full decode and reduce would give 174x131
+    assert decode.open_image(buf.getvalue(), reduce_to=128).size == (250, 188)
 
 
 def test_the_pixel_limit_is_checked_before_a_reduced_decode(monkeypatch):
