@@ -75,10 +75,14 @@ def generate(args) -> tuple[Path, Path, dict]:
     from benchmarks.messy import make_messy_folder
 
     table = common.product_table()
-    root = args.work / f"folder-{args.n}"
-    spec = {"n": args.n, "side": args.side, "seed": args.seed, "kinds": ["jpeg", "jpeg_exif"], "version": 2}
-    marker = args.work / f"folder-{args.n}.json"
-    reserve = args.work / f"reserve-{args.n}"
+    from benchmarks.messy import KINDS
+
+    kinds = KINDS if args.kinds == "all" else ("jpeg", "jpeg_exif")
+    tag = f"{args.n}" + ("-all" if args.kinds == "all" else "")
+    root = args.work / f"folder-{tag}"
+    spec = {"n": args.n, "side": args.side, "seed": args.seed, "kinds": list(kinds), "version": 2}
+    marker = args.work / f"folder-{tag}.json"
+    reserve = args.work / f"reserve-{tag}"
     if marker.is_file() and json.loads(marker.read_text()).get("spec") == spec:
         return root, reserve, json.loads(marker.read_text())
     shutil.rmtree(root, ignore_errors=True)
@@ -86,11 +90,11 @@ def generate(args) -> tuple[Path, Path, dict]:
     sources = source_photos(table, args.n + 100, args.seed)
     t0 = time.perf_counter()
     messy = make_messy_folder(
-        root, sources[: args.n], seed=args.seed, side=tuple(args.side), kinds=("jpeg", "jpeg_exif"),
+        root, sources[: args.n], seed=args.seed, side=tuple(args.side), kinds=kinds,
         workers=args.gen_workers,
     )  # fmt: skip
     make_messy_folder(
-        reserve, sources[args.n :], seed=args.seed + 1, side=tuple(args.side), kinds=("jpeg", "jpeg_exif"),
+        reserve, sources[args.n :], seed=args.seed + 1, side=tuple(args.side), kinds=kinds,
         n_copied=0, exact_copies=0, hostile=False, workers=args.gen_workers,
     )  # fmt: skip
     info = {
@@ -287,6 +291,12 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--chunk", type=int, default=256, help="images per chunk on disk")
     p.add_argument("--big", type=int, default=100_000, help="images in the start-up index made from the real one")
     p.add_argument("--gen-workers", type=int, default=2)
+    p.add_argument(
+        "--kinds",
+        choices=["camera", "all"],
+        default="camera",
+        help="camera: JPEGs (half EXIF-rotated); all: also PNG with alpha, CMYK, 16-bit, GIF, WebP, HEIC",
+    )
     p.add_argument("--work", type=Path, default=Path("/tmp/simlib-bench-folder"), help="generated folders")
     p.add_argument(
         "--generate-only", action="store_true", help="write the folder and stop (measure when the machine is quiet)"
@@ -319,7 +329,7 @@ def main(argv: list[str] | None = None) -> dict:
     dec = decode_ms(originals[:: max(1, len(originals) // 40)][:40], args.image_size)
     rows.append({"step": "decode + resize one photo, full size", "seconds": dec["full_ms"] / 1000})
     rows.append({"step": "decode + resize one photo, reduced (draft)", "seconds": dec["reduced_ms"] / 1000})
-    out = args.work / f"index-{args.n}"
+    out = args.work / f"index-{args.n}{'-all' if args.kinds == 'all' else ''}"
     for d in (out, Path(str(out) + ".work")):
         shutil.rmtree(d, ignore_errors=True)
     t0 = time.perf_counter()
