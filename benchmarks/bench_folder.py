@@ -14,7 +14,8 @@ near-copies and exact copies, junk entries), then measures on it, in one process
 - ``start-up``: a fresh process opening the index (and a 100,000-image index made from its vectors) as an
   app does: TensorFlow import, model and index load, first query; wall time and peak memory.
 
-    python -m benchmarks.bench_folder --n 2000          # what this session ran (see docs/own-photos.md)
+    python -m benchmarks.bench_folder --n 2000          # what docs/own-photos.md reports
+    python -m benchmarks.bench_folder --n 400 --side 800 1000 --kinds all --big 10000   # every file kind
     python -m benchmarks.bench_folder --n 20000         # the scale: ~6.5 GB of JPEGs, ~80 min to generate here
     python -m benchmarks.bench_folder --n 2000 --generate-only   # write the folder now, measure later
     python -m benchmarks.bench_folder --smoke
