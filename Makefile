@@ -8,7 +8,7 @@ WEIGHTS ?= auto
 IMAGE_SIZE ?= 64
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv test test-fast test-milvus lint format demo demo-cli notebooks bench bench-smoke clean
+.PHONY: venv test test-fast test-milvus test-docker lint format demo demo-cli notebooks bench bench-smoke clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,7 +34,7 @@ test: venv lint
 	$(BIN)/python -m pytest $(PARALLEL)
 
 # The inner loop: no ResNet50, no data folder, no server, no notebook; fails past its 2-minute budget.
-FAST_TIER := not integration and not slow and not browser and not notebooks and not hostile and not milvus_server
+FAST_TIER := not integration and not slow and not browser and not notebooks and not hostile and not milvus_server and not docker
 test-fast: venv
 	$(BIN)/python -m pytest -m "$(FAST_TIER)" --max-seconds 120 $(PARALLEL)
 
@@ -42,6 +42,12 @@ test-fast: venv
 # 127.0.0.1 and stopped afterwards); SIMLIB_MILVUS_URI=http://host:19530 runs it against another server.
 test-milvus: venv
 	SIMLIB_TEST_MILVUS_SERVER=1 $(BIN)/python -m pytest tests/test_backends.py -m milvus_server
+
+# The container image and compose file, built and run for real (docs/deploy.md): a private Docker daemon (root;
+# Debian's docker.io, installed when missing), a debootstrap base image and the build cache kept under
+# /tmp/simlib-docker between runs. About 5 minutes; figures in test-artifacts/docker_figures.json.
+test-docker: venv
+	SIMLIB_TEST_DOCKER=1 $(BIN)/python -m pytest tests/test_docker.py -m docker
 
 # The CLI path: index the default gallery, then search it with one of its own images.
 demo-cli: venv

@@ -53,6 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("-k", type=int, default=DEFAULT_K, help=f"results shown at first (default {DEFAULT_K})")
     p.add_argument(
+        "--mcp",
+        action="store_true",
+        default=os.environ.get("SIMLIB_MCP", "").lower() in ("1", "true", "yes"),
+        help="also serve the API as an MCP server (/gradio_api/mcp): its endpoints become tools for AI assistants "
+        "($SIMLIB_MCP=1)",
+    )
+    p.add_argument(
         "--allow-add",
         action="store_true",
         help="let visitors add their image to the gallery (off by default: anyone with the link could)",

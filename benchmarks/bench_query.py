@@ -90,8 +90,8 @@ def gradio_rows(searcher, queries, k: int, size: int, gallery: int, repeats: int
     from gradio_client import Client, handle_file
 
     from simlib.app import GalleryService, build_app
+    from simlib.app.results import collapse_threshold
     from simlib.app.server import launch_settings
-    from simlib.app.service import collapse_threshold
 
     service = GalleryService(searcher)
     demo = build_app(service)
@@ -107,7 +107,7 @@ def gradio_rows(searcher, queries, k: int, size: int, gallery: int, repeats: int
                 "client_nodl": lambda q: client_nodl.predict(handle_file(q), k, api_name="/search"),
                 "http": lambda q: http_search(http, url, q, k, defaults),
             }
-            collapse = collapse_threshold(searcher.describe())
+            collapse = collapse_threshold(searcher.info().to_dict())
             expected = [h.id for h in searcher.query(queries[0], k=k, collapse_duplicates=collapse)]
             for name, call in calls.items():  # warm-up, and every path returns the app's hits
                 got = [h["id"] for h in call(queries[0])[1]["hits"]]

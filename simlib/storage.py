@@ -17,6 +17,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from PIL import Image
+
+from simlib.data import open_image
 from simlib.errors import SimlibError
 
 TMP_INFIX = ".tmp-"
@@ -69,11 +73,6 @@ def store_png(image: Any, folder: str | os.PathLike) -> Path:
     Raises:
         SimlibError: the image cannot be read.
     """
-    import numpy as np
-    from PIL import Image
-
-    from simlib.data import open_image
-
     rgb = np.asarray(open_image(image), np.uint8)
     digest = hashlib.sha256(f"{rgb.shape}".encode() + rgb.tobytes()).hexdigest()[:32]
     folder = Path(folder)
@@ -170,7 +169,7 @@ def _locked(folder: Path) -> Iterator[None]:
     itself); other threads and processes wait.
     """
     try:
-        import fcntl
+        import fcntl  # lazy: POSIX only
     except ImportError:  # Windows: saves are not serialised
         yield
         return

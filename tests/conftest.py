@@ -4,7 +4,7 @@ Helpers (vectors, galleries, servers, the in-process CLI) live in ``tests/suppor
 fixtures and hooks only.
 
 Tiers: ``make test-fast`` runs the tests marked none of ``integration``, ``slow``, ``browser``,
-``notebooks``, ``hostile``, ``milvus_server`` (no ResNet50, no data folder, no server, no notebook);
+``notebooks``, ``hostile``, ``milvus_server``, ``docker`` (no ResNet50, no data folder, no server, no notebook);
 ``make test`` runs everything.
 """
 
@@ -26,7 +26,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("MPLBACKEND", "Agg")
 
 # Markers that keep a test out of the fast tier.
-NOT_FAST = ("integration", "slow", "browser", "notebooks", "hostile", "milvus_server")
+NOT_FAST = ("integration", "slow", "browser", "notebooks", "hostile", "milvus_server", "docker")
 # Fixtures that read the data folder or build a ResNet50: a test using one is integration, marked or not.
 INTEGRATION_FIXTURES = {"data_root", "product_dir", "product_table", "small_table", "tiny_model", "small_index_dir"}
 _START = pytest.StashKey[float]()  # when the session started

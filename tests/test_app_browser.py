@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from simlib.app.service import collapse_threshold
+from simlib.app.results import collapse_threshold
 from tests.support import ARTIFACTS
 from tests.support.browser import wait_idle
 from tests.support.servers import served_demo
@@ -98,7 +98,7 @@ def test_click_a_result_explains_it_and_takes_feedback(page, searcher, small_ind
         "[...document.querySelectorAll('#explain img')].filter(i => i.complete && i.naturalWidth > 0).length === 4"
     )
     text = page.locator("#explain-text").inner_text()
-    second = searcher.query(image, k=2, collapse_duplicates=collapse_threshold(searcher.describe()))[1]
+    second = searcher.query(image, k=2, collapse_duplicates=collapse_threshold(searcher.info().to_dict()))[1]
     assert text.startswith("#2 · cosine similarity ") and f"{second.score:.4f}" in text, text
     page.click("#fb-not-similar")
     page.wait_for_function("document.querySelector('#feedback-status').innerText.includes('not similar')")
@@ -127,8 +127,8 @@ def test_no_good_match_banner(page, searcher):
         page.screenshot(path=str(ARTIFACTS / "app_no_good_match.png"), full_page=True)
     finally:
         searcher.index.manifest = before
-    assert banner.startswith("No good match") and "1.0100" in banner
-    assert len(captions) == K and all(c.endswith(" · weak") for c in captions)
+    assert banner.startswith("Low confidence: no good match") and "1.0100" in banner
+    assert len(captions) == K and all(c.endswith(" · low confidence") for c in captions)
 
 
 def test_on_a_phone_the_results_and_the_explanation_come_into_view(browser, url, searcher):

@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from simlib.app import GalleryService
-from simlib.app.service import CONCURRENCY_LIMIT, EXPLAIN_SIZE, collapse_threshold, filter_fields
+from simlib.app.results import collapse_threshold, filter_fields
+from simlib.app.service import CONCURRENCY_LIMIT, EXPLAIN_SIZE
 from tests.support import ARTIFACTS, REPO
 from tests.support.servers import free_port, served_demo
 
@@ -97,7 +98,7 @@ def test_api_matches_searcher_query(server, searcher, query_path, tmp_path):
     c = client(server, tmp_path)
     gallery, results, status = c.predict(app_file(query_path), 7, api_name="/search")
     # Near-duplicates are merged by default, at the threshold suited to the model.
-    at = collapse_threshold(searcher.describe())
+    at = collapse_threshold(searcher.info().to_dict())
     hits = searcher.query(query_path, k=7, collapse_duplicates=at)
     assert results["collapse"] == at and results["merged"] == sum(h.duplicates for h in hits)
     assert [(h["duplicates"], h["weak"]) for h in results["hits"]] == [(h.duplicates, False) for h in hits]
@@ -130,7 +131,7 @@ def test_docs_http_api_example_matches_searcher_query(server, searcher, query_pa
     code = app_doc_block("import json, httpx").replace('"http://127.0.0.1:7860/"', repr(server))
     scope: dict = {}
     exec(code.replace('open("query.jpg"', f"open({query_path!r}"), scope)
-    hits = searcher.query(query_path, k=10, collapse_duplicates=collapse_threshold(searcher.describe()))
+    hits = searcher.query(query_path, k=10, collapse_duplicates=collapse_threshold(searcher.info().to_dict()))
     assert [h["id"] for h in scope["results"]["hits"]] == [h.id for h in hits]
     assert len(scope["gallery"]) == len(hits) and "10 results" in scope["status"]
 
@@ -154,7 +155,7 @@ def test_api_explain_and_feedback(server, searcher, query_path, small_index_dir,
     store = FeedbackStore(Path(small_index_dir).parent / "feedback")
     before = len(store.read()) if store.path.exists() else 0
     message = c.predict(app_file(query_path), second.id, "not_similar", api_name="/feedback")
-    assert message == f"Thank you: gallery image {second.id} marked **not similar** (saved for training)."
+    assert message.startswith(f"Your verdict on gallery image {second.id}: **not similar**")
     entries = store.read()
     assert len(entries) == before + 1 and entries[-1].result_id == second.id and entries[-1].verdict == "not_similar"
     assert entries[-1].score == pytest.approx(second.score, abs=1e-5)
@@ -353,7 +354,7 @@ def test_concurrent_clients(app_process, searcher, tmp_path):
         "server_rss_before_mb": round(rss_before / 2**20),
         "server_rss_after_mb": round(rss_after / 2**20),
         "concurrency_limit": CONCURRENCY_LIMIT,
-        "image_size": searcher.describe()["image_size"],
+        "image_size": searcher.info().image_size,
         "cpus": os.cpu_count(),
     }
     ARTIFACTS.mkdir(exist_ok=True)

@@ -163,9 +163,9 @@ def test_no_good_match_only_when_the_calibration_is_supported(page, served):
         page.wait_for_selector("#no-match", state="visible")
         wait_results(page, K)
         shot(page, "calibration_supported")
-        assert page.locator("#no-match").inner_text().startswith("No good match")
+        assert page.locator("#no-match").inner_text().startswith("Low confidence: no good match")
         assert not page.locator("#calibration-note").is_visible()
-        assert all(c.endswith("weak") for c in page.locator("#results .caption-label").all_inner_texts())
+        assert all(c.endswith("low confidence") for c in page.locator("#results .caption-label").all_inner_texts())
 
 
 # ----------------------------------------------------------------------------- captions and layout
@@ -207,7 +207,7 @@ def test_captions_fit_and_every_result_is_on_screen(browser, served, width, k):
     expected = [h.caption() for h in searcher.query(query_image(searcher), k=k, collapse_duplicates=None)]
     captions = layout["captions"]
     assert captions and len(captions) == len(layout["tiles"])
-    assert all(c["text"].replace("\n", " ").endswith("weak") for c in captions), captions[:3]
+    assert all(c["text"].replace("\n", " ").endswith("low confidence") for c in captions), captions[:3]
     assert not [c for c in captions if c["cut"]], [c for c in captions if c["cut"]][:3]
     assert captions[0]["text"].replace("\n", " ").startswith(f"#1 · 1.000 · {LABELS[0]}")
     assert len(captions) <= len(expected)

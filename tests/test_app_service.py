@@ -5,6 +5,7 @@ Fast tier: no ResNet50, no data folder, no Gradio server.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import shutil
@@ -18,17 +19,16 @@ from PIL import Image, ImageDraw
 
 from simlib.app import GalleryService
 from simlib.app.inputs import make_filters
-from simlib.app.service import (
+from simlib.app.results import (
     COLLAPSE_AT,
-    EXPLAIN_SIZE,
     MAX_FILTERS,
-    MAX_K,
     UNTRAINED_COLLAPSE_AT,
     collapse_threshold,
     filter_fields,
     is_untrained,
     status_text,
 )
+from simlib.app.service import EXPLAIN_SIZE, MAX_K
 from simlib.errors import SimlibError
 from tests.support.calibration import calibrated
 
@@ -168,10 +168,10 @@ def test_weak_flags_and_no_good_match(service, gallery_dir):
         with calibrated(service.searcher, 1.01):
             nothing = service.search(noise, 5)
     assert [h.weak for h in found.hits] == [False, False, True, True, True]
-    assert [caption.endswith(" · weak") for _, caption in found.gallery] == [False, False, True, True, True]
+    assert [caption.endswith(" · low confidence") for _, caption in found.gallery] == [False, False, True, True, True]
     assert found.no_good_match is False and found.banner() == ""
     assert nothing.no_good_match is True and all(h.weak for h in nothing.hits)
-    assert nothing.banner().startswith("### No good match") and "1.0100" in nothing.banner()
+    assert nothing.banner().startswith("### Low confidence: no good match") and "1.0100" in nothing.banner()
     assert nothing.to_json()["no_good_match"] is True and nothing.to_json()["threshold"] == 1.01
 
 
@@ -179,11 +179,11 @@ def test_captions_and_the_cli_table_share_the_hit_formatting():
     from simlib.search import Hit, format_hits
 
     hits = [Hit(1, 7, 0.98765, "/g/a.png", "circle", {}, 2, False), Hit(2, 3, 0.5, "/g/b.png", None, {}, 0, True)]
-    assert [h.caption() for h in hits] == ["#1 · 0.988 · circle · +2 copies", "#2 · 0.500 · weak"]
+    assert [h.caption() for h in hits] == ["#1 · 0.988 · circle · +2 copies", "#2 · 0.500 · low confidence"]
     table = format_hits(hits, collapse=True).splitlines()
     assert table[0].split() == ["rank", "score", "label", "path", "merged"]
     assert table[1].split() == ["1", "0.988", "circle", "/g/a.png", "+2"]
-    assert table[2].split() == ["2", "0.500", "-", "/g/b.png", "+0", "weak"]
+    assert table[2].split() == ["2", "0.500", "-", "/g/b.png", "+0", "low", "confidence"]
     assert format_hits(hits[:1]).splitlines()[1].split() == ["1", "0.988", "circle", "/g/a.png"]
 
 
@@ -384,7 +384,7 @@ def test_untrained_and_the_status_line():
 
 
 def test_visitors_read_no_server_paths_and_plain_filter_names(tmp_path):
-    from simlib.app.service import visitor_source
+    from simlib.app.results import visitor_source
     from simlib.app.ui import field_label
 
     root = tmp_path / "artifacts"
@@ -398,3 +398,53 @@ def test_visitors_read_no_server_paths_and_plain_filter_names(tmp_path):
         "Label",
         "Gender",
     ]
+
+
+def test_a_verdict_can_be_changed_and_taken_back(writable):
+    from simlib.search.feedback import CLEARED, FeedbackStore, feedback_triplets
+
+    service = open_service(writable)
+    query = shape_image("square", 2)
+    hit = service.search(query, 2).hits[1]
+    assert service.verdict(query, hit.id) is None
+    service.feedback(query, hit.id, "similar")
+    service.feedback(query, hit.id, "not_similar")
+    assert service.verdict(query, hit.id) == "not_similar"  # the latest counts
+    store = FeedbackStore(writable / "feedback")
+    assert len(store.read()) == 2 and [e.verdict for e in store.current().values()] == ["not_similar"]
+    assert [(p, n) for _, p, n in feedback_triplets(store.path)] == [(None, hit.path)]
+    service.feedback(query, hit.id, CLEARED)
+    assert service.verdict(query, hit.id) is None and store.current() == {}
+    assert feedback_triplets(store.path) == []
+
+
+def test_calibrated_verdicts_word_the_results_and_merge_copies(writable, gallery_dir):
+    """With verdicts stored in the index: captions give the probability of the same kind (not the cosine), the
+    no-match cut decides the banner, and the model's copy cut (not a fixed cosine) merges copies."""
+    from simlib.search.confidence import MatchCurve, NoMatchCut, Verdicts
+    from simlib.search.copies import CopyCut
+
+    service = open_service(writable)
+    searcher = service.searcher
+    query = path_of(gallery_dir, "circle", 0)
+    scores = [h.score for h in service.search(query, 5).hits]
+    cut = (scores[1] + scores[2]) / 2  # between the 2nd and 3rd results
+    curve = MatchCurve("score", ((scores[-1], 0.2), (scores[0], 0.9)), 0.1, 0.2, 0.25, 0.5, 40, 5)
+    no_match = NoMatchCut(cut, 0.1, 0.08, 0.4, 0.95, 0.6, 0.8, 5.0, True, 40, 30, 10)
+    copies = CopyCut(0.9999, None, 99.9, 0.999, 0.95, 0.95, 0.0, True, 0, 13, 20)
+    searcher.set_verdicts(Verdicts(no_match, curve, copies))
+    service = GalleryService(searcher)
+    found = service.search(query, 5, collapse=service.collapse)
+    assert service.collapse == copies and "as close as copies" in service.collapse_text
+    assert found.hits[0].duplicates == 1  # circle/copy.png, an exact copy, merged by the calibrated cut
+    captions = [c for _, c in found.gallery]
+    assert captions[0].startswith("#1 · 90% same kind · circle · +1 copy")
+    assert [c.endswith("low confidence") for c in captions] == [h.score < cut for h in found.hits]
+    assert found.threshold == pytest.approx(cut) and found.banner() == ""
+    with_cut_above = Verdicts(NoMatchCut(1.01, 0.1, 0.08, 0.4, 0.95, 0.6, 0.8, 5.0, True, 40, 30, 10), curve, copies)
+    searcher.set_verdicts(with_cut_above)
+    assert service.search(query, 3).banner().startswith("### Low confidence: no good match")
+    unsupported = dataclasses.replace(with_cut_above.no_match, supported=False)
+    searcher.set_verdicts(Verdicts(unsupported, curve, copies))
+    nothing = service.search(query, 3)
+    assert nothing.threshold is None and nothing.banner() == "" and not any(h.weak for h in nothing.hits)

@@ -19,7 +19,7 @@ import pytest
 from simlib.config import IndexConfig
 from simlib.errors import SimlibError
 from simlib.index import IndexBackend, Record, Threshold, VectorIndex, create_index, open_index
-from simlib.index.milvus import filter_expression, public_uri, quote
+from simlib.index.milvus_schema import filter_expression, public_uri, quote
 from tests.support import REPO
 from tests.support.cli import run_cli
 from tests.support.vectors import brute, stratified_rows, structured
@@ -244,7 +244,7 @@ def test_an_index_built_by_another_model_is_refused(make_index, tiny_model, tmp_
         Searcher(tiny_model, index)
     index.close()
     searcher = Searcher.load(tmp_path / "index")  # its own model: accepted
-    assert searcher.describe()["gallery_size"] == 50
+    assert searcher.info().gallery_size == 50
     searcher.close()
 
 
@@ -259,7 +259,7 @@ def test_searcher_streams_a_gallery_into_milvus_and_agrees_with_faiss(backend, t
         tiny_model, small_table, progress=False, backend="milvus", uri=uri, batch_size=8
     )
     try:
-        assert len(result.rows) == len(small_table) and searcher.describe()["backend"] == "milvus"
+        assert len(result.rows) == len(small_table) and searcher.info().backend == "milvus"
         for i in (0, 11, 30):
             a = faiss_searcher.query(small_table.paths[i], k=5, exclude_self=True)
             b = searcher.query(small_table.paths[i], k=5, exclude_self=True)

@@ -49,17 +49,20 @@ def calibrated(tiny_model, product_table, tmp_path_factory):
     """200 real product images (8 classes x 25), calibrated on a 20 % validation split, saved and reloaded."""
     table = product_table.subset(stratified_rows(product_table.labels, 8, 25))
     searcher, _ = Searcher.from_table(tiny_model, table, progress=False)
-    info = calibrate_threshold(searcher, target=0.9, seed=0)
+    threshold = calibrate_threshold(searcher, target=0.9, seed=0)
+    assert searcher.calibration is None  # calibrating computes; the searcher keeps it when told to
+    searcher.set_threshold(threshold)
     out = searcher.save(tmp_path_factory.mktemp("cal") / "index")
-    return Searcher.load(out), info, table
+    return Searcher.load(out), threshold, table
 
 
 @pytest.mark.integration  # real images, a ResNet50
 def test_calibration_is_saved_and_marks_weak_hits(calibrated):
-    searcher, info, table = calibrated
-    assert searcher.index.manifest.threshold.to_dict() == info
-    assert info["method"] == "top-1 same-class precision" and info["n_queries"] == 40
-    assert info["reached"] and info["precision"] >= 0.9 and searcher.threshold == info["score"]
+    searcher, threshold, table = calibrated
+    assert searcher.calibration == threshold
+    assert threshold.method == "top-1 same-class precision" and threshold.n_queries == 40
+    assert threshold.reached and threshold.precision >= 0.9 and searcher.threshold == threshold.score
+    assert threshold.summary().startswith(f"{threshold.score:.4f} (top-1 same-class precision")
     # real gallery images still find good matches: the threshold is not simply above everything
     good = [not no_good_match(searcher.query(p, k=3, exclude_self=True)) for p in table.paths[::8]]
     assert 0 < sum(good) < len(good)
@@ -77,14 +80,14 @@ def test_pure_noise_gets_no_good_match(calibrated):
 @pytest.mark.integration  # real images, a ResNet50
 def test_label_free_calibration_uses_near_copies(calibrated, tiny_model):
     searcher, _, table = calibrated
-    info = calibrate_threshold(searcher, dataclasses.replace(table, labels=None), percentile=5, seed=0)
-    assert info["method"] == "near-copy score percentile" and info["n_queries"] == 40
-    assert searcher.index.manifest.threshold.to_dict() == info
+    threshold = calibrate_threshold(searcher, dataclasses.replace(table, labels=None), percentile=5, seed=0)
+    assert threshold.method == "near-copy score percentile" and threshold.n_queries == 40
+    assert "percentile 5 of near-copy scores" in threshold.summary()
     # fresh near-copies (other seeds) of gallery images clear it about 95 % of the time
     rows = range(0, len(table), 10)
     copies = tiny_model.embed_images([perturb(table.paths[r], 1000 + r) for r in rows])
     originals = searcher.index.vectors_of([int(table.ids[r]) for r in rows])
-    assert np.mean(np.sum(copies * originals, axis=1) >= info["score"]) >= 0.8
+    assert np.mean(np.sum(copies * originals, axis=1) >= threshold.score) >= 0.8
 
 
 def _colour_gallery(folder, n_classes: int, per_class: int, seed: int = 0, shuffle_labels: bool = False):
@@ -117,15 +120,39 @@ def test_calibration_says_whether_the_model_supports_the_threshold(tmp_path, shu
     table = _colour_gallery(tmp_path, 6, 10, shuffle_labels=shuffle)
     embedder = Embedder.build(ModelConfig(backbone="tiny", image_size=32, embedding_dim=16, weights="none"))
     searcher, _ = Searcher.from_table(embedder, table, progress=False)
-    info = calibrate_threshold(searcher, target=0.9, seed=0)
-    assert 0.0 <= info["coverage"] <= 1.0
-    assert info["supported"] == (info["reached"] and info["coverage"] >= 0.25)
+    threshold = calibrate_threshold(searcher, target=0.9, seed=0)
+    searcher.set_threshold(threshold)
+    assert 0.0 <= threshold.coverage <= 1.0
+    assert threshold.supported == (threshold.reached and threshold.coverage >= 0.25)
     noise = np.random.default_rng(9).integers(0, 256, (40, 40, 3)).astype(np.uint8)
     if shuffle:  # the labels are noise: the threshold cannot be supported, so nothing is called weak
-        assert not info["supported"]
-        assert searcher.threshold is None and searcher.calibration.score == info["score"]
+        assert not threshold.supported and not threshold.usable
+        assert searcher.threshold is None and searcher.calibration.score == threshold.score
+        assert threshold.unsupported_note().startswith("This model cannot tell good matches from bad ones")
         assert not no_good_match(searcher.query(noise, k=3))
     else:  # colours are easy: most queries clear a 0.9-precision cut, and noise does not
-        assert info["supported"] and info["coverage"] >= 0.5
-        assert searcher.threshold == info["score"]
+        assert threshold.supported and threshold.coverage >= 0.5 and threshold.unsupported_note() == ""
+        assert searcher.threshold == threshold.score
         assert not no_good_match(searcher.query(table.paths[0], k=3))
+
+
+def test_a_threshold_words_its_own_notes():
+    """One wording for every caller (CLI, open_gallery, the app): the summary and the unsupported note."""
+    from simlib.index import Threshold
+
+    unsupported = Threshold(
+        score=0.9997, method="top-1 same-class precision", n_queries=978, target=0.9, precision=0.91,
+        reached=True, coverage=0.03, supported=False,
+    )  # fmt: skip
+    assert unsupported.summary() == (
+        "0.9997 (top-1 same-class precision 0.91 above it, target 0.9; 978 validation queries, 3% of them clear it)"
+    )
+    note = unsupported.unsupported_note()
+    assert note.startswith("This model cannot tell good matches from bad ones: only 3% of the calibration queries")
+    assert "90% same-class precision" in note and note.endswith('"no good match" is never said.')
+    assert unsupported.warnings() == [note] and unsupported.not_reached_note() == ""
+    missed = Threshold(score=0.5, method="top-1 same-class precision", target=0.9, precision=0.6, reached=False)
+    assert "no cut-off reaches precision 0.9" in missed.not_reached_note()
+    assert "no score gives its top-1 results 90% same-class precision" in missed.unsupported_note()
+    old = Threshold(score=0.7, method="test")  # calibrated before coverage and support were recorded
+    assert old.usable and old.warnings() == [] and old.summary() == "0.7000 (test; 0 validation queries)"

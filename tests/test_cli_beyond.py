@@ -36,10 +36,10 @@ def test_search_collapse_and_no_good_match(index_copy, small_table, tmp_path):
     code, out, _ = run("search", noise, "--index", index_copy)
     if info["supported"]:
         assert code == 0 and out.startswith("no good match: the best score"), (info, out)
-        assert all(line.endswith("weak") for line in out.splitlines()[3:])
+        assert all(line.endswith("low confidence") for line in out.splitlines()[3:])
     else:  # an untrained 32 px model rarely supports it: then it says so instead of calling everything weak
-        assert code == 0 and out.splitlines()[-1].startswith("this model cannot tell good matches"), (info, out)
-        assert not any(line.endswith("weak") for line in out.splitlines())
+        assert code == 0 and out.splitlines()[-1].startswith("This model cannot tell good matches"), (info, out)
+        assert not any(line.endswith("low confidence") for line in out.splitlines())
 
 
 def test_explain_writes_a_figure(small_index_dir, small_table, tmp_path):

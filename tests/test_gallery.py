@@ -119,7 +119,7 @@ def test_a_milvus_lite_gallery_is_built_cached_and_served(tmp_path, gallery_dir)
         backend="milvus", uri=db,
     )  # fmt: skip
     try:
-        assert note.startswith("indexed 8 images") and searcher.describe()["backend"] == "milvus"
+        assert note.startswith("indexed 8 images") and searcher.info().backend == "milvus"
         assert any("only 2 validation" in line for line in logged), logged  # calibration ran on Milvus records
         table = index_table(searcher.index)
         assert len(table) == 8 and set(table.labels) == {"Watches", "Sandals"}

@@ -157,12 +157,12 @@ def test_mixed_bfloat16_keeps_float32_unit_outputs_close_to_float32(tiny_model, 
 
 
 def test_mixed_bfloat16_warns_where_the_cpu_would_emulate_it(monkeypatch, capsys):
-    import simlib.model.weights as weights
+    import simlib.model.embedder as embedder
 
-    monkeypatch.setattr(weights, "bfloat16_supported", lambda: False)
+    monkeypatch.setattr(embedder, "bfloat16_supported", lambda: False)
     Embedder.build(dataclasses.replace(TINY, precision="mixed_bfloat16"))
     assert "no native bfloat16" in capsys.readouterr().err
-    monkeypatch.setattr(weights, "bfloat16_supported", lambda: True)
+    monkeypatch.setattr(embedder, "bfloat16_supported", lambda: True)
     Embedder.build(dataclasses.replace(TINY, precision="mixed_bfloat16"))
     assert "bfloat16" not in capsys.readouterr().err
 

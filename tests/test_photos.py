@@ -135,7 +135,7 @@ def test_sync_recalibrates_only_when_over_a_tenth_of_the_gallery_changed(model, 
     out = tmp_path / "index"
     index_folder(model, folder, out, batch_size=8, progress=False)
     searcher = Searcher.load(out)
-    calibrate_threshold(searcher, seed=0)
+    searcher.set_threshold(calibrate_threshold(searcher, seed=0))
     searcher.save_updated(out)
     shutil.copy(sources[30], folder / "all" / "p30.png")
     shutil.copy(sources[31], folder / "all" / "p31.png")

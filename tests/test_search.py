@@ -59,23 +59,24 @@ def test_bad_query_is_a_clear_error(searcher, tmp_path):
         searcher.query(tmp_path / "q.jpg")
 
 
-def test_describe_reports_what_a_status_line_needs(searcher, small_table):
-    info = searcher.describe()
-    assert info["gallery_size"] == len(small_table)
-    assert info["weights"] == "none" and info["trained"] is False and info["image_size"] == 32
-    assert info["threshold"] is None  # not calibrated
+def test_info_reports_what_a_status_line_needs(searcher, small_table):
+    info = searcher.info()
+    assert info.gallery_size == len(small_table) and info.backend == "faiss" and info.rebuilds_while_serving
+    assert info.weights == "none" and info.trained is False and info.image_size == 32 and info.untrained
+    assert info.threshold is None and info.calibration is None  # not calibrated
+    assert info.to_dict()["gallery_size"] == len(small_table) and info.to_dict()["calibration"] is None
 
 
 def test_fingerprint_is_read_back_not_recomputed(small_index_dir):
-    """describe() is called on every app query: the fingerprint is the one saved with the model."""
+    """info() is called on every app query: the fingerprint is the one saved with the model."""
     from simlib.model import Embedder, fingerprint_of
 
     searcher = Searcher.load(small_index_dir)
-    first = searcher.describe()["model_fingerprint"]
+    first = searcher.info().model_fingerprint
     e = searcher.embedder
     assert first == fingerprint_of(e.config, [*e.backbone.weights, *e.head.weights])
     assert first == searcher.index.manifest.model_fingerprint
     weights = e.head.get_weights()
     e.head.set_weights([w + 1.0 for w in weights])  # changed weights hash differently once assembled anew...
     assert Embedder.assemble(e.backbone, e.head, e.config).fingerprint != first
-    assert searcher.describe()["model_fingerprint"] == first  # ...the searcher's embedder keeps the saved one
+    assert searcher.info().model_fingerprint == first  # ...the searcher's embedder keeps the saved one

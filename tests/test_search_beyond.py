@@ -85,7 +85,7 @@ def test_weak_hits_follow_the_manifest_threshold(tiny_model, small_index_dir, sm
     hits = searcher.query(small_table.paths[3], k=5)
     assert searcher.threshold is None and not any(h.weak for h in hits) and not no_good_match(hits)
     cut = (hits[1].score + hits[2].score) / 2
-    searcher.index.manifest = searcher.index.manifest.replace(threshold=Threshold(score=cut, method="test"))
+    searcher.set_threshold(Threshold(score=cut, method="test"))
     hits = searcher.query(small_table.paths[3], k=5)
     assert [h.weak for h in hits] == [False, False, True, True, True]
     assert not no_good_match(hits) and no_good_match(hits[2:]) and no_good_match([])

@@ -5,7 +5,8 @@ is served (:mod:`~simlib.app.server`).
 Importing this package loads neither Gradio nor TensorFlow; ``simlib.app.ui`` imports Gradio.
 """
 
+from simlib.app.results import AddResult, Explanation, SearchResult
 from simlib.app.server import build_app, open_service, serve
-from simlib.app.service import AddResult, Explanation, GalleryService, SearchResult
+from simlib.app.service import GalleryService
 
 __all__ = ["AddResult", "Explanation", "GalleryService", "SearchResult", "build_app", "open_service", "serve"]

@@ -90,16 +90,18 @@ def build_app(service: GalleryService, k: int = DEFAULT_K, title: str | None = N
     return build_demo(service, k=k, title=title or TITLE)
 
 
-def launch_settings(service: GalleryService) -> dict[str, Any]:
+def launch_settings(service: GalleryService, mcp: bool = False) -> dict[str, Any]:
     """The safety settings for ``Blocks.launch``: serve the gallery's folders and nothing else.
 
     ``allowed_paths`` holds only the folders of the gallery's images, plus with ``allow_add`` the
     folder that added images are copied into (``<artifacts>/gallery_uploads``: they must be
     servable as soon as they are added, after launch). Everything else in the artifacts folder
     (index, model, feedback) is blocked even though it sits in the working directory; uploads
-    are size-limited.
+    are size-limited. With ``mcp``, the API is also served as an MCP server (``/gradio_api/mcp``): each
+    endpoint is a tool an AI assistant can call (needs ``pip install "gradio[mcp]"``).
     """
-
+    if mcp:
+        _check_mcp()
     with service.lock:
         allowed = set(gallery_folders(service.searcher.index))
     blocked: set[Path] = set()
@@ -125,7 +127,7 @@ def launch_settings(service: GalleryService) -> dict[str, Any]:
         "show_error": True,
         "ssr_mode": False,
         "enable_monitoring": False,
-        "mcp_server": False,
+        "mcp_server": mcp,
         "css": CSS,
     }
 
@@ -146,6 +148,7 @@ def serve(
     port: int | None = DEFAULT_PORT,
     share: bool = False,
     auth: tuple[str, str] | None = None,
+    mcp: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> tuple[str, str | None]:
     """Launch ``demo`` without blocking, with the safety settings of :func:`launch_settings`.
@@ -171,17 +174,27 @@ def serve(
             prevent_thread_lock=True,
             quiet=True,
             inline=False,  # no iframe in a notebook: it is blank in any saved copy once the server stops
-            **launch_settings(service),
+            **launch_settings(service, mcp=mcp),
         )
     local_url = demo.local_url
     size = len(service.searcher.index)
     log(f"serving {size:,} images on {local_url}" + (" (password required)" if auth else ""))
+    if mcp:
+        log(f"MCP server (tools for AI assistants): {local_url}gradio_api/mcp")
     share_url = demo.share_url if share else None
     if share_url:
         log(f"public link: {share_url} (expires within a week; stop the app to close it)")
     elif share:
         log(f"no public link: {share_failure(captured.getvalue())}; the app keeps serving on {local_url}")
     return local_url, share_url
+
+
+def _check_mcp() -> None:
+    """Fail with one line when Gradio's MCP support is not installed."""
+    import importlib.util
+
+    if importlib.util.find_spec("mcp") is None:
+        raise SimlibError('--mcp needs Gradio\'s MCP support: pip install "gradio[mcp]"')
 
 
 @contextlib.contextmanager
@@ -201,7 +214,7 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = _stderr) -> int:
         auth = parse_auth(args.auth)
         service = open_service(args, log)
         demo = build_app(service, k=args.k)
-        serve(demo, service, host=args.host, port=args.port, share=args.share, auth=auth, log=log)
+        serve(demo, service, host=args.host, port=args.port, share=args.share, auth=auth, mcp=args.mcp, log=log)
         if args.allow_add:
             log("note: --allow-add: visitors can add images to the gallery")
         log(f"ready in {time.perf_counter() - t0:.1f} s; Ctrl-C stops the app")

@@ -12,161 +12,59 @@ Nothing heavy is imported at module level: TensorFlow loads with the searcher, G
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
-import re
-import shutil
-import tempfile
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
+from simlib.app.results import (
+    AddResult,
+    Explanation,
+    SearchResult,
+    TrainOutcome,
+    calibration_note,
+    collapse_threshold,
+    filter_fields,
+    is_untrained,
+    status_text,
+    visitor_source,
+)
 from simlib.errors import SimlibError
+from simlib.search.copies import CopyCut
 
 DEFAULT_K = 5
+
+
 MAX_K = 50
-# Filters shown for the product set; other galleries get their first attributes (and labels).
-PREFERRED_FILTERS = ("masterCategory", "subCategory", "baseColour", "gender")
-MAX_FILTERS = 4
-# Duplicate collapse (see collapse_threshold): the library's default for a model that tells items apart...
-COLLAPSE_AT = 0.97
-# ...and the floor for an untrained backbone, which puts every pair of product photos above 0.93 cosine
-# (nearest distinct neighbours: median 0.998, 99th percentile 0.9998) and JPEG re-encoded copies at
-# 0.9998-0.99999 (measured at 64 px on the product set).
-UNTRAINED_COLLAPSE_AT = 0.9998
+
+
 EXPLAIN_SIZE = 256  # the explanation's images are this large on their longer side
-VERDICT_LABELS = {"similar": "similar", "not_similar": "not similar"}
+
+
 # One query keeps every core busy inside TensorFlow, so more parallel queries only add memory;
 # one per core (up to 4) lets one query's upload, decoding and encoding overlap another's forward pass.
 CONCURRENCY_LIMIT = max(1, min(4, os.cpu_count() or 1))
+
+
 QUEUE_SIZE = 64  # waiting requests beyond this are turned away instead of piling up memory
+
+
 # "Train a model on this gallery": a frozen backbone (its features computed once) and a small head, for at
 # most this long; re-indexing and re-calibrating the gallery with the new model come on top.
 TRAIN_MINUTES = 2.0
+
+
 TRAIN_EPOCHS = 40
+
+
 UNTRAINED_HEAT_NOTE = (
     "_This model is untrained: the maps show where its raw (random) features overlap, not what a trained "
     "model looks at._"
 )
-
-
-# ----------------------------------------------------------------------------- pure helpers
-def filter_fields(
-    attribute_values: Mapping[str, Sequence[str]],
-    preferred: Sequence[str] = PREFERRED_FILTERS,
-    max_fields: int = MAX_FILTERS,
-) -> dict[str, list[str]]:
-    """The attributes to offer as filters, with their values.
-
-    Args:
-        attribute_values: attribute -> distinct values, as from ``IndexBackend.attribute_values()``.
-        preferred: attributes to show when present, in this order.
-        max_fields: at most this many filters.
-
-    Returns:
-        The preferred attributes present, else the first ``max_fields`` attributes (labels included).
-    """
-    chosen = [a for a in preferred if a in attribute_values]
-    if not chosen:
-        chosen = sorted(attribute_values, key=lambda a: (a != "label", a))
-    return {a: list(attribute_values[a]) for a in chosen[:max_fields]}
-
-
-def is_untrained(info: Mapping[str, Any]) -> bool:
-    """True when the model has neither pretrained backbone weights nor simlib training (``Searcher.describe()``)."""
-    return info.get("weights") == "none" and not info.get("trained")
-
-
-def collapse_threshold(info: Mapping[str, Any]) -> float:
-    """The cosine above which the app merges a result into a better-ranked one, for this model.
-
-    A copy must be far more alike than a merely good match, so the threshold is at least halfway
-    from the calibrated "good match" score to 1 (with the untrained model's calibrated 0.9997 on
-    the product set: 0.99987, above its closest distinct photos, under most re-encoded copies).
-    Without a calibration: :data:`COLLAPSE_AT`, or :data:`UNTRAINED_COLLAPSE_AT` for an untrained
-    backbone, whose scores are all crowded just under 1.
-
-    Args:
-        info: ``Searcher.describe()`` (``weights``, ``trained``, ``threshold``).
-    """
-    floor = UNTRAINED_COLLAPSE_AT if is_untrained(info) else COLLAPSE_AT
-    calibrated = info.get("threshold")
-    return floor if calibrated is None else max(floor, (1.0 + float(calibrated)) / 2)
-
-
-def status_text(
-    info: Mapping[str, Any],
-    seconds: float | None = None,
-    n_hits: int | None = None,
-    merged: int | None = None,
-    filters: Mapping[str, Sequence[str]] | None = None,
-) -> str:
-    """The status line: gallery size, model, backbone weights, which model this is and why (``info``'s
-    ``model_source``, when known) and (after a query) the query time, the number of results, of
-    near-duplicates merged, and the filters that were on."""
-    weights = info.get("weights")
-    weights = Path(weights).name if weights not in ("imagenet", "none", None) else weights
-    model = "trained" if info.get("trained") else "untrained" if is_untrained(info) else "not fine-tuned"
-    parts = [
-        f"gallery: {info['gallery_size']:,} images ({info['index_kind']} index)",
-        f"model: ResNet50, {info['image_size']} px, {info['embedding_dim']}-d, {model}",
-        f"backbone weights: {weights}",
-    ]
-    if info.get("model_source"):
-        parts.append(f"model from: {info['model_source']}")
-    if seconds is not None:
-        query = f"query: {seconds * 1000:.0f} ms" + (f", {n_hits} results" if n_hits is not None else "")
-        if merged is not None:
-            query += f", {merged} near-duplicate{'s' * (merged != 1)} merged"
-        parts.append(query)
-    if filters:
-        parts.append("filters: " + "; ".join(f"{a} = {' or '.join(vs)}" for a, vs in filters.items()))
-    return " · ".join(parts)
-
-
-def visitor_source(source: str | None, root: str | os.PathLike | None) -> str | None:
-    """Which model this is, as a visitor may read it: folders named relative to the artifacts folder (no
-    server paths), without the list of places looked in."""
-    if not source:
-        return source
-    if root is not None:
-        root = str(Path(root).resolve())
-        source = source.replace(root + os.sep, "").replace(f" in {root}", "").replace(root, ".")
-    return re.sub(r" \(looked for [^)]*\)", "", source)
-
-
-def calibration_note(calibration: Mapping[str, Any] | None) -> str:
-    """One plain line when the calibrated threshold cannot be trusted (``Threshold.to_dict()``), else "".
-
-    A model that reaches the target precision only above a score few genuine queries clear (or never
-    reaches it) cannot tell good matches from bad ones: then no result is called weak and the page
-    says so instead of claiming "no good match".
-    """
-    if not calibration or calibration.get("supported") is not False:
-        return ""
-    coverage = calibration.get("coverage")
-    target = calibration.get("target")
-    measured = f"only {coverage:.0%} of the calibration queries" if coverage is not None else "too few queries"
-    aim = f"{target:.0%} same-class precision" if target else "a reliable cut-off"
-    return (
-        f"This model cannot tell good matches from bad ones: {measured} reach the score at which it has {aim} "
-        f"(best reached: {calibration.get('precision') or 0:.0%}), so no result is marked weak and "
-        '"no good match" is never said.'
-    )
-
-
-def hit_record(hit) -> dict[str, Any]:
-    """A hit for the structured (JSON) output: rank, id, score, label, gallery_path, attributes, duplicates, weak.
-
-    The file is under ``gallery_path``, not ``path``: gradio_client takes any dict with a "path"
-    key for a file to download and would replace the whole record with a local copy.
-    """
-    d = hit.to_dict()
-    d["gallery_path"] = d.pop("path")
-    return d
 
 
 def gallery_id(value: Any) -> int:
@@ -196,128 +94,6 @@ def display_image(image: Any):
     return img.resize(size, Image.Resampling.LANCZOS) if size != img.size else img
 
 
-def feedback_message(entry, rank: int | None = None) -> str:
-    """The thanks for a stored verdict (:class:`~simlib.search.feedback.Feedback`), naming the result by rank."""
-    which = f"result #{rank}" if rank else f"gallery image {entry.result_id}"
-    return f"Thank you: {which} marked **{VERDICT_LABELS[entry.verdict]}** (saved for training)."
-
-
-# ----------------------------------------------------------------------------- results
-@dataclasses.dataclass(frozen=True)
-class SearchResult:
-    """One query's answer: the hits and what the page and the API show of them.
-
-    Attributes:
-        hits: the results, best first (``Hit.weak`` set from the calibrated threshold).
-        k: the number asked for.
-        filters: attribute -> allowed values, as applied.
-        collapse: the duplicate-collapse threshold used (None: off).
-        seconds: embedding plus search time.
-        info: ``Searcher.describe()`` read together with the hits (gallery size, model, threshold).
-    """
-
-    hits: list
-    k: int
-    filters: dict[str, list[str]]
-    collapse: float | None
-    seconds: float
-    info: dict[str, Any]
-
-    @property
-    def threshold(self) -> float | None:
-        """The calibrated "good match" score (None: not calibrated)."""
-        return self.info["threshold"]
-
-    @property
-    def merged(self) -> int | None:
-        """Near-duplicates merged into the hits (None when collapse was off)."""
-        return None if self.collapse is None else sum(h.duplicates for h in self.hits)
-
-    @property
-    def no_good_match(self) -> bool | None:
-        """True when no hit clears the calibrated threshold; None without a calibration."""
-        from simlib.search import no_good_match
-
-        return None if self.threshold is None else no_good_match(self.hits)
-
-    @property
-    def gallery(self) -> list[tuple[str, str]]:
-        """``[(image path, caption)]`` for the hits that have a file (``Hit.caption``)."""
-        return [(h.path, h.caption()) for h in self.hits if h.path]
-
-    @property
-    def status(self) -> str:
-        """The status line after this query."""
-        return status_text(self.info, self.seconds, len(self.hits), self.merged, self.filters)
-
-    def calibration_note(self) -> str:
-        """The line under the results when the model cannot support its calibration (:func:`calibration_note`)."""
-        return calibration_note(self.info.get("calibration"))
-
-    def banner(self) -> str:
-        """The "No good match" banner (Markdown), or "" when it does not apply (never for an unsupported
-        calibration: :attr:`threshold` is then None)."""
-        if not self.no_good_match:
-            return ""
-        best = f" (best score {self.hits[0].score:.4f})" if self.hits else ""
-        return (
-            f"### No good match\nNo gallery image reaches the calibrated similarity threshold "
-            f"{self.threshold:.4f}{best}: the results below are only the closest images, marked weak."
-        )
-
-    def to_json(self) -> dict[str, Any]:
-        """``{"k", "filters", "query_ms", "collapse", "merged", "threshold", "no_good_match", "hits"}``
-        (each hit as :func:`hit_record`): the API's structured results."""
-        return {
-            "k": self.k,
-            "filters": self.filters,
-            "query_ms": round(self.seconds * 1000, 1),
-            "collapse": self.collapse,
-            "merged": self.merged,
-            "threshold": self.threshold,
-            "no_good_match": self.no_good_match,
-            "hits": [hit_record(h) for h in self.hits],
-        }
-
-    def outputs(self) -> tuple[list[tuple[str, str]], dict[str, Any], str]:
-        """``(gallery, results, status)``: what the ``/search`` endpoint returns."""
-        return self.gallery, self.to_json(), self.status
-
-
-@dataclasses.dataclass(frozen=True)
-class Explanation:
-    """Why a gallery image is similar to the query.
-
-    Attributes:
-        query, result: the two images as RGB uint8 arrays, :data:`EXPLAIN_SIZE` px on the longer side.
-        query_heat, result_heat: the same with their similarity heat maps blended over them
-            (:func:`simlib.search.explain.overlay`).
-        hit: the result scored against the query (``id``, ``score``, ``weak``, ``label``).
-        text: one Markdown line for the page.
-        note: for an untrained model, what its heat maps show (raw feature overlap), else "".
-    """
-
-    query: Any
-    query_heat: Any
-    result: Any
-    result_heat: Any
-    hit: Any
-    text: str
-    note: str = ""
-
-    def details(self) -> dict[str, Any]:
-        """``{id, score, weak, label}``: what the ``/explain`` endpoint returns beside the heat maps."""
-        return {"id": self.hit.id, "score": self.hit.score, "weak": self.hit.weak, "label": self.hit.label}
-
-
-class AddResult(NamedTuple):
-    """What adding an image did: a message for the page and the new ids (empty when nothing was added)."""
-
-    message: str
-    ids: list[int]
-
-
-# ----------------------------------------------------------------------------- the service
 class GalleryService:
     """The app's logic over one searcher: ``GalleryService(searcher, artifacts=DIR).search(image, k)``.
 
@@ -369,27 +145,37 @@ class GalleryService:
         self.model_dir = folders["root"] / TRAINED_MODEL_DIR if folders else None  # where train() saves
         self._training = threading.Lock()  # one training at a time
         with self.lock:
-            info = searcher.describe()
+            info = searcher.info().to_dict()
             self.filter_choices = filter_fields(searcher.index.attribute_values())
             self.examples = example_images(searcher.index) if examples is None else list(examples)
             self.labelled = len({r.label for r in searcher.index.records() if r.label and r.path}) >= 2
         self._fixed_collapse = None if collapse is None else float(collapse)
-        self.collapse = collapse_threshold(info) if collapse is None else float(collapse)
+        self.collapse = self._model_collapse(searcher, info) if collapse is None else float(collapse)
+
+    @staticmethod
+    def _model_collapse(searcher, info: dict[str, Any]) -> float | CopyCut:
+        """When two results are copies, for this model: its calibrated :class:`CopyCut` when the index has one,
+        else :func:`collapse_threshold`'s fixed cosine."""
+        return searcher.copy_cut or collapse_threshold(info)
+
+    @property
+    def collapse_text(self) -> str:
+        """What "Merge near-duplicates" merges, in words."""
+        if isinstance(self.collapse, CopyCut):
+            how = " and look alike pixel by pixel" if self.collapse.needs_thumbnails else ""
+            return f"results this model places as close as copies of each other{how} are counted in one caption"
+        return f"a result at least {self.collapse:g} similar to a better one is counted in its caption"
 
     # ------------------------------------------------------------------ facts
     def describe(self) -> dict[str, Any]:
-        """``Searcher.describe()`` (gallery size, index kind, model settings, calibrated threshold) plus
+        """``Searcher.info().to_dict()`` (gallery size, index kind, model settings, calibrated threshold) plus
         ``model_source`` and ``calibration`` (the stored ``Threshold`` as a dict, or None)."""
         with self.lock:
             return self._describe()
 
     def _describe(self) -> dict[str, Any]:
-        calibration = self.searcher.calibration  # the caller holds the lock
-        return {
-            **self.searcher.describe(),
-            "model_source": self.model_source,
-            "calibration": None if calibration is None else calibration.to_dict(),
-        }
+        # the caller holds the lock; "calibration" is the stored Threshold as a dict, or None
+        return {**self.searcher.info().to_dict(), "model_source": self.model_source}
 
     def calibration_note(self) -> str:
         """The line shown under the results when the model cannot support its calibration ("" otherwise)."""
@@ -400,7 +186,7 @@ class GalleryService:
         """True when the page offers "Train a model on this gallery": allowed, the model untrained, the
         gallery labelled (two classes or more) and a FAISS index (re-built in memory, then saved)."""
         info = self.describe()
-        return self.allow_train and self.labelled and is_untrained(info) and info["backend"] == "faiss"
+        return self.allow_train and self.labelled and is_untrained(info) and info["rebuilds_while_serving"]
 
     def status(self) -> str:
         """The status line before any query."""
@@ -429,7 +215,7 @@ class GalleryService:
         image: Any,
         k: int = DEFAULT_K,
         filters: Mapping[str, Sequence[str]] | None = None,
-        collapse: float | None = None,
+        collapse: float | CopyCut | None = None,
     ) -> SearchResult:
         """The ``k`` gallery images most similar to ``image``.
 
@@ -520,7 +306,7 @@ class GalleryService:
             result_heat=overlay(result, result_heat),
             hit=hit,
             text=text,
-            note=UNTRAINED_HEAT_NOTE if is_untrained(embedder.describe()) else "",
+            note=UNTRAINED_HEAT_NOTE if is_untrained(dataclasses.asdict(embedder.config)) else "",
         )
 
     def feedback(self, image: Any, result_id: Any, verdict: str):
@@ -533,16 +319,23 @@ class GalleryService:
         Raises:
             SimlibError: no feedback store, no image, a bad image, an unknown id or verdict.
         """
-        from simlib.search.feedback import VERDICTS
+        from simlib.search.feedback import CLEARED, VERDICTS
 
         if self.store is None:
             raise SimlibError("this app keeps no feedback (it was started without an artifacts folder)")
         if image is None:
             raise SimlibError("no query image: search first, then mark a result")
-        if verdict not in VERDICTS:
-            raise SimlibError(f"verdict must be one of {', '.join(VERDICTS)}, not {verdict!r}")
+        if verdict not in (*VERDICTS, CLEARED):
+            raise SimlibError(f"verdict must be one of {', '.join((*VERDICTS, CLEARED))}, not {verdict!r}")
         hit = self.score(image, result_id)
         return self.store.add_hit(image, hit, verdict, self.searcher.fingerprint)
+
+    def verdict(self, image: Any, result_id: Any) -> str | None:
+        """The current verdict on a result of this query ("similar", "not_similar"), or None (none given, or
+        no feedback store)."""
+        if self.store is None or image is None:
+            return None
+        return self.store.verdict(image, gallery_id(result_id))
 
     def add(self, image: Any) -> AddResult:
         """Add the query image to the gallery and save the index, without rebuilding it.
@@ -580,33 +373,31 @@ class GalleryService:
         steps_per_epoch: int = 0,
         progress: Callable[[float, str], None] | None = None,
         require_better: bool = True,
+        log: Callable[[str], None] | None = None,
     ) -> TrainOutcome:
         """Train a model on the gallery's labels and serve it: no restart, searches keep working meanwhile.
 
-        Labels mode on a frozen backbone (its features computed once, a small head trained for at most
-        ``minutes``); then the gallery is re-indexed and re-calibrated with the new model, and the
+        Labels mode on a frozen backbone (its features computed once, then a small head trained for at most
+        ``minutes`` of epochs), with the visitors' feedback verdicts on this model's results as triplets
+        when there are any; then the gallery is re-indexed and re-calibrated with the new model, and the
         searcher is swapped under :attr:`lock`. With an artifacts folder the model is saved in
-        ``<artifacts>/model`` and the index in its index folder, so the next start serves them.
+        ``<artifacts>/model`` and the index in its index folder, so the next start serves them. A model no
+        better than the served one is dropped: a normal outcome, said in the message, not an error.
 
         Args:
-            minutes: training time budget (re-indexing and calibration come on top).
+            minutes: the epochs' time budget (decoding, backbone features, re-indexing and calibration
+                come on top).
             epochs: most epochs (early stopping may end sooner).
             steps_per_epoch: batches per epoch (0: about one pass over the gallery).
             progress: called with ``(fraction done, what is happening)`` as it goes.
             require_better: keep the new model only if its validation Recall@1 beats the served model's
-                (measured by the same run before training); else raise and keep serving the old one.
+                (measured by the same run before training); else keep serving the old one.
+            log: where the outcome line goes as well (the app's log; default: stderr).
 
         Raises:
             SimlibError: training is off, not possible for this gallery or model, or already running.
         """
-        import dataclasses as dc
-
-        from simlib.config import IndexConfig
-        from simlib.search import Searcher
-        from simlib.search.calibrate import calibrate_threshold
-        from simlib.search.tables import index_table
-        from simlib.storage import atomic_dir, load_json
-        from simlib.train import TRAINING_FILE, TrainConfig, fit, recommended_head
+        from simlib.train.retrain import monotone_progress, retrain_on_gallery  # lazy: Keras
 
         if not self.allow_train:
             raise SimlibError("training is off for this app (start it with --allow-train, on a trusted host)")
@@ -614,98 +405,53 @@ class GalleryService:
             raise SimlibError("nothing to train: the model is trained already, or the gallery has no labels")
         if not self._training.acquire(blocking=False):
             raise SimlibError("a model is being trained already: wait for it to finish")
-        say = progress or (lambda fraction, text: None)
-        t0 = time.perf_counter()
+        say = monotone_progress(progress or (lambda fraction, text: None))
+        log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+        log("training a model on this gallery (asked from the page)")
         try:
             with self.lock:
                 old = self.searcher
-                gallery = index_table(old.index, skip_pathless=True)
-                labelled = _labelled(old.index)
-                kind = old.index.config.kind
-            say(0.0, f"training on {len(labelled):,} labelled images (at most {minutes:g} min)")
-            weights = old.embedder.config.weights
-            head = recommended_head(weights, old.embedder.config.backbone)
-            config = dc.replace(old.embedder.config, **head, trained=False)
-            settings = TrainConfig(
-                mode="labels",
-                backbone="frozen",
-                epochs=epochs,
+            done = retrain_on_gallery(
+                old,
                 minutes=minutes,
+                epochs=epochs,
                 steps_per_epoch=steps_per_epoch,
-                test_fraction=0.0,  # a demo model for this gallery: every image trains or validates
+                callbacks=[_progress(say, epochs)],
+                require_better=require_better,
+                model_dir=self.model_dir,
+                index_dir=self.index_dir,
+                lock=self.lock,
+                progress=say,
+                feedback=self.store.path if self.store is not None else None,
             )
-            # Trained into a scratch folder first: a model no better than the served one is not kept (the
-            # next start would pick it up), and training.json holds the validation Recall@1 before training.
-            scratch = Path(tempfile.mkdtemp(prefix=".training-", dir=self.model_dir.parent if self.model_dir else None))
-            try:
-                run = fit(
-                    labelled,
-                    config,
-                    settings,
-                    out=scratch / "model",
-                    progress=False,
-                    callbacks=[_progress(say, epochs)],
+            log(done.summary())
+            if not done.kept:
+                say(1.0, "done")
+                return TrainOutcome(
+                    f"Not kept: the new model is no better than the one served (validation Recall@1 "
+                    f"{done.before:.2f} -> {done.after:.2f}, {done.seconds:.0f} s); the app keeps serving it.",
+                    done.after,
+                    done.seconds,
+                    kept=False,
                 )
-                before = float(load_json(scratch / "model" / TRAINING_FILE).get("val_recall@1_before") or 0.0)
-                if require_better and run.best_val_recall <= before:
-                    raise SimlibError(
-                        f"training did not improve on the served model (validation Recall@1 {before:.2f} -> "
-                        f"{run.best_val_recall:.2f} in {time.perf_counter() - t0:.0f} s): it keeps serving the old one"
-                    )
-                if self.model_dir is not None:
-                    with atomic_dir(self.model_dir) as tmp:
-                        shutil.copytree(scratch / "model", tmp, dirs_exist_ok=True)
-            finally:
-                shutil.rmtree(scratch, ignore_errors=True)
-            say(0.8, f"indexing {len(gallery):,} images with the new model")
-            searcher, _ = Searcher.from_table(run.embedder, gallery, IndexConfig(kind=kind), progress=False)
-            say(0.95, "calibrating 'no good match'")
-            with contextlib.suppress(SimlibError):  # too small to calibrate: no threshold, as open_gallery does
-                calibrate_threshold(searcher)
-            if self.index_dir is not None:
-                searcher.save(self.index_dir)
             with self.lock:
-                self.searcher = searcher
-                info = searcher.describe()
+                self.searcher = done.searcher
+                info = done.searcher.info().to_dict()
                 if self._fixed_collapse is None:
-                    self.collapse = collapse_threshold(info)
+                    self.collapse = self._model_collapse(done.searcher, info)
                 where = f"{self.model_dir}" if self.model_dir is not None else "memory only"
                 self.model_source = visitor_source(f"{where} (trained on this gallery in the app)", self.artifacts)
-            seconds = time.perf_counter() - t0
             say(1.0, "done")
+            feedback = f", {done.feedback} feedback verdict pairs used" if done.feedback else ""
             return TrainOutcome(
-                f"Trained in {seconds:.0f} s (validation Recall@1 {before:.2f} -> {run.best_val_recall:.2f}): the "
-                "gallery is re-indexed and re-calibrated and the app now serves the new model"
-                + (f" (saved in {self.model_dir}: the next start uses it)." if self.model_dir else "."),
-                run.best_val_recall,
-                seconds,
+                f"Kept: validation Recall@1 {done.before:.2f} -> {done.after:.2f} ({done.seconds:.0f} s{feedback}). "
+                "The gallery is re-indexed and re-calibrated and the app now serves the new model"
+                + (" (saved: the next start uses it)." if self.model_dir else "."),
+                done.after,
+                done.seconds,
             )
         finally:
             self._training.release()
-
-
-class TrainOutcome(NamedTuple):
-    """What :meth:`GalleryService.train` did: a message for the page, the validation Recall@1, the seconds."""
-
-    message: str
-    val_recall: float
-    seconds: float
-
-
-def _labelled(index):
-    """The index's labelled images as a table (images added in the app may have no label)."""
-    import numpy as np
-
-    from simlib.data import ImageTable
-
-    records = [r for r in index.records() if r.path and r.label]
-    return ImageTable(
-        ids=np.asarray([r.id for r in records], np.int64),
-        paths=tuple(str(r.path) for r in records),
-        labels=np.asarray([r.label for r in records], dtype=object),
-        attributes=tuple(dict(r.attributes) for r in records),
-        name=index.manifest.data or "gallery",
-    )
 
 
 def _progress(say: Callable[[float, str], None], epochs: int):

@@ -12,9 +12,10 @@ UNTRAINED_HOWTO = (
 )
 TRAIN_OFFER = " Or train one right here: **Train a model on this gallery**, below the results."
 TRAIN_HELP = (
-    "### Train a model on this gallery\nTrains a small head on this gallery's labels over the frozen "
-    "backbone (at most two minutes, then the gallery is re-indexed and re-calibrated: about three minutes "
-    "on a 2-core machine), then serves the new model without a restart, if it does better than this one."
+    "### Train a model on this gallery\nTrains a small head on this gallery's labels (and on the verdicts "
+    "given here) over the frozen backbone: first the backbone's features of every image, then at most two "
+    "minutes of epochs; then the gallery is re-indexed and re-calibrated with the new model, which the app "
+    "serves without a restart if it does better than this one. Progress shows below the button."
 )
 EXPLAIN_HELP = "### Why are they similar?"
 # The colour bar of the heat maps (Matplotlib's "jet", as simlib.search.explain.overlay paints them).

@@ -23,7 +23,8 @@ import gradio as gr
 from gradio.data_classes import FileData
 
 from simlib.app.inputs import make_filters, uploaded_image, user_message
-from simlib.app.service import CONCURRENCY_LIMIT, DEFAULT_K, MAX_K, QUEUE_SIZE, GalleryService, feedback_message
+from simlib.app.results import FEEDBACK_WHERE, banner_text, feedback_message, verdict_message
+from simlib.app.service import CONCURRENCY_LIMIT, DEFAULT_K, MAX_K, QUEUE_SIZE, GalleryService
 from simlib.app.style import (
     EXPLAIN_HELP,
     HEAT_LEGEND,
@@ -34,6 +35,7 @@ from simlib.app.style import (
     UNTRAINED_NOTICE,
 )
 from simlib.errors import SimlibError
+from simlib.search.feedback import CLEARED
 
 __all__ = ["TITLE", "build_demo", "visitor_errors"]
 
@@ -133,8 +135,8 @@ class Results:
 
     @property
     def outputs(self) -> list:
-        """What a search writes, in the ``/search`` endpoint's order, plus the state."""
-        return [self.gallery, self.details, self.status, self.last]
+        """What a search writes, in the ``/search`` endpoint's order."""
+        return [self.gallery, self.details, self.status]
 
 
 def query_region(service: GalleryService, k: int) -> Query:
@@ -165,7 +167,7 @@ def query_region(service: GalleryService, k: int) -> Query:
         collapse = gr.Checkbox(
             value=True,
             label="Merge near-duplicates",
-            info=f"a result at least {service.collapse:g} similar to a better one is counted in its caption",
+            info=service.collapse_text,
             elem_id="collapse",
         )
     return Query(image, top_k, button, filters, collapse)
@@ -224,7 +226,10 @@ def explain_region(service: GalleryService, results: Results) -> dict[str, Any]:
             with gr.Row():
                 buttons["similar"] = gr.Button("Similar", elem_id="fb-similar", size="sm")
                 buttons["not_similar"] = gr.Button("Not similar", elem_id="fb-not-similar", size="sm")
+                buttons[CLEARED] = gr.Button("Undo my verdict", elem_id="fb-clear", size="sm")
         feedback_status = gr.Markdown(elem_id="feedback-status")
+        if service.takes_feedback:
+            gr.Markdown(FEEDBACK_WHERE, elem_id="feedback-where")
         for verdict, button in buttons.items():
             button.click(_feedback_handler(service, verdict), [selected], [feedback_status], api_visibility="private")
 
@@ -235,7 +240,8 @@ def explain_region(service: GalleryService, results: Results) -> dict[str, Any]:
         hit = last["shown"][evt.index]
         e = service.explain(last["query"], hit["id"], rank=hit["rank"])
         shown = (e.query, e.query_heat, e.result_heat, e.result)
-        return *shown, e.text, e.note, {**hit, "query": last["query"]}, gr.update(visible=True), ""
+        current = verdict_message(service.verdict(last["query"], hit["id"]), hit["rank"])
+        return *shown, e.text, e.note, {**hit, "query": last["query"]}, gr.update(visible=True), current
 
     results.gallery.select(
         show,
@@ -269,32 +275,22 @@ def wire_search(service: GalleryService, query: Query, results: Results, explain
     fields = list(service.filter_choices)
 
     @visitor_errors()
-    def run_search(image, k, *rest):
+    def find_similar_images(image, k, *rest):
         *filter_values, collapse_on = rest
         path = uploaded_image(image)
         filters = make_filters(fields, filter_values)
-        found = service.search(path, int(k), filters, service.collapse if collapse_on else None)
-        shown = [{"id": h.id, "rank": h.rank} for h in found.hits if h.path]
-        last = {"query": path, "shown": shown, "banner": found.banner(), "note": found.calibration_note()}
-        return *found.outputs(), last
+        return service.search(path, int(k), filters, service.collapse if collapse_on else None).outputs()
 
-    def after_search(last: dict | None):
-        banner_text = (last or {}).get("banner", "")
-        note = (last or {}).get("note", service.calibration_note())
-        return (
-            gr.update(value=banner_text, visible=bool(banner_text)),
-            gr.update(value=note, visible=bool(note)),
-            gr.update(visible=False),
-            None,
-            "",
-        )
-
-    # The API names the parameters after the filters, not param_2, param_3...
-    run_search = with_parameters(run_search, ["image", "k", *fields, "collapse"])
+    # The API names the parameters after the filters, not param_2, param_3...; an AI assistant calling the
+    # endpoint as an MCP tool reads the docstring (its Args become the tool's parameter descriptions).
+    run_search = with_parameters(find_similar_images, ["image", "k", *fields, "collapse"])
+    run_search.__doc__ = search_doc(fields, service.filter_choices)
     after = {
-        "fn": after_search,
-        "inputs": [results.last],
+        "fn": functools.partial(_after_search, service),
+        "inputs": [query.image, results.details],
+        "preprocess": False,
         "outputs": [
+            results.last,
             results.banner,
             results.calibration,
             explain["box"],
@@ -331,10 +327,56 @@ def wire_search(service: GalleryService, query: Query, results: Results, explain
     return {"after": after, "search": functools.partial(_search_if_image, service, run_search)}
 
 
+def search_doc(fields: Sequence[str], choices: dict[str, list[str]]) -> str:
+    """The ``/search`` endpoint's description (API page, MCP tool): what it takes, returns and what the
+    verdicts mean, with this gallery's filters."""
+    filters = "".join(
+        f"        {f}: only results whose {field_label(f).lower()} is one of these values (empty list: any); "
+        f"values: {', '.join(v for v in choices[f][:12] if v.strip())}.\n"
+        for f in fields
+    )
+    return (
+        "Find the gallery images that look most like the given image (visual similarity; no text, no tags).\n\n"
+        "Args:\n"
+        "        image: the query image: an http(s) URL or a data:image/...;base64 URL.\n"
+        f"        k: how many results to return (1 to {MAX_K}).\n" + filters + "        collapse: merge results "
+        "that are near-copies of a better-ranked one (true by default) so the k results are distinct items.\n\n"
+        "Returns:\n"
+        "        The result images with captions; a JSON object whose 'hits' list each result's rank, gallery id, "
+        "score (cosine similarity: 1 = identical, higher is more alike; compare scores within one query only), "
+        "label, attributes and 'weak' (under the similarity this gallery was calibrated to call a good match); "
+        "'no_good_match' is true when no result reaches that calibrated score: the images are only the "
+        "closest the gallery has, probably not the same kind of thing (null: this gallery has no calibration "
+        "it can trust); and a one-line status.\n"
+    )
+
+
+def _after_search(service: GalleryService, image, found: dict | None):
+    """What the page keeps of the answer on show (for a click on a result) and the lines around it.
+
+    Kept apart from the search itself: the ``/search`` endpoint (and the MCP tool made from it) returns
+    only what a client reads, no per-visitor state.
+    """
+    last = None
+    if found and image is not None:
+        shown = [{"id": h["id"], "rank": h["rank"]} for h in found["hits"] if h.get("gallery_path")]
+        last = {"query": uploaded_image(image), "shown": shown}
+    text = banner_text(found) if found else ""
+    note = service.calibration_note()
+    return (
+        last,
+        gr.update(value=text, visible=bool(text)),
+        gr.update(value=note, visible=bool(note)),
+        gr.update(visible=False),
+        None,
+        "",
+    )
+
+
 def _search_if_image(service: GalleryService, run_search: Callable, image, k, *rest):
     """The automatic search: nothing to search after the image was cleared (no error)."""
     if image is None:
-        return [], None, service.status(), None
+        return [], None, service.status()
     return run_search(image, k, *rest)
 
 
@@ -362,7 +404,14 @@ def train_region(service: GalleryService, query: Query, results: Results, notice
     @visitor_errors(lambda args, kwargs: None)
     def run_train(progress=gr.Progress()):  # noqa: B008 (Gradio's way to report progress)
         outcome = service.train(progress=lambda fraction, text: progress(fraction, desc=text))
-        return outcome.message, service.status(), gr.update(visible=service.untrained), gr.update(visible=False)
+        # Kept: the notice and the button go (the model is trained now); not kept: both stay, and the
+        # message says why in plain words (a normal outcome, not an error).
+        return (
+            outcome.message,
+            service.status(),
+            gr.update(visible=service.untrained),
+            gr.update(visible=not outcome.kept),
+        )
 
     button.click(
         run_train,
@@ -370,6 +419,7 @@ def train_region(service: GalleryService, query: Query, results: Results, notice
         outputs=[message, results.status, notice, button],
         api_visibility="private",
         concurrency_limit=1,
+        show_progress_on=[message],  # the progress bar by the button, not over the page's notice
     ).success(
         search["search"], inputs=query.inputs, outputs=results.outputs, preprocess=False, api_visibility="private"
     ).success(**search["after"])

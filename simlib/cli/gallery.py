@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 from simlib.cli.options import (
     EXIT_PARTIAL,
@@ -17,13 +18,17 @@ from simlib.cli.options import (
     parse_filters,
     report_skipped,
 )
+from simlib.config import IndexConfig
+from simlib.data import open_image
 from simlib.errors import SimlibError
+from simlib.index import read_manifest
+from simlib.search import Searcher, calibrate_threshold, format_hits, no_good_match
+from simlib.search.explain import explain_figure, similarity_maps
+from simlib.search.gallery import calibrate_verdicts_of
 
 
 def cmd_index(args: argparse.Namespace) -> int:
     from simlib.cli.photos import index_or_sync
-    from simlib.config import IndexConfig
-    from simlib.search import Searcher
 
     photos = index_or_sync(args)  # a plain folder: resumable, and a sync over an existing index
     if photos is not None:
@@ -43,29 +48,23 @@ def cmd_index(args: argparse.Namespace) -> int:
     )
     try:
         out = searcher.save(args.out)
-        info = searcher.describe()
+        info = searcher.info()
     finally:
         searcher.close()
     elapsed = time.perf_counter() - t0
     report_skipped(table, result.skipped)
     print(
-        f"indexed {info['gallery_size']} images from {table.name} in {elapsed:.1f} s "
-        f"({info['gallery_size'] / max(elapsed, 1e-9):.0f} img/s), skipped {len(result.skipped)}; "
-        f"{info['backend']} {info['index_kind']} index, {info['image_size']} px, weights {info['weights']} -> {out}"
+        f"indexed {info.gallery_size} images from {table.name} in {elapsed:.1f} s "
+        f"({info.gallery_size / max(elapsed, 1e-9):.0f} img/s), skipped {len(result.skipped)}; "
+        f"{info.backend} {info.index_kind} index, {info.image_size} px, weights {info.weights} -> {out}"
     )
-    print(f"done: {info['gallery_size']} indexed, {len(result.skipped)} skipped")
+    print(f"done: {info.gallery_size} indexed, {len(result.skipped)} skipped")
     return EXIT_PARTIAL if result.skipped else 0
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from simlib.data import open_image
-    from simlib.search import Searcher, format_hits, no_good_match
-    from simlib.search.hit import unsupported_note
-
     open_image(args.image)  # a bad query fails before the model loads
     if args.backend:
-        from simlib.index import read_manifest
-
         have = read_manifest(args.index).backend
         if have != args.backend:
             raise SimlibError(f"{args.index} is a {have} index, not {args.backend}: drop --backend or fix --index")
@@ -98,14 +97,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     if args.collapse is not None:
         print(f"merged {merged} near-duplicate{'s' * (merged != 1)} (cosine >= {args.collapse})")
     if calibration is not None and threshold is None:
-        print(unsupported_note(calibration))
+        print(calibration.unsupported_note())
     return 0
 
 
 def _gallery_image(searcher, ref: str) -> str:
     """A gallery id or an image path -> an image path."""
-    from pathlib import Path
-
     if ref.isdigit() and not Path(ref).exists():
         path = searcher.index.record(int(ref)).path
         if path is None:
@@ -115,9 +112,6 @@ def _gallery_image(searcher, ref: str) -> str:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from simlib.data import open_image
-    from simlib.search import Searcher
-    from simlib.search.explain import explain_figure, similarity_maps
 
     if not args.index and not args.model:
         raise SimlibError("give --index DIR (or --model DIR) so the maps come from the model that ranks the results")
@@ -137,40 +131,28 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
-    from simlib.search import Searcher
-    from simlib.search.calibrate import calibrate_threshold
-
     searcher = Searcher.load(args.index)
     table = get_table(args, materialize=True) if args.data else None
-    info = calibrate_threshold(
+    threshold = calibrate_threshold(
         searcher, table, target=args.target, percentile=args.percentile, seed=args.seed, progress=not args.quiet
     )
+    searcher.set_threshold(threshold)
+    notes: list[str] = []
+    calibrate_verdicts_of(searcher, notes.append)
     searcher.save_updated(args.index)
     if args.json:
-        print(json.dumps(info))
+        verdicts = searcher.verdicts
+        print(json.dumps({**threshold.to_dict(), "verdicts": None if verdicts is None else verdicts.to_dict()}))
         return 0
-    print(f"threshold {info['score']:.4f} ({info['method']}, {info['n_queries']} validation queries) -> {args.index}")
-    if info["precision"] is not None:
-        print(f"top-1 same-class precision above it: {info['precision']:.3f} (target {info['target']})")
-    print(f"validation queries whose top-1 clears it: {info['coverage']:.0%}")
-    if not info["reached"]:
-        print(
-            f"warning: no cut-off reaches precision {info['target']}; using the most precise one "
-            "(train the model, or lower --target)",
-            file=sys.stderr,
-        )
-    if not info["supported"]:
-        print(
-            "warning: this model cannot support the threshold (too few queries clear it): results will not be "
-            "marked weak and 'no good match' is never said; train a model to get one",
-            file=sys.stderr,
-        )
+    print(f"threshold {threshold.summary()} -> {args.index}")
+    for note in notes:
+        print(note)
+    for note in threshold.warnings():
+        print(f"warning: {note}", file=sys.stderr)
     return 0
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    from simlib.search import Searcher
-
     searcher = Searcher.load(args.index)
     added, skipped = searcher.add_images(args.images, progress=not args.quiet)
     for path, reason in skipped.items():
@@ -184,8 +166,6 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 
 def cmd_remove(args: argparse.Namespace) -> int:
-    from simlib.search import Searcher
-
     searcher = Searcher.load(args.index)
     ids, unknown = [], []
     for item in args.items:

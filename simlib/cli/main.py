@@ -9,6 +9,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from simlib import __version__
 from simlib.cli.gallery import (
     register_add,
     register_calibrate,
@@ -25,8 +26,6 @@ from simlib.errors import SimlibError
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for documentation and tests)."""
-    from simlib import __version__
-
     parser = argparse.ArgumentParser(prog="simlib", description="Visual similarity search without tags or labels.")
     parser.add_argument("--version", action="version", version=f"simlib {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -5,17 +5,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
+
+import numpy as np
 
 from simlib.cli.options import EXIT_PARTIAL, add_data_options, add_model_options, get_model, get_table, report_skipped
+from simlib.config import DEFAULT_IMAGE_SIZE, ModelConfig
+from simlib.data import split_table
+from simlib.data.product_subset import rebuild_product_subset
 from simlib.errors import SimlibError
+from simlib.evaluation import compare, format_table, save_results
+from simlib.evaluation.metrics import evaluate
+from simlib.model import Embedder, resolve_weights
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    import numpy as np
-
-    from simlib.data import split_table
-    from simlib.evaluation.metrics import evaluate
-
     table = get_table(args)
     if not table.has_labels:
         raise SimlibError(f"{table.name} has no labels: evaluation needs class sub-folders or a label column")
@@ -53,9 +57,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def _trained_classes(model_dir: str | None) -> tuple[str, ...] | None:
     """The classes a saved model trained on, from its training.json: () for a label-free run, None
     when unknown (no record, or a run from before they were recorded)."""
-    from pathlib import Path
-
-    from simlib.train import TRAINING_FILE, TrainingRecord
+    from simlib.train import TRAINING_FILE, TrainingRecord  # lazy: simlib.train loads Keras
 
     if not model_dir or not (Path(model_dir) / TRAINING_FILE).is_file():
         return None
@@ -64,9 +66,7 @@ def _trained_classes(model_dir: str | None) -> tuple[str, ...] | None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from simlib.config import DEFAULT_IMAGE_SIZE, ModelConfig
-    from simlib.model import resolve_weights
-    from simlib.train import TrainConfig, fit, recommended_head
+    from simlib.train import TrainConfig, fit, recommended_head  # lazy: simlib.train loads Keras
 
     table = get_table(args, materialize=True)
     train_config = TrainConfig(
@@ -100,8 +100,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     start = None
     if args.model:  # continue training a saved model
-        from simlib.model import Embedder
-
         start = Embedder.load(args.model)
     result = fit(
         table, model_config, train_config, out=args.out, progress=not args.quiet, embedder=start, feedback=args.feedback
@@ -125,10 +123,6 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from simlib.config import DEFAULT_IMAGE_SIZE, ModelConfig
-    from simlib.evaluation import compare, format_table, save_results
-    from simlib.model import Embedder, resolve_weights
-
     table = get_table(args)
     models, class_models = {}, {}
     trained = Embedder.load(args.model) if args.model else None
@@ -160,8 +154,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if embedder is not None and classes is not None:
             trained_classes[embedder.fingerprint] = classes
     if not args.class_model and trained is not None and trained.config.trained:
-        from simlib.data import split_table
-
         test_classes = set(split_table(table, seed=args.seed, by="class")["test"].labels.astype(str))
         if trained.fingerprint not in trained_classes or test_classes & set(trained_classes[trained.fingerprint]):
             class_models["trained"] = None  # it trained on those classes: the class split is not its test
@@ -188,8 +180,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_product_subset(args: argparse.Namespace) -> int:
-    from simlib.data.product_subset import rebuild_product_subset
-
     done = rebuild_product_subset(args.kaggle, args.out, ids=args.ids)
     print(f"wrote {done['images']:,} images of {done['classes']} classes to {args.out} (styles.csv + images/)")
     return 0

@@ -7,7 +7,11 @@ import os
 import sys
 from collections.abc import Sequence
 
+from simlib.data import cache_dir, default_data_spec, load_dataset
+from simlib.data import materialize as write_pngs
 from simlib.errors import SimlibError
+from simlib.index import BACKENDS, DEFAULT_BACKEND
+from simlib.model import open_embedder
 
 EXIT_PARTIAL = 3  # the command finished, but skipped unreadable images
 
@@ -45,8 +49,8 @@ def add_backend_options(p: argparse.ArgumentParser, search: bool = False) -> Non
     g = p.add_argument_group("backend")
     g.add_argument(
         "--backend",
-        choices=["faiss", "milvus"],
-        default=None if search else "faiss",
+        choices=list(BACKENDS),
+        default=None if search else DEFAULT_BACKEND,
         help="checked against the index's manifest" if search else "faiss (in-process, default) or milvus",
     )
     g.add_argument(
@@ -69,8 +73,6 @@ def parse_filters(items: Sequence[str] | None) -> dict[str, list[str]]:
 
 def get_model(args: argparse.Namespace):
     """The :class:`~simlib.model.Embedder` named by ``--model``, else a fresh one from ``--weights``."""
-    from simlib.model import open_embedder
-
     return open_embedder(
         args.model,
         image_size=args.image_size,
@@ -82,9 +84,6 @@ def get_model(args: argparse.Namespace):
 
 def get_table(args: argparse.Namespace, materialize: bool = False):
     """Load ``--data`` (or the default data); Fashion-MNIST is written out as PNGs when files are needed."""
-    from simlib.data import cache_dir, default_data_spec, load_dataset
-    from simlib.data import materialize as write_pngs
-
     spec = args.data or default_data_spec()
     table = load_dataset(spec, label_column=args.label_column)
     if materialize and table.paths is None:

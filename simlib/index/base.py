@@ -91,12 +91,62 @@ class IndexBackend(abc.ABC):
     """
 
     backend: ClassVar[str]
+    # ------------------------------------------------------------------ capabilities (ask these, never the name)
+    #: How a gallery goes in. False: from all its vectors at once (:meth:`build`: FAISS, whose IVF-PQ trains on
+    #: them). True: streamed into an empty index (:meth:`create_empty`, then :meth:`add` chunk by chunk) as it is
+    #: embedded, so memory stays at one chunk whatever the gallery size (Milvus).
+    streams_build: ClassVar[bool] = False
+    #: The vectors live outside the index folder, at an address the folder names (:meth:`location`: a Milvus
+    #: uri and collection): opening and creating take ``uri`` / ``collection``.
+    has_location: ClassVar[bool] = False
+    #: A new index is independent of a served one of the same backend until it is saved (it is held in memory):
+    #: a gallery can be rebuilt (re-indexed with another model) while the old index keeps answering. False: a
+    #: rebuild writes into the place where the served index lives.
+    rebuilds_while_serving: ClassVar[bool] = True
+
     dim: int
     kind: str
     config: IndexConfig
     manifest: IndexManifest
 
+    def location(self) -> dict[str, str]:
+        """Where the index lives besides its folder, as keyword arguments of :func:`simlib.index.create_index`
+        (``uri``, ``collection``): a rebuild passes them to go to the same place. ``{}`` for an index held in
+        memory and saved in its folder."""
+        return {}
+
     # ------------------------------------------------------------------ construction (used by the registry)
+    @classmethod
+    def build(
+        cls,
+        vectors: np.ndarray,
+        records: Sequence[Record],
+        config: IndexConfig | None = None,
+        *,
+        uri: str | None = None,
+        collection: str | None = None,
+    ) -> IndexBackend:
+        """An index of ``vectors`` (normalised by the backend), one :class:`Record` each, built in one go.
+
+        The default creates an empty index (:meth:`create_empty`) and adds everything; a backend that
+        needs all vectors to build (FAISS: IVF-PQ trains on them) overrides it.
+        """
+        index = cls.create_empty(
+            int(np.shape(vectors)[-1]),
+            config or IndexConfig(),
+            attributes=sorted({k for r in records for k in r.attributes}),
+            uri=uri,
+            collection=collection,
+            expected_count=len(records),
+        )
+        try:
+            index.add(vectors, records)
+            index.settle()
+        except BaseException:
+            index.close()
+            raise
+        return index
+
     @classmethod
     @abc.abstractmethod
     def open_folder(

@@ -50,7 +50,7 @@ def import_faiss():
     queries over 1M vectors: 37 against 150 q/s, same results). A lower value set before is kept.
     """
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    import faiss
+    import faiss  # lazy: FAISS (the one place it is imported)
 
     faiss.cvar.distance_compute_blas_threshold = min(faiss.cvar.distance_compute_blas_threshold, BLAS_THRESHOLD)
     return faiss
@@ -90,8 +90,16 @@ class VectorIndex(IndexBackend):
         vectors: np.ndarray,
         records: Sequence[Record],
         config: IndexConfig | None = None,
+        *,
+        uri: str | None = None,
+        collection: str | None = None,
     ) -> VectorIndex:
-        """Build an index from vectors (normalised here) and one :class:`Record` per vector."""
+        """Build an index from vectors (normalised here) and one :class:`Record` per vector.
+
+        All vectors at once: an IVF-PQ index trains its quantisers on them.
+        """
+        if uri or collection:
+            raise SimlibError("--uri and --collection apply to the Milvus backend only")
         config = config or IndexConfig()
         x = normalized(vectors)
         kind = resolve_kind(config.kind, len(x))

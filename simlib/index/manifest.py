@@ -25,12 +25,12 @@ from typing import Any
 from simlib import __version__
 from simlib.config import IndexConfig, ModelConfig, from_dict, to_dict
 from simlib.errors import SimlibError
+from simlib.model.folder import MODEL_SUBDIR
 from simlib.storage import load_json, recover_dir
 
 MANIFEST_FILE = "manifest.json"
 FORMAT = "simlib-index"
 FORMAT_VERSION = 2
-DEFAULT_MODEL_DIR = "model"  # where Searcher.save puts the model inside an index folder
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +73,50 @@ class Threshold:
         """Whether hits under ``score`` may be called weak (see ``supported``)."""
         return self.reached if self.supported is None else self.supported
 
+    # ------------------------------------------------------------------ what it says (one wording for every caller)
+    def summary(self) -> str:
+        """The calibration in one line: the score, what it reaches, on how many queries, how many clear it.
+
+        ``0.7810 (top-1 same-class precision 0.90 above it, target 0.9; 978 validation queries, 43% of them
+        clear it)``.
+        """
+        if self.precision is not None:
+            how = f"top-1 same-class precision {self.precision:.2f} above it, target {self.target}"
+        elif self.percentile is not None:
+            how = f"percentile {self.percentile:g} of near-copy scores"
+        else:
+            how = self.method or "method not recorded"
+        cleared = "" if self.coverage is None else f", {self.coverage:.0%} of them clear it"
+        return f"{self.score:.4f} ({how}; {self.n_queries} validation queries{cleared})"
+
+    def not_reached_note(self) -> str:
+        """The warning when no cut-off reached the target precision ("" when it was reached)."""
+        if self.reached:
+            return ""
+        return f"no cut-off reaches precision {self.target}; the most precise one is kept"
+
+    def unsupported_note(self) -> str:
+        """The one line said instead of "no good match" when the model cannot support its threshold ("" when it
+        can): then no result is marked weak and "no good match" is never said."""
+        if self.usable:
+            return ""
+        if not self.reached:
+            measured = f"no score gives its top-1 results {self.target:.0%} same-class precision"
+        elif self.coverage is not None:
+            aim = f"{self.target:.0%} same-class precision" if self.target else "a reliable cut-off"
+            measured = f"only {self.coverage:.0%} of the calibration queries reach the score at which it has {aim}"
+        else:
+            measured = "too few calibration queries clear its threshold"
+        best = "" if self.precision is None else f" (best reached: {self.precision:.0%})"
+        return (
+            f"This model cannot tell good matches from bad ones: {measured}{best}, so no result is marked weak "
+            'and "no good match" is never said.'
+        )
+
+    def warnings(self) -> list[str]:
+        """:meth:`not_reached_note` and :meth:`unsupported_note`, those that apply."""
+        return [note for note in (self.not_reached_note(), self.unsupported_note()) if note]
+
     def to_dict(self) -> dict[str, Any]:
         """As stored under ``"threshold"``: ``target`` or ``percentile`` only for the method that has it,
         ``coverage`` and ``supported`` only when the calibration recorded them."""
@@ -104,6 +148,8 @@ class IndexManifest:
         skipped_paths: gallery images that could not be read when it was built (an app does not
             re-index because of them).
         threshold: the calibrated "good match" score, or None.
+        verdicts: how sure a match is (:class:`simlib.search.confidence.Verdicts` as a dict: the "no good
+            match" cut, the match probability curve, the copy cut), or None; read by the searcher.
         model_fingerprint: fingerprint of the model that embedded the gallery, or None.
         model_config: that model's config, for reading without loading the model.
         model_dir: the model's folder inside the index folder.
@@ -130,9 +176,10 @@ class IndexManifest:
     next_id: int = 0
     skipped_paths: tuple[str, ...] = ()
     threshold: Threshold | None = None
+    verdicts: dict[str, Any] | None = None
     model_fingerprint: str | None = None
     model_config: ModelConfig | None = None
-    model_dir: str = DEFAULT_MODEL_DIR
+    model_dir: str = MODEL_SUBDIR
     uri: str | None = None
     collection: str | None = None
     attribute_fields: dict[str, str] = dataclasses.field(default_factory=dict)
@@ -209,7 +256,7 @@ class IndexManifest:
                 index_config=from_dict(IndexConfig, dict(data.get("index_config") or {})),
                 next_id=int(data.get("next_id") or 0),
                 skipped_paths=tuple(str(p) for p in data.get("skipped_paths") or ()),
-                model_dir=str(data.get("model_dir") or DEFAULT_MODEL_DIR),
+                model_dir=str(data.get("model_dir") or MODEL_SUBDIR),
                 attribute_fields={str(k): str(v) for k, v in dict(data.get("attribute_fields") or {}).items()},
             )
             if data.get("threshold"):

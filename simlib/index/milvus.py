@@ -4,8 +4,8 @@ One client API (``pymilvus.MilvusClient(uri=...)``) reaches Milvus Lite (a local
 path: tests, laptops; one process at a time) and a Milvus server or cluster
 (``http://host:19530``; the token comes from ``$MILVUS_TOKEN``, never from the manifest).
 
-A collection holds ``id`` (INT64 primary key), ``embedding`` (FLOAT_VECTOR, COSINE), ``path``,
-``label`` and one VARCHAR field per record attribute, so filters run inside Milvus. Bulk loads
+The collection's schema, the filter expressions and connecting are in :mod:`simlib.index.milvus_schema`;
+this module holds the index over it. Bulk loads
 insert chunk by chunk into a loaded collection (Milvus indexes sealed segments in the background
 and searches growing ones directly); :meth:`MilvusIndex.settle` flushes and waits for the index
 build at the end. ``auto`` picks FLAT up to 100k expected vectors, HNSW above, as for FAISS;
@@ -15,9 +15,6 @@ searches with "Session", which sees this client's writes at once without Strong'
 Milvus 2.3 has no nullable fields: a missing path, label or attribute is stored as "" and read
 back as missing.
 
-Filters become Milvus boolean expressions built only from field names of the schema and
-quoted, escaped string literals: a crafted value cannot change the expression.
-
 On disk an index is a folder with ``manifest.json`` (backend, uri, collection, dimension,
 kind, attribute fields) and, when saved by a searcher, ``model/``; the vectors live in Milvus.
 """
@@ -25,13 +22,11 @@ kind, attribute fields) and, when saved by a searcher, ``model/``; the vectors l
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -47,13 +42,27 @@ from simlib.index.base import (
     resolve_kind,
 )
 from simlib.index.manifest import MANIFEST_FILE, IndexManifest, read_manifest
+from simlib.index.milvus_schema import (
+    _NAME,
+    DEFAULT_COLLECTION,
+    ID,
+    INDEX_TYPES,
+    LABEL,
+    MAX_PATH,
+    MAX_VALUE,
+    PATH,
+    VECTOR,
+    attribute_fields,
+    connect,
+    create_collection,
+    default_nlist,
+    filter_expression,
+    is_lite,
+    public_uri,
+    quote,
+)
 from simlib.storage import atomic_dir, save_json
 
-TOKEN_ENV = "MILVUS_TOKEN"
-DEFAULT_COLLECTION = "simlib_gallery"
-ID, VECTOR, PATH, LABEL = "id", "embedding", "path", "label"
-MAX_PATH = 4096
-MAX_VALUE = 1024
 INSERT_CHUNK = 1000
 QUERY_CHUNK = 1000
 RECORD_CACHE = 10_000
@@ -61,102 +70,6 @@ RECORD_CACHE = 10_000
 # ~200 ms time tick). Searches and record reads use "Session": this client's own writes at once,
 # other clients' within Milvus' bounded staleness, and no wait (3 ms instead of 250 ms a search).
 SEARCH_CONSISTENCY = "Session"
-INDEX_TYPES = {"flat": "FLAT", "hnsw": "HNSW", "ivfpq": "IVF_FLAT"}
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
-_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-# ----------------------------------------------------------------------------- expressions
-def quote(value: Any) -> str:
-    """A Milvus string literal for ``value``: double-quoted, backslash and quotes escaped.
-
-    Raises:
-        SimlibError: for control characters other than tab, newline and carriage return,
-            which Milvus string literals cannot carry.
-    """
-    text = str(value)
-    if any(ord(ch) < 32 and ch not in "\t\n\r" for ch in text):
-        raise SimlibError(f"filter value {text!r} contains control characters: remove them")
-    return '"' + "".join(_ESCAPES.get(ch, ch) for ch in text) + '"'
-
-
-def filter_expression(filters: Filters | None, fields: Mapping[str, str]) -> str | None:
-    """The Milvus boolean expression for ``filters``, or None when nothing is filtered.
-
-    Args:
-        filters: attribute (or "label") -> allowed value or values; all must match.
-        fields: filterable name -> schema field name (names outside it match nothing, as in FAISS).
-
-    Returns:
-        ``'f1 in ["a", "b"] and f2 in ["c"]'``; ``"id < 0"`` (matches nothing) for an unknown name.
-    """
-    parts = []
-    for key, want in (filters or {}).items():
-        values = [want] if isinstance(want, str) else list(want)
-        if not values:
-            continue
-        field = fields.get(key)
-        if field is None:
-            return f"{ID} < 0"
-        parts.append(f"{field} in [{', '.join(quote(v) for v in values)}]")
-    return " and ".join(parts) or None
-
-
-def attribute_fields(names: Sequence[str]) -> dict[str, str]:
-    """Schema field names for attribute names: ``attr_<name>``, sanitised and unique."""
-    fields: dict[str, str] = {LABEL: LABEL}
-    used = {ID, VECTOR, PATH, LABEL}
-    for name in sorted(set(names)):
-        if name in fields:
-            continue
-        base = "attr_" + re.sub(r"[^A-Za-z0-9_]", "_", name)[:200]
-        field, n = base, 1
-        while field in used:
-            n += 1
-            field = f"{base}_{n}"
-        used.add(field)
-        fields[name] = field
-    return fields
-
-
-def public_uri(uri: str) -> str:
-    """``uri`` as stored in a manifest: local Lite paths made absolute; credentials refused."""
-    parts = urlsplit(uri)
-    if parts.scheme in ("http", "https", "tcp", "unix"):
-        if parts.username or parts.password:
-            raise SimlibError(f"put Milvus credentials in ${TOKEN_ENV} (user:password or API key), not in the uri")
-        return uri
-    if parts.scheme:
-        raise SimlibError(f"Milvus uri {uri!r}: use a local path ending in .db (Milvus Lite) or http://host:19530")
-    if not uri.endswith(".db"):
-        raise SimlibError(f"a Milvus Lite uri is a path ending in .db, not {uri!r}")
-    return str(Path(uri).expanduser().resolve())
-
-
-def _is_lite(uri: str) -> bool:
-    return not urlsplit(uri).scheme
-
-
-def _connect(uri: str, token: str | None = None):
-    from pymilvus import MilvusClient
-
-    if _is_lite(uri):
-        Path(uri).parent.mkdir(parents=True, exist_ok=True)
-    token = token if token is not None else os.environ.get(TOKEN_ENV, "")
-    try:
-        return MilvusClient(uri=uri, token=token)
-    except Exception as e:
-        hint = (
-            " (Milvus Lite lets one process open a .db at a time: close the other one, or use a Milvus server)"
-            if _is_lite(uri)
-            else f" (is the server running? is ${TOKEN_ENV} set when it needs one?)"
-        )
-        raise SimlibError(f"could not connect to Milvus at {uri}: {str(e)[:200]}{hint}") from None
-
-
-def default_nlist(n: int) -> int:
-    """IVF cells for a collection of about ``n`` vectors."""
-    return max(8, int(4 * np.sqrt(max(n, 1))))
 
 
 # ----------------------------------------------------------------------------- the index
@@ -168,6 +81,9 @@ class MilvusIndex(IndexBackend):
     """
 
     backend = "milvus"
+    streams_build = True
+    has_location = True
+    rebuilds_while_serving = False  # a rebuild replaces the collection the served index reads
 
     def __init__(
         self,
@@ -224,32 +140,14 @@ class MilvusIndex(IndexBackend):
             token: overrides ``$MILVUS_TOKEN``.
             expected_count: how many vectors the bulk load will bring.
         """
-        from pymilvus import DataType, MilvusClient
-
         if not _NAME.match(collection):
             raise SimlibError(f"collection name {collection!r}: use letters, digits and underscores")
         uri = public_uri(uri)
         fields = attribute_fields(attributes)
-        client = _connect(uri, token)
-        if client.has_collection(collection):
-            client.drop_collection(collection)
-        schema = MilvusClient.create_schema(auto_id=False, enable_dynamic_field=False)
-        schema.add_field(ID, DataType.INT64, is_primary=True)
-        schema.add_field(VECTOR, DataType.FLOAT_VECTOR, dim=int(dim))
-        schema.add_field(PATH, DataType.VARCHAR, max_length=MAX_PATH)
-        for field in fields.values():
-            schema.add_field(field, DataType.VARCHAR, max_length=MAX_VALUE)
         config = config or IndexConfig()
         kind = resolve_kind(config.kind, expected_count)
-        params: dict[str, Any] = {}
-        if kind == "hnsw":
-            params = {"M": config.hnsw_m, "efConstruction": config.hnsw_ef_construction}
-        elif kind == "ivfpq":
-            params = {"nlist": config.ivf_nlist or default_nlist(expected_count)}
-        index_params = client.prepare_index_params()
-        index_params.add_index(field_name=VECTOR, index_type=INDEX_TYPES[kind], metric_type="COSINE", params=params)
-        client.create_collection(collection, schema=schema, index_params=index_params, consistency_level="Strong")
-        client.load_collection(collection)
+        client = connect(uri, token)
+        params = create_collection(client, collection, int(dim), fields, kind, config, expected_count)
         index = cls(client, uri, collection, int(dim), config, fields, kind)
         if "nlist" in params:  # searches probe a share of these cells
             index.manifest = index.manifest.replace(ivf_nlist=params["nlist"])
@@ -272,6 +170,10 @@ class MilvusIndex(IndexBackend):
         return cls.create(
             uri, dim, attributes, config, collection=collection or DEFAULT_COLLECTION, expected_count=expected_count
         )
+
+    def location(self) -> dict[str, str]:
+        """``{"uri", "collection"}``: where the collection is (see :meth:`IndexBackend.location`)."""
+        return {"uri": self.uri, "collection": self.collection}
 
     def _nlist(self) -> int:
         """IVF cells of the collection's index: as created (folders from before: estimated once)."""
@@ -495,7 +397,7 @@ class MilvusIndex(IndexBackend):
     # ------------------------------------------------------------------ persistence
     def save(self, directory: str | os.PathLike, write_extra: Callable[[Path], None] | None = None) -> Path:
         """Make the collection durable (flush, index, load) and write the manifest folder atomically."""
-        import pymilvus
+        import pymilvus  # lazy: pymilvus
 
         self.settle()
         directory = Path(directory)
@@ -542,9 +444,9 @@ class MilvusIndex(IndexBackend):
         if not (uri or manifest.uri) or not manifest.collection:
             raise SimlibError(f"{directory / MANIFEST_FILE} names no Milvus uri or collection; rebuild the index")
         uri = public_uri(uri or manifest.uri)  # type: ignore[arg-type]
-        if _is_lite(uri) and not Path(uri).exists():
+        if is_lite(uri) and not Path(uri).exists():
             raise SimlibError(f"the Milvus Lite file {uri} of index {directory} is gone: rebuild the index")
-        client = _connect(uri, token)
+        client = connect(uri, token)
         collection = manifest.collection
         if not client.has_collection(collection):
             client.close()
@@ -566,14 +468,14 @@ class MilvusIndex(IndexBackend):
             return
         self._closed = True
         self._client.close()
-        if _is_lite(self.uri):
-            from milvus_lite.server_manager import server_manager_instance
+        if is_lite(self.uri):
+            from milvus_lite.server_manager import server_manager_instance  # lazy: Milvus Lite
 
             server_manager_instance.release_server(self.uri)
 
     def drop(self) -> None:
         """Delete the collection and everything in it (reconnecting if closed)."""
-        client = _connect(self.uri) if self._closed else self._client
+        client = connect(self.uri) if self._closed else self._client
         client.drop_collection(self.collection)
         if client is not self._client:
             client.close()

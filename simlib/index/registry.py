@@ -1,41 +1,36 @@
 """Open an index folder by the backend its manifest names, or create an empty index of a backend.
 
-Backends are listed by name with a function returning the class that implements
-:class:`~simlib.index.base.IndexBackend`: a backend's module (and its client library) is imported
-only when an index of it is opened or created.
+Backends are listed by name (:data:`BACKENDS`) with the class that implements
+:class:`~simlib.index.base.IndexBackend`; a backend's client library (faiss, pymilvus) is imported
+only when an index of it is built, opened or created. Callers ask a backend class its capabilities
+(``streams_build``, ``has_location``, ``rebuilds_while_serving``), never its name.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+
+import numpy as np
 
 from simlib.config import IndexConfig
 from simlib.errors import SimlibError
-from simlib.index.base import IndexBackend
+from simlib.index.base import IndexBackend, Record
+from simlib.index.faiss import VectorIndex
 from simlib.index.manifest import index_folder, read_manifest
+from simlib.index.milvus import MilvusIndex
 
-
-def _faiss() -> type[IndexBackend]:
-    from simlib.index.faiss import VectorIndex
-
-    return VectorIndex
-
-
-def _milvus() -> type[IndexBackend]:
-    from simlib.index.milvus import MilvusIndex
-
-    return MilvusIndex
-
-
-BACKENDS: dict[str, Callable[[], type[IndexBackend]]] = {"faiss": _faiss, "milvus": _milvus}
+# The backends by registry name. Neither module imports its client library (faiss, pymilvus) until an
+# index of it is built or opened.
+BACKENDS: dict[str, type[IndexBackend]] = {VectorIndex.backend: VectorIndex, MilvusIndex.backend: MilvusIndex}
+DEFAULT_BACKEND = VectorIndex.backend  # in-process, nothing to run beside simlib
 
 
 def backend_class(name: str) -> type[IndexBackend]:
     """The class implementing backend ``name``."""
     if name not in BACKENDS:
         raise SimlibError(f"unknown backend {name!r}: use {' or '.join(BACKENDS)}")
-    return BACKENDS[name]()
+    return BACKENDS[name]
 
 
 def open_index(directory: str | os.PathLike, uri: str | None = None, mmap: bool = False) -> IndexBackend:
@@ -84,3 +79,17 @@ def create_index(
         collection=collection,
         expected_count=expected_count,
     )
+
+
+def build_index(
+    backend: str,
+    vectors: np.ndarray,
+    records: Sequence[Record],
+    config: IndexConfig | None = None,
+    *,
+    uri: str | None = None,
+    collection: str | None = None,
+) -> IndexBackend:
+    """An index of backend ``backend`` holding ``vectors`` with their ``records``, built in one go
+    (:meth:`IndexBackend.build`); ``uri`` and ``collection`` as for :func:`create_index`."""
+    return backend_class(backend).build(vectors, records, config, uri=uri, collection=collection)

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Iterator
 from typing import Protocol
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from simlib.config import ModelConfig
 from simlib.data import DecodeErrors, ImageTable, image_pipeline
@@ -88,8 +89,6 @@ def embed_batches(
 
     Rows that fail to decode are left out of the batches and recorded in ``errors``.
     """
-    from tqdm.auto import tqdm
-
     cfg = embedder.config
     rows = list(range(len(table))) if rows is None else list(rows)
     errors = errors if errors is not None else DecodeErrors()

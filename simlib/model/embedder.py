@@ -1,8 +1,11 @@
 """The embedding model as one object: the two Keras sub-models, their config and fingerprint.
 
-A saved model is a folder: ``model.keras`` (the backbone and the head as two nested models) and
-``config.json`` (the :class:`ModelConfig` and the fingerprint, computed once when the weights were
-last changed and read back on loading).
+A saved model is a folder (:mod:`simlib.model.folder`): ``model.keras`` (the backbone and the head as
+two nested models) and ``config.json`` (the :class:`ModelConfig` and the fingerprint, computed once when
+the weights were last changed and read back on loading).
+
+Keras and TensorFlow load only inside the methods that build, load or run a model (``import simlib``
+stays light).
 """
 
 from __future__ import annotations
@@ -18,13 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from simlib.config import ModelConfig, from_dict, to_dict
+from simlib.config import DEFAULT_EMBEDDING_DIM, DEFAULT_IMAGE_SIZE, ModelConfig, to_dict
+from simlib.data import prepare_image
 from simlib.errors import SimlibError
 from simlib.model.embed import embed_batches, embed_table
-from simlib.storage import atomic_dir, load_json, save_json
-
-MODEL_FILE = "model.keras"
-CONFIG_FILE = "config.json"
+from simlib.model.folder import MODEL_FILE, read_model_folder, write_model_config
+from simlib.model.network import build_backbone, build_head, copy_legacy_weights, custom_layers, set_weights
+from simlib.model.weights import bfloat16_supported, resolve_weights
+from simlib.storage import atomic_dir, save_json
 
 
 def fingerprint_of(config: ModelConfig, weight_arrays: Iterable[Any]) -> str:
@@ -65,10 +69,7 @@ class Embedder:
                 :func:`simlib.model.resolve_weights`).
             **overrides: fields to change in ``config`` (e.g. ``image_size=32``).
         """
-        import keras
-
-        from simlib.model.network import build_backbone, build_head
-        from simlib.model.weights import bfloat16_supported, resolve_weights
+        import keras  # lazy: Keras
 
         config = dataclasses.replace(config or ModelConfig(), **overrides)
         if config.weights == "auto":
@@ -102,8 +103,6 @@ class Embedder:
         """
         if self.config.precision == precision:
             return self
-        from simlib.model.network import set_weights
-
         twin = Embedder.build(dataclasses.replace(self.config, precision=precision, weights="none"))
         set_weights(twin.backbone, self.backbone.get_weights())
         set_weights(twin.head, self.head.get_weights())
@@ -112,9 +111,7 @@ class Embedder:
     def clone(self, backbone: bool = True) -> Embedder:
         """A copy whose head (and, with ``backbone``, backbone) is a new Keras model with the same
         weights: training the copy leaves this embedder as it is."""
-        import keras
-
-        from simlib.model.network import set_weights
+        import keras  # lazy: Keras
 
         def copy(model):
             twin = keras.models.clone_model(model)
@@ -136,7 +133,7 @@ class Embedder:
         directory = Path(directory)
         with atomic_dir(directory) as tmp:
             self.model.save(tmp / MODEL_FILE)
-            save_json(tmp / CONFIG_FILE, {"config": to_dict(self.config), "fingerprint": self.fingerprint})
+            write_model_config(tmp, self.config, self.fingerprint)
             for name, content in (extra or {}).items():
                 save_json(tmp / name, content)
         return directory
@@ -147,20 +144,11 @@ class Embedder:
 
         Folders written by simlib 0.1 (one flat Keras model) load too, with their recorded fingerprint.
         """
-        import keras
-
-        from simlib.model.network import copy_legacy_weights, custom_layers
+        import keras  # lazy: Keras
 
         directory = Path(directory)
-        if not (directory / MODEL_FILE).is_file():
-            raise SimlibError(f"{directory} is not a simlib model folder (no {MODEL_FILE}); train or index first")
-        meta = load_json(directory / CONFIG_FILE)
-        try:
-            config = from_dict(ModelConfig, dict(meta["config"]))
-        except (KeyError, TypeError, ValueError) as e:
-            raise SimlibError(
-                f"{directory / CONFIG_FILE} is damaged ({type(e).__name__}: {e}); save it again"
-            ) from None
+        saved_model = read_model_folder(directory)
+        config = saved_model.config
         custom_layers()
         try:
             saved = keras.saving.load_model(directory / MODEL_FILE, compile=False, safe_mode=True)
@@ -173,16 +161,15 @@ class Embedder:
             fresh = Embedder.build(dataclasses.replace(config, weights="none"))
             backbone, head = fresh.backbone, fresh.head
             copy_legacy_weights(saved, backbone, head)
-        stored = meta.get("fingerprint")
-        if not isinstance(stored, str):
+        if saved_model.fingerprint is None:
             return cls.assemble(backbone, head, config)
-        return cls(backbone, head, config, stored)
+        return cls(backbone, head, config, saved_model.fingerprint)
 
     # ------------------------------------------------------------------ the network
     @functools.cached_property
     def model(self):
         """One Keras model, images -> embeddings (backbone then head); built on first use."""
-        import keras
+        import keras  # lazy: Keras
 
         s = self.config.image_size
         image = keras.Input((s, s, 3), name="image")
@@ -195,7 +182,7 @@ class Embedder:
         A fixed input signature avoids retracing for every new batch size, which is what makes
         ``model.predict`` slow on single queries.
         """
-        import tensorflow as tf
+        import tensorflow as tf  # lazy: TensorFlow
 
         s = self.config.image_size
         backbone, head = self.backbone, self.head
@@ -228,8 +215,6 @@ class Embedder:
 
     def embed_images(self, sources: Sequence[Any]) -> np.ndarray:
         """Embed a few images (paths, bytes, PIL images or arrays); raises SimlibError on a bad one."""
-        from simlib.data import prepare_image
-
         if not len(sources):
             return np.zeros((0, self.dim), np.float32)
         return self.embed_batch(np.stack([prepare_image(s, self.image_size, self.config.resize) for s in sources]))
@@ -241,16 +226,6 @@ class Embedder:
     def embed_batches(self, table, **kwargs: Any) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Stream ``(embeddings, rows)``; see :func:`simlib.model.embed.embed_batches`."""
         return embed_batches(self, table, **kwargs)
-
-    def describe(self) -> dict[str, Any]:
-        """The settings a status line shows."""
-        return {
-            "image_size": self.config.image_size,
-            "embedding_dim": self.dim,
-            "weights": self.config.weights,
-            "trained": self.config.trained,
-            "model_fingerprint": self.fingerprint,
-        }
 
 
 def open_embedder(
@@ -270,9 +245,6 @@ def open_embedder(
         embedding_dim: a fresh model's embedding size (default :data:`simlib.config.DEFAULT_EMBEDDING_DIM`).
         precision: compute precision; None keeps the saved model's (float32 for a fresh one).
     """
-    from simlib.config import DEFAULT_EMBEDDING_DIM, DEFAULT_IMAGE_SIZE
-    from simlib.model.weights import resolve_weights
-
     if model_dir is not None:
         embedder = Embedder.load(model_dir)
         if image_size and image_size != embedder.image_size:

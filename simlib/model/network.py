@@ -9,8 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from simlib.config import ModelConfig
 from simlib.errors import SimlibError
+from simlib.model.weights import imagenet_weights_cached, imagenet_weights_file, resolve_weights
 
 # Stage outputs of each backbone, shallow to deep (the explanation picks one by its map size).
 STAGE_LAYERS = {
@@ -24,7 +27,7 @@ def custom_layers() -> dict[str, Any]:
     """Define and register simlib's Keras layers once, on first use (keeps ``import simlib`` cheap)."""
     if _LAYERS:
         return _LAYERS
-    import keras
+    import keras  # lazy: Keras
 
     @keras.saving.register_keras_serializable(package="simlib")
     class ResNetPreprocess(keras.layers.Layer):
@@ -52,7 +55,7 @@ def build_backbone(config: ModelConfig):
     Preprocessing is a layer inside it, so a saved model carries it along. ``config.weights``
     must be resolved ("imagenet", "none" or a file path).
     """
-    import keras
+    import keras  # lazy: Keras
 
     layers = custom_layers()
     s = config.image_size
@@ -65,8 +68,6 @@ def build_backbone(config: ModelConfig):
         return keras.Model(image, x, name="backbone")
     weights = None if config.weights == "none" else config.weights
     if weights == "imagenet":
-        from simlib.model.weights import imagenet_weights_cached, imagenet_weights_file, resolve_weights
-
         # Load the cached file by its path: resolve_weights downloaded it (with Keras' own hash check)
         # if it was missing, and reading it from the cache needs no network.
         if not imagenet_weights_cached():
@@ -88,7 +89,7 @@ def build_backbone(config: ModelConfig):
 
 def build_head(config: ModelConfig, feature_shape: tuple[int, ...]):
     """The head: feature maps -> L2-normalised embeddings (float32 whatever the precision policy)."""
-    import keras
+    import keras  # lazy: Keras
 
     layers = custom_layers()
     maps = keras.Input(feature_shape, name="feature_map")
@@ -128,7 +129,7 @@ def split_head(head):
 
     Training ``rest`` on cached pooled features trains the head itself.
     """
-    import keras
+    import keras  # lazy: Keras
 
     pool_layer = head.get_layer("pool")
     pool = keras.Model(head.input, pool_layer.output, name="head_pool")  # one tensor in, not a list of one
@@ -155,8 +156,6 @@ def adapt_head(head, pooled, seed: int = 0) -> None:
     The PCA keeps the leading components of the standardised features and scales each by
     ``1 / sqrt(variance + mean variance)``: whitening, shrunk so that weak directions are not blown up.
     """
-    import numpy as np
-
     names = {layer.name for layer in head.layers}
     if "feature_norm" in names:
         head.get_layer("feature_norm").adapt(pooled)
@@ -189,8 +188,7 @@ def linear_projection(head):
 
     Then the embedding's dot product splits exactly into per-cell shares (see :mod:`simlib.search.explain`).
     """
-    import keras
-    import numpy as np
+    import keras  # lazy: Keras
 
     names = {layer.name for layer in head.layers}
     if names & {"feature_norm", "head_hidden", "pca"}:
@@ -235,7 +233,7 @@ def set_weights(model, weights) -> None:
     A ``Normalization`` layer computes its mean and variance from its weights only when adapted or
     loaded from a file, so after ``set_weights`` it would keep using the old statistics.
     """
-    import keras
+    import keras  # lazy: Keras
 
     model.set_weights(weights)
     for layer in getattr(model, "layers", [model]):

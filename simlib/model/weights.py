@@ -15,7 +15,7 @@ NETWORK_TIMEOUT_S = 15
 
 def imagenet_weights_file() -> Path:
     """Where Keras caches the ResNet50 ImageNet (no-top) weights (``$KERAS_HOME/models``)."""
-    from keras.src.backend.config import keras_home
+    from keras.src.backend.config import keras_home  # lazy: Keras
 
     return Path(keras_home()).expanduser() / "models" / IMAGENET_NOTOP_FILE
 
@@ -62,7 +62,7 @@ def resolve_weights(weights: str, warn: bool = True) -> str:
 
 def _download_imagenet_weights() -> None:
     """Fetch the weights into Keras' cache with Keras' own downloader, failing fast offline."""
-    import keras
+    import keras  # lazy: Keras
     from keras.src.applications.resnet import BASE_WEIGHTS_PATH, WEIGHTS_HASHES
 
     old = socket.getdefaulttimeout()
@@ -96,6 +96,6 @@ def bfloat16_supported() -> bool:
         flags = []
     if {"avx512_bf16", "amx_bf16"} & set(flags):
         return True
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: TensorFlow
 
     return bool(tf.config.list_physical_devices("GPU"))

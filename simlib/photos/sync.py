@@ -263,8 +263,9 @@ def _maybe_recalibrate(searcher, report: SyncReport, force: bool | None, seed: i
     before = int(manifest.extra.get(CHANGES_KEY, 0))
     changes = before + report.added + report.removed + report.changed
     size = max(1, report.gallery_size)
+    verdicts = getattr(searcher, "verdicts", None)  # how sure a match is: calibrated with the threshold
     if force is None:
-        if manifest.threshold is None:
+        if manifest.threshold is None and verdicts is None:
             searcher.index.manifest = manifest.replace(extra={**manifest.extra, CHANGES_KEY: changes})
             return False
         labels_now = {r.label for r in searcher.index.records() if r.label is not None}
@@ -275,9 +276,13 @@ def _maybe_recalibrate(searcher, report: SyncReport, force: bool | None, seed: i
     from simlib.search.calibrate import calibrate_threshold
 
     try:
-        calibrate_threshold(searcher, seed=seed)
+        searcher.set_threshold(calibrate_threshold(searcher, seed=seed))
     except SimlibError:  # too small a gallery to calibrate: keep the old threshold
         return False
+    if verdicts is not None:
+        from simlib.search.gallery import calibrate_verdicts_of  # as `simlib calibrate` does
+
+        calibrate_verdicts_of(searcher, lambda note: None)
     m = searcher.index.manifest
     searcher.index.manifest = m.replace(extra={**m.extra, CHANGES_KEY: 0})
     return True

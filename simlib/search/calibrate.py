@@ -6,8 +6,10 @@ scoring at least that much are of the query's class with precision ``target`` (0
 default). Without labels, near-copies stand in for genuine matches: each validation image,
 perturbed (crop, flip, brightness, JPEG), queries the gallery it is in, and the threshold is
 the ``percentile``-th percentile of the scores of their originals (so about 95 % of genuine
-near-copies clear it). The result is stored in the index manifest (``IndexManifest.threshold``); hits
-under it are marked ``weak`` by :class:`simlib.search.Searcher`.
+near-copies clear it). The result is a :class:`~simlib.index.Threshold`, which says itself what it
+reaches (:meth:`~simlib.index.Threshold.summary`) and whether the model can support it
+(:meth:`~simlib.index.Threshold.unsupported_note`); :meth:`simlib.search.Searcher.set_threshold` keeps
+it in the index manifest, and hits under it are marked ``weak``.
 """
 
 from __future__ import annotations
@@ -91,8 +93,8 @@ def calibrate_threshold(
     val: float = 0.2,
     seed: int = 0,
     progress: bool | str = False,
-) -> dict[str, Any]:
-    """Calibrate the "good match" threshold of ``searcher``'s index and store it in its manifest.
+) -> Threshold:
+    """Calibrate the "good match" threshold of ``searcher``'s index (``searcher.set_threshold`` keeps it).
 
     Args:
         searcher: a :class:`simlib.search.Searcher`.
@@ -105,9 +107,8 @@ def calibrate_threshold(
         progress: show a progress bar while embedding.
 
     Returns:
-        The manifest entry: ``{"score", "method", "target" | "percentile", "precision",
-        "reached", "coverage", "supported", "n_queries", "seed", "calibrated_at"}``. Save the searcher
-        to keep it.
+        The :class:`~simlib.index.Threshold`: score, method, target or percentile, precision, reached,
+        coverage, supported, number of queries, seed, time.
     """
     if not 0 < target <= 1:
         raise SimlibError(f"target precision must be in (0, 1], not {target}")
@@ -148,5 +149,4 @@ def calibrate_threshold(
     coverage = float(np.mean(np.asarray(top_scores) >= score))
     info.update(coverage=coverage, supported=bool(info["reached"] and coverage >= MIN_COVERAGE))
     info.update(score=score, calibrated_at=datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"))
-    index.manifest = index.manifest.replace(threshold=Threshold(**info))
-    return info
+    return Threshold(**info)

@@ -21,17 +21,15 @@ but meaningless with random weights (its test only checks shape and range).
 from __future__ import annotations
 
 import weakref
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
 from simlib.data import open_image, resize_image
 from simlib.errors import SimlibError
+from simlib.model import Embedder
 from simlib.model.network import linear_projection, stage_layers
-
-if TYPE_CHECKING:
-    from simlib.model import Embedder
 
 MIN_CELLS = 7
 METHODS = ("features", "gradcam")
@@ -52,7 +50,7 @@ def _feature_model(embedder: Embedder, layer: str):
     """A model from images to (feature map at ``layer``, embedding), built once per embedder and layer."""
     nets = _NETS.setdefault(embedder, {})
     if layer not in nets:
-        import keras
+        import keras  # lazy: Keras
 
         backbone = embedder.backbone
         inner = keras.Model(backbone.inputs, [backbone.get_layer(layer).output, backbone.output])
@@ -64,7 +62,7 @@ def _feature_model(embedder: Embedder, layer: str):
 
 def _cell_maps(embedder: Embedder, batch: np.ndarray, layer: str, method: str) -> np.ndarray:
     """(2, h, w) raw maps for a batch of two prepared uint8 images (query, result)."""
-    import tensorflow as tf
+    import tensorflow as tf  # lazy: TensorFlow
 
     net = _feature_model(embedder, layer)
     x = tf.convert_to_tensor(batch, tf.float32)
@@ -158,7 +156,7 @@ def overlay(image: Any, heat: np.ndarray, alpha: float = 0.5, cmap: str = "jet")
         alpha: opacity of the heat colours at full heat (the colour fades with the heat).
         cmap: a Matplotlib colour map name.
     """
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # lazy: Matplotlib
 
     rgb = np.asarray(open_image(image), np.float32)
     heat = np.clip(np.nan_to_num(np.asarray(heat, np.float32)), 0, 1)
@@ -173,7 +171,7 @@ def overlay(image: Any, heat: np.ndarray, alpha: float = 0.5, cmap: str = "jet")
 
 def explain_figure(query: Any, result: Any, maps: tuple[np.ndarray, np.ndarray], score: float | None = None):
     """A 2x2 Matplotlib figure: the two images above, their overlays below (for the CLI and notebooks)."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: Matplotlib
 
     fig, axes = plt.subplots(2, 2, figsize=(6, 6.4))
     for col, (img, heat, name) in enumerate(zip((query, result), maps, ("query", "result"), strict=True)):

@@ -24,6 +24,7 @@ from simlib.storage import store_png
 FEEDBACK_FILE = "feedback.jsonl"
 QUERIES_DIR = "queries"
 VERDICTS = ("similar", "not_similar")
+CLEARED = "cleared"  # a verdict taken back: the pair counts as never judged
 
 
 @dataclasses.dataclass(frozen=True)
@@ -79,8 +80,8 @@ class FeedbackStore:
             model_fingerprint: the fingerprint of the embedder that ranked it (``Embedder.fingerprint``).
             score: ``Hit.score``.
         """
-        if verdict not in VERDICTS:
-            raise SimlibError(f"verdict must be 'similar' or 'not_similar', not {verdict!r}")
+        if verdict not in (*VERDICTS, CLEARED):
+            raise SimlibError(f"verdict must be 'similar', 'not_similar' or 'cleared', not {verdict!r}")
         entry = Feedback(
             query=str(self.save_query(query)),
             result_id=int(result_id),
@@ -113,6 +114,18 @@ class FeedbackStore:
         """Every complete entry, oldest first (see :func:`read_feedback`)."""
         return read_feedback(self.path)
 
+    def current(self) -> dict[tuple[str, int], Feedback]:
+        """One entry per (query, result id): the latest verdict, pairs whose verdict was taken back left out.
+
+        The file keeps every change (append-only, crash-safe); this is what the verdicts are now.
+        """
+        return current_verdicts(self.read()) if self.path.is_file() else {}
+
+    def verdict(self, query: Any, result_id: int) -> str | None:
+        """The current verdict on a result of this query ("similar", "not_similar"), or None."""
+        entry = self.current().get((str(self.save_query(query)), int(result_id)))
+        return None if entry is None else entry.verdict
+
 
 def read_feedback(path: str | os.PathLike) -> list[Feedback]:
     """Read a feedback file (or folder), skipping a torn or foreign line instead of failing."""
@@ -130,9 +143,17 @@ def read_feedback(path: str | os.PathLike) -> list[Feedback]:
                 entry = Feedback(**{k: v for k, v in raw.items() if k in names})
             except (json.JSONDecodeError, TypeError):
                 continue
-            if entry.verdict in VERDICTS:
+            if entry.verdict in (*VERDICTS, CLEARED):
                 entries.append(entry)
     return entries
+
+
+def current_verdicts(entries: Iterable[Feedback]) -> dict[tuple[str, int], Feedback]:
+    """The latest entry per (query, result id), in file (time) order; pairs last marked cleared are left out."""
+    latest: dict[tuple[str, int], Feedback] = {}
+    for e in entries:
+        latest[(e.query, e.result_id)] = e
+    return {pair: e for pair, e in latest.items() if e.verdict != CLEARED}
 
 
 def feedback_triplets(
@@ -158,10 +179,11 @@ def feedback_triplets(
     """
     entries = read_feedback(source) if isinstance(source, str | os.PathLike) else list(source)
     latest: dict[tuple[str, str], str] = {}
-    for e in entries:
-        if e.result_path is None or (model_fingerprint and e.model_fingerprint != model_fingerprint):
-            continue
-        latest[(e.query, e.result_path)] = e.verdict  # file order is time order
+    if model_fingerprint:
+        entries = [e for e in entries if e.model_fingerprint == model_fingerprint]
+    for e in current_verdicts(entries).values():
+        if e.result_path is not None:
+            latest[(e.query, e.result_path)] = e.verdict
     by_query: dict[str, tuple[list[str], list[str]]] = {}
     for (query, result), verdict in sorted(latest.items()):
         pos, neg = by_query.setdefault(query, ([], []))

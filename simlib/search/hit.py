@@ -6,6 +6,8 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
+WEAK_MARK = "low confidence"  # a result under the calibrated "good match" cut
+
 
 @dataclasses.dataclass(frozen=True)
 class Hit:
@@ -21,21 +23,30 @@ class Hit:
     duplicates: int = 0
     # below the index's calibrated "good match" threshold (False when the index has none)
     weak: bool = False
+    # the calibrated probability that the result is the same kind as the query (None: not calibrated)
+    probability: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The hit as a JSON-ready dict."""
         return dataclasses.asdict(self)
 
     def marks(self) -> list[str]:
-        """What a listing adds after the score: "+N copies" (merged near-copies) and "weak", when they apply."""
+        """What a listing adds after the score: "+N copies" (merged near-copies) and "low confidence" (under the
+        calibrated cut), when they apply."""
         copies = [f"+{self.duplicates} cop{'ies' if self.duplicates > 1 else 'y'}"] if self.duplicates else []
-        return copies + (["weak"] if self.weak else [])
+        return copies + ([WEAK_MARK] if self.weak else [])
 
     def caption(self) -> str:
-        """One line for a result tile: ``#rank · score · label · +N copies · weak`` (the parts that apply)."""
-        return " · ".join(
-            [f"#{self.rank}", score_text(self.score), *([self.label] if self.label else []), *self.marks()]
-        )
+        """One line for a result tile: ``#rank · how alike · label · +N copies · low confidence`` (the parts
+        that apply). How alike: the calibrated probability of the same kind ("87% same kind") when the index
+        has one, else the cosine (3 decimals)."""
+        alike = score_text(self.score) if self.probability is None else probability_text(self.probability)
+        return " · ".join([f"#{self.rank}", alike, *([self.label] if self.label else []), *self.marks()])
+
+
+def probability_text(probability: float) -> str:
+    """A calibrated match probability as a visitor reads it: "87% same kind"."""
+    return f"{probability:.0%} same kind"
 
 
 def score_text(score: float) -> str:
@@ -56,7 +67,7 @@ def format_hits(hits: Sequence[Hit], collapse: bool = False) -> str:
     width = max(len(line) for line in lines)
     out = [lines[0].ljust(width) + ("  merged" if collapse else "")]
     for line, h in zip(lines[1:], hits, strict=True):
-        mark = (f"  +{h.duplicates}" if collapse else "") + ("  weak" if h.weak else "")
+        mark = (f"  +{h.duplicates}" if collapse else "") + (f"  {WEAK_MARK}" if h.weak else "")
         out.append(line.ljust(width) + mark)
     return "\n".join(out)
 
@@ -64,14 +75,3 @@ def format_hits(hits: Sequence[Hit], collapse: bool = False) -> str:
 def no_good_match(hits: Sequence[Hit]) -> bool:
     """True when no hit clears the calibrated threshold (or there are no hits): say "no good match"."""
     return all(h.weak for h in hits)
-
-
-def unsupported_note(calibration) -> str:
-    """The one line said instead of "no good match" when the model cannot support its calibrated threshold."""
-    coverage = (
-        "" if calibration.coverage is None else f" (only {calibration.coverage:.0%} of validation queries cleared it)"
-    )
-    return (
-        "this model cannot tell good matches from bad ones: its calibrated threshold "
-        f"{calibration.score:.3f}{coverage} is not used: no result is marked weak, 'no good match' is never said"
-    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,15 +17,26 @@ from typing import Any
 import numpy as np
 
 from simlib.config import IndexConfig
-from simlib.data import DecodeErrors, ImageTable
+from simlib.data import DecodeErrors, ImageTable, list_images
 from simlib.errors import SimlibError
-from simlib.index import Filters, IndexBackend, Record, VectorIndex, create_index, open_index
-from simlib.model import CONFIG_FILE, Embedder
+from simlib.index import (
+    DEFAULT_BACKEND,
+    Filters,
+    IndexBackend,
+    Record,
+    Threshold,
+    backend_class,
+    build_index,
+    create_index,
+    open_index,
+)
+from simlib.model import MODEL_SUBDIR, Embedder, saved_model
 from simlib.model.embed import EmbedResult
+from simlib.search.confidence import Verdicts, match_probability
+from simlib.search.copies import CopyCut, Thumbnails, copies_among
 from simlib.search.hit import Hit
+from simlib.search.info import GalleryInfo
 from simlib.search.tables import table_records
-
-INDEX_MODEL_DIR = "model"  # the model that built an index, inside the index folder
 
 
 class Searcher:
@@ -47,6 +59,8 @@ class Searcher:
         self.index = index
         # path -> records, valid while the index's (size, next id) stays the same
         self._by_path: tuple[tuple[int, int], dict[str, list[Record]]] | None = None
+        self._verdicts: tuple[dict, Verdicts] | None = None  # the manifest's verdicts, parsed once
+        self._thumbs = Thumbnails()  # for the calibrated copy check
         built_by = index.manifest.model_fingerprint
         if check and built_by and built_by != embedder.fingerprint:
             raise SimlibError(
@@ -69,17 +83,18 @@ class Searcher:
         progress: bool | str = True,
         batch_size: int = 32,
         *,
-        backend: str = "faiss",
+        backend: str = DEFAULT_BACKEND,
         uri: str | None = None,
         collection: str | None = None,
     ) -> tuple[Searcher, EmbedResult]:
         """Embed every image of ``table`` and index it; returns the searcher and the embedding result
-        (whose ``skipped`` lists images that could not be read).
+        (whose ``skipped`` lists images that could not be read; their paths are recorded in the manifest).
 
-        With ``backend="milvus"`` (``uri``: a ``.db`` path or ``http://host:19530``) the vectors go
-        to Milvus chunk by chunk as they are embedded (see :meth:`from_table_streaming`).
+        A backend that streams (:attr:`~simlib.index.IndexBackend.streams_build`: Milvus, with ``uri`` a
+        ``.db`` path or ``http://host:19530``) gets the vectors chunk by chunk as they are embedded (see
+        :meth:`from_table_streaming`); another one is built from all of them at once.
         """
-        if backend != "faiss":
+        if backend_class(backend).streams_build:
             index = create_index(
                 backend,
                 embedder.dim,
@@ -89,16 +104,24 @@ class Searcher:
                 collection=collection,
                 expected_count=len(table),
             )
-            return cls.from_table_streaming(embedder, table, index, progress=progress, batch_size=batch_size)
-        result = embedder.embed_table(table, batch_size=batch_size, progress=progress)
-        if len(result.rows) == 0:
-            raise SimlibError(
-                f"none of the {len(table)} images could be read; first error: "
-                + next(iter(result.skipped.values()), "none")
+            searcher, result = cls.from_table_streaming(
+                embedder, table, index, progress=progress, batch_size=batch_size
             )
-        index = VectorIndex.build(result.embeddings, table_records(table, result.rows), config)
-        index.manifest = index.manifest.replace(model_fingerprint=embedder.fingerprint, data=table.name)
-        return cls(embedder, index, check=False), result
+        else:
+            result = embedder.embed_table(table, batch_size=batch_size, progress=progress)
+            if len(result.rows) == 0:
+                raise SimlibError(
+                    f"none of the {len(table)} images could be read; first error: "
+                    + next(iter(result.skipped.values()), "none")
+                )
+            records = table_records(table, result.rows)
+            index = build_index(backend, result.embeddings, records, config, uri=uri, collection=collection)
+            index.manifest = index.manifest.replace(model_fingerprint=embedder.fingerprint, data=table.name)
+            searcher = cls(embedder, index, check=False)
+        if table.paths is not None:  # an app does not re-index because of images that never could be read
+            skipped = tuple(str(Path(table.paths[r]).resolve()) for r in result.skipped)
+            index.manifest = index.manifest.replace(skipped_paths=skipped)
+        return searcher, result
 
     @classmethod
     def from_table_streaming(
@@ -161,19 +184,17 @@ class Searcher:
                 hard-linked (or copied) instead of serialising the model again, so updating a
                 gallery does not rewrite ~90 MB.
         """
-        import shutil
-
         fingerprint = self.fingerprint
         self.index.manifest = self.index.manifest.replace(
-            model_fingerprint=fingerprint, model_config=self.embedder.config, model_dir=INDEX_MODEL_DIR
+            model_fingerprint=fingerprint, model_config=self.embedder.config, model_dir=MODEL_SUBDIR
         )
 
         def write_model(tmp: Path) -> None:
-            source = Path(reuse_model) if reuse_model is not None else None
-            if source is not None and source.is_dir() and _saved_fingerprint(source) == fingerprint:
-                shutil.copytree(source, tmp / INDEX_MODEL_DIR, copy_function=_link_or_copy)
+            reused = saved_model(reuse_model) if reuse_model is not None else None
+            if reused is not None and reused.fingerprint == fingerprint:
+                shutil.copytree(reused.directory, tmp / MODEL_SUBDIR, copy_function=_link_or_copy)
             else:
-                self.embedder.save(tmp / INDEX_MODEL_DIR)
+                self.embedder.save(tmp / MODEL_SUBDIR)
 
         return self.index.save(directory, write_extra=write_model)
 
@@ -220,7 +241,7 @@ class Searcher:
         filters: Filters | None = None,
         exclude_self: bool = False,
         exclude_ids: Sequence[int] = (),
-        collapse_duplicates: float | None = None,
+        collapse_duplicates: float | CopyCut | None = None,
     ) -> list[Hit]:
         """The ``k`` most similar gallery images to ``image``.
 
@@ -230,11 +251,14 @@ class Searcher:
             filters: attribute (or "label") -> value(s); applied inside the search.
             exclude_self: when ``image`` is a path inside the gallery, leave that entry out.
             exclude_ids: ids to leave out.
-            collapse_duplicates: a cosine threshold (e.g. 0.97): a result this similar to a
-                better-ranked one (or with the same file) is merged into it and counted in its
-                ``duplicates``; the top-K is filled with distinct items. None: off.
+            collapse_duplicates: when two results are copies: a cosine threshold (e.g. 0.97), or a
+                :class:`~simlib.search.copies.CopyCut` calibrated for this model (:attr:`copy_cut`); a
+                result that is a copy of a better-ranked one (or the same file) is merged into it and
+                counted in its ``duplicates``; the top-K is filled with distinct items. None: off.
 
-        Hits under the index's calibrated threshold (see :mod:`simlib.search.calibrate`) have ``weak=True``.
+        Hits under the index's calibrated "good match" cut have ``weak=True``; with calibrated verdicts
+        (:func:`simlib.search.confidence.calibrate_verdicts`) each hit carries its ``probability`` of being
+        the same kind as the query.
         """
         exclude = set(int(i) for i in exclude_ids)
         vector = self.embedder.embed_images([image])[0]  # first: a bad file fails here with a clear SimlibError
@@ -248,12 +272,12 @@ class Searcher:
         k: int = 5,
         filters: Filters | None = None,
         exclude_ids: Sequence[int] | set = (),
-        collapse_duplicates: float | None = None,
+        collapse_duplicates: float | CopyCut | None = None,
     ) -> list[Hit]:
         """Like :meth:`query` for an embedding already computed."""
         exclude = set(int(i) for i in exclude_ids)
         if collapse_duplicates is not None:
-            return self._collapsed(vector, k, filters, exclude, float(collapse_duplicates))
+            return self._judged(self._collapsed(vector, k, filters, exclude, collapse_duplicates))
         scores, ids = self.index.search(vector[None, :], k + len(exclude), filters)
         hits = []
         for s, i in zip(scores[0], ids[0], strict=True):
@@ -262,7 +286,15 @@ class Searcher:
             hits.append(self._hit(len(hits) + 1, int(i), float(s)))
             if len(hits) == k:
                 break
-        return hits
+        return self._judged(hits)
+
+    def _judged(self, hits: list[Hit]) -> list[Hit]:
+        """The hits with their calibrated probability of being the same kind (unchanged without a curve)."""
+        verdicts = self.verdicts
+        if verdicts is None or verdicts.curve is None or not hits:
+            return hits
+        p = match_probability([h.score for h in hits], verdicts.curve, ranks=[max(h.rank, 1) for h in hits])
+        return [dataclasses.replace(h, probability=float(q)) for h, q in zip(hits, p, strict=True)]
 
     def score_ids(self, vector: np.ndarray, ids: Sequence[int]) -> list[Hit]:
         """Gallery entries scored against an embedded query, as :meth:`query` would show them (rank 0).
@@ -275,7 +307,7 @@ class Searcher:
         """
         records = [self.index.record(int(i)) for i in ids]  # SimlibError for an unknown id
         stored = self.index.vectors_of([r.id for r in records])
-        return [self._hit(0, r.id, float(vector @ v)) for r, v in zip(records, stored, strict=True)]
+        return self._judged([self._hit(0, r.id, float(vector @ v)) for r, v in zip(records, stored, strict=True)])
 
     def _hit(self, rank: int, id_: int, score: float, duplicates: int = 0) -> Hit:
         r = self.index.record(id_)
@@ -283,7 +315,9 @@ class Searcher:
         weak = threshold is not None and score < threshold  # the one place a hit is judged weak
         return Hit(rank, r.id, score, r.path, r.label, r.attributes, duplicates, weak)
 
-    def _collapsed(self, vector: np.ndarray, k: int, filters: Filters | None, exclude: set, threshold: float) -> list:
+    def _collapsed(
+        self, vector: np.ndarray, k: int, filters: Filters | None, exclude: set, cut: float | CopyCut
+    ) -> list:
         """Top-``k`` distinct results: over-fetch, merge near-copies into the better-ranked hit, and
         fetch more until ``k`` distinct items are found or the gallery is exhausted.
 
@@ -298,18 +332,22 @@ class Searcher:
             kept: list[list] = []  # [id, score, duplicates]
             kept_vectors = np.zeros((0, self.index.dim), np.float32)
             kept_paths: list[str | None] = []
+            kept_labels: list[str | None] = []
             vectors = self.index.vectors_of([i for i, _ in candidates])
             for (i, s), v in zip(candidates, vectors, strict=True):
-                path = self.index.record(i).path
+                record = self.index.record(i)
+                path = record.path
                 sims = kept_vectors @ v
                 same_file = np.array([p is not None and p == path for p in kept_paths], bool)
-                same = np.flatnonzero((sims >= threshold) | same_file)
+                copies = copies_among(sims, path, kept_paths, cut, self._thumbs, record.label, kept_labels)
+                same = np.flatnonzero(copies | same_file)
                 if len(same):
                     kept[int(same[0])][2] += 1
                     continue
                 kept.append([i, s, 0])
                 kept_vectors = np.vstack([kept_vectors, v[None, :]])
                 kept_paths.append(path)
+                kept_labels.append(record.label)
                 if len(kept) == k:
                     break
             exhausted = len(found) < fetch or fetch >= len(self.index)
@@ -318,16 +356,52 @@ class Searcher:
             fetch = min(2 * fetch, len(self.index))
 
     @property
+    def verdicts(self) -> Verdicts | None:
+        """How sure a match is, as calibrated for this index (None: not calibrated)."""
+        stored = self.index.manifest.verdicts
+        if not stored:
+            return None
+        if self._verdicts is None or self._verdicts[0] is not stored:
+            self._verdicts = (stored, Verdicts.from_dict(stored))
+        return self._verdicts[1]
+
+    def set_verdicts(self, verdicts: Verdicts | None) -> None:
+        """Keep ``verdicts`` (from :func:`simlib.search.confidence.calibrate_verdicts`) with the index; save
+        the searcher to keep them on disk."""
+        self.index.manifest = self.index.manifest.replace(verdicts=None if verdicts is None else verdicts.to_dict())
+
+    @property
+    def copy_cut(self) -> CopyCut | None:
+        """When two results are copies, as calibrated for this model (None: not calibrated)."""
+        verdicts = self.verdicts
+        return None if verdicts is None else verdicts.copies
+
+    @property
     def threshold(self) -> float | None:
-        """The calibrated "good match" score, or None when not calibrated or when the model cannot
-        support it (see :attr:`simlib.index.Threshold.supported`)."""
+        """The calibrated "good match" score, or None when not calibrated or when the model cannot support it:
+        the verdicts' "no good match" cut when calibrated (only at most 1 in 10 right results fall under it,
+        and it must flag wrong ones clearly more often), else an older precision threshold (see
+        :attr:`simlib.index.Threshold.usable`)."""
+        verdicts = self.verdicts
+        if verdicts is not None and verdicts.no_match is not None:
+            return float(verdicts.no_match.score) if verdicts.no_match.supported else None
         threshold = self.index.manifest.threshold
         return None if threshold is None or not threshold.usable else float(threshold.score)
 
     @property
-    def calibration(self):
+    def calibration(self) -> Threshold | None:
         """The index's :class:`~simlib.index.Threshold` as calibrated (None when not calibrated)."""
         return self.index.manifest.threshold
+
+    def set_threshold(self, threshold: Threshold | None) -> None:
+        """Keep ``threshold`` (from :func:`simlib.search.calibrate.calibrate_threshold`) as the index's
+        "good match" threshold (None: none); save the searcher to keep it on disk."""
+        self.index.manifest = self.index.manifest.replace(threshold=threshold)
+
+    def info(self) -> GalleryInfo:
+        """Gallery size, index, model settings and calibration (:class:`GalleryInfo`): what a status line
+        shows. Cheap enough to call on every query."""
+        return GalleryInfo.of(self.embedder, self.index, self.threshold)
 
     # ------------------------------------------------------------------ changing the gallery
     def add_images(
@@ -343,8 +417,6 @@ class Searcher:
         Returns:
             ``(added_ids, skipped)``: the new ids in order, and path -> reason for files left out.
         """
-        from simlib.data import list_images
-
         files: list[Path] = []
         skipped: dict[str, str] = {}
         for p in paths:
@@ -415,32 +487,8 @@ class Searcher:
             self._by_path = cached = ((len(self.index), self._next_id()), by_path)
         return cached[1]
 
-    def describe(self) -> dict[str, Any]:
-        """Gallery size, index kind, model settings, calibrated threshold: what a status line shows.
-
-        Cheap enough to call on every query.
-        """
-        return {
-            "gallery_size": len(self.index),
-            "backend": self.index.backend,
-            "index_kind": self.index.kind,
-            **self.embedder.describe(),
-            "threshold": self.threshold,
-        }
-
-
-def _saved_fingerprint(model_dir: Path) -> str | None:
-    from simlib.storage import load_json
-
-    try:
-        return load_json(model_dir / CONFIG_FILE).get("fingerprint")
-    except SimlibError:
-        return None
-
 
 def _link_or_copy(src: str, dst: str) -> None:
-    import shutil
-
     try:
         os.link(src, dst)
     except OSError:  # another file system, or links not allowed

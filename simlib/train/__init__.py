@@ -16,6 +16,9 @@ training, never test classes; see :mod:`simlib.train.split`); ``TrainConfig.sele
 which picks the kept epoch and drives early stopping. ``training.json`` records the classes
 trained on and held out (:class:`TrainingRecord`).
 
+:func:`retrain_on_gallery` (:mod:`simlib.train.retrain`) trains on a served gallery's own labels and
+rebuilds the gallery with the new model: what the app's "Train" button runs.
+
 Importing this package imports Keras and TensorFlow; ``import simlib`` never imports it.
 """
 
@@ -35,6 +38,7 @@ from simlib.train.plan import (
     recommended_head,
 )
 from simlib.train.record import HISTORY_FILE, TRAINING_FILE, TrainingRecord
+from simlib.train.retrain import RetrainResult, retrain_on_gallery
 from simlib.train.run import fit, strategy_for, training_data
 from simlib.train.split import Split, make_split
 from simlib.train.strategies import FineTune, FrozenHead
@@ -53,6 +57,7 @@ __all__ = [
     "EpochProgress",
     "FineTune",
     "FrozenHead",
+    "RetrainResult",
     "Split",
     "Strategy",
     "TrainConfig",
@@ -67,6 +72,7 @@ __all__ = [
     "load_images",
     "make_split",
     "recommended_head",
+    "retrain_on_gallery",
     "strategy_for",
     "training_data",
 ]

@@ -20,8 +20,13 @@ from typing import Any, ClassVar
 import keras
 import numpy as np
 
+from simlib.evaluation.metrics import evaluate, knn
+from simlib.model import Embedder
 from simlib.train.callbacks import SCORE_KEY, BestRecall, CollapseMonitor, History, TimeBudget
+from simlib.train.feedback import add_feedback
+from simlib.train.losses import BatchTripletLoss
 from simlib.train.plan import TrainConfig, TrainResult
+from simlib.train.record import save_model
 from simlib.train.split import Split, selection_score
 
 # Labels mode: validation queries also search up to this many training images (keeps Recall@1
@@ -138,8 +143,6 @@ class Strategy(abc.ABC):
     def recalls(self) -> dict[str, float]:
         """This epoch's validation Recall@1: ``val_recall@1`` (image-disjoint; near-duplicate in self
         mode) and, when there is a class-disjoint validation, ``val_unseen_recall@1``."""
-        from simlib.evaluation.metrics import evaluate, knn
-
         val = self.data.val
         seen = self.embed(self._inputs["seen"])
         if val.seen_labels is None:  # self mode: an augmented copy must find its original
@@ -184,23 +187,35 @@ class Strategy(abc.ABC):
             feedback: uint8 (anchor, positive, negative) images to add to every batch.
             t_start: when the run started (``perf_counter``), for the time budget and the record.
         """
-        from simlib.model import Embedder
-        from simlib.train.losses import BatchTripletLoss
-        from simlib.train.record import save_model
-
-        tc, data, say = self.tc, self.data, self.say
+        tc, data = self.tc, self.data
         t_start = time.perf_counter() if t_start is None else t_start
         trainable, dataset = self.prepare()
         self._encode_validation()
         loss = BatchTripletLoss(mining=tc.mining_used, margin=tc.margin)
         if feedback is not None:
-            from simlib.train.feedback import add_feedback
-
             dataset, loss = add_feedback(dataset, tuple(self.encode(t) for t in feedback), tc, data.steps)
-            say(f"feedback: {len(feedback[0])} triplets, {tc.feedback_batch} per batch, weight {tc.feedback_weight}")
+            self.say(
+                f"feedback: {len(feedback[0])} triplets, {tc.feedback_batch} per batch, weight {tc.feedback_weight}"
+            )
+        self._compile(trainable, loss)
+        loop = _Loop.start(self, out, t_start, callbacks)
+        before = self.validate()
+        self.say(self._plan_line(before))
+        trainable.fit(
+            dataset,
+            epochs=tc.epochs,
+            steps_per_epoch=data.steps,
+            callbacks=loop.callbacks,
+            shuffle=False,  # the P×K sampler already shuffles (Keras warns that it ignores shuffle on a Dataset)
+            verbose=1 if self.progress else 0,
+        )
+        return self._finish(loop, before, out, t_start, feedback)
 
-        total = tc.epochs * data.steps
-        warmup = min(tc.warmup_epochs * data.steps, total // 2)
+    def _compile(self, trainable: Any, loss: Any) -> None:
+        """Adam on a cosine-decay schedule with warm-up, as the plan says."""
+        tc, steps = self.tc, self.data.steps
+        total = tc.epochs * steps
+        warmup = min(tc.warmup_epochs * steps, total // 2)
         lr = tc.peak_learning_rate
         schedule = keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=lr / 10 if warmup else lr,
@@ -214,26 +229,10 @@ class Strategy(abc.ABC):
             loss=loss,
             jit_compile=False,  # XLA made CPU train steps 5x slower here
         )
-        on_best = None
-        if out is not None and self.checkpoint_each_best:
 
-            def on_best():
-                save_model(self.embedder, out, tc, data.split, time.perf_counter() - t_start)
-
-        best = BestRecall(self.validate, on_best)
-        history = History()
-        all_callbacks = [
-            best,
-            CollapseMonitor(lambda: self.embed(self._inputs["probe"])),
-            keras.callbacks.EarlyStopping(monitor=SCORE_KEY, mode="max", patience=tc.patience),
-            history,
-            *callbacks,
-        ]
-        budget = None
-        if tc.minutes:
-            budget = TimeBudget(tc.minutes * 60 - (time.perf_counter() - t_start), time.perf_counter())
-            all_callbacks.append(budget)
-        before = self.validate()
+    def _plan_line(self, before: dict[str, float]) -> str:
+        """The line said before training: strategy, data, batches, selection and the validation before."""
+        tc, data = self.tc, self.data
         split = data.split
         unseen_note = (
             f"{len(data.val.unseen)} images of {len(split.unseen_classes)} held-out classes"
@@ -242,22 +241,24 @@ class Strategy(abc.ABC):
             if split.note
             else "none"
         )
-        say(
+        return (
             f"training {tc.backbone} backbone ({self.name}), {tc.mode} mode, {tc.mining_used} mining: "
             f"{len(data.images)} train / {len(data.val.seen)} val images"
             + (f", class-disjoint val: {unseen_note}" if tc.labelled else "")
             + f", P×K = {data.p}×{data.k}, {data.steps} steps/epoch, up to {tc.epochs} epochs, "
             f"selecting on {self.select_on}; before: {_fmt(before)}"
         )
-        trainable.fit(
-            dataset,
-            epochs=tc.epochs,
-            steps_per_epoch=data.steps,
-            callbacks=all_callbacks,
-            shuffle=False,  # the P×K sampler already shuffles (Keras warns that it ignores shuffle on a Dataset)
-            verbose=1 if self.progress else 0,
-        )
-        rows = history.rows
+
+    def _finish(
+        self,
+        loop: _Loop,
+        before: dict[str, float],
+        out: str | Path | None,
+        t_start: float,
+        feedback: tuple[np.ndarray, ...] | None,
+    ) -> TrainResult:
+        """The best epoch's weights as a new trained embedder, the result, and the saved folder."""
+        best, rows = loop.best, loop.history.rows
         collapsed = bool(rows) and bool(rows[best.best_epoch - 1].get("collapsed", 0.0))
         for part in (self.embedder.backbone, self.embedder.head):
             part.trainable = True
@@ -268,7 +269,7 @@ class Strategy(abc.ABC):
         seconds = time.perf_counter() - t_start
         result = TrainResult(
             trained,
-            history.as_lists(),
+            loop.history.as_lists(),
             best.best_epoch,
             best.best_logs.get("val_recall@1", float("nan")),
             seconds,
@@ -277,9 +278,9 @@ class Strategy(abc.ABC):
             best_score=best.best,
             select_on=self.select_on,
         )
-        say(
+        self.say(
             f"best epoch {best.best_epoch} of {len(rows)}: {_fmt(before)} -> {_fmt(best.best_logs)} in {seconds:.0f} s"
-            + (" (time budget reached)" if budget is not None and budget.hit else "")
+            + (" (time budget reached)" if loop.budget is not None and loop.budget.hit else "")
         )
         if out is not None:
             extra: dict[str, Any] = {
@@ -287,14 +288,50 @@ class Strategy(abc.ABC):
             }
             if feedback is not None:
                 extra["feedback_triplets"] = len(feedback[0])
-            result.out = save_model(trained, out, tc, split, seconds, result=result, extra=extra)
+            result.out = save_model(trained, out, self.tc, self.data.split, seconds, result=result, extra=extra)
         return result
+
+
+@dataclasses.dataclass(frozen=True)
+class _Loop:
+    """The callbacks of one run: model selection, history, the time budget (None without one), and all of them
+    in the order Keras calls them."""
+
+    best: BestRecall
+    history: History
+    budget: TimeBudget | None
+    callbacks: list[Any]
+
+    @classmethod
+    def start(cls, strategy: Strategy, out: str | Path | None, t_start: float, more: Sequence[Any]) -> _Loop:
+        """The callbacks for ``strategy``'s run: validation and best-weights restore (saving each new best
+        for a slow strategy), the collapse monitor, early stopping, history, ``more``, the time budget."""
+        tc = strategy.tc
+        on_best = None
+        if out is not None and strategy.checkpoint_each_best:
+
+            def on_best():
+                save_model(strategy.embedder, out, tc, strategy.data.split, time.perf_counter() - t_start)
+
+        best = BestRecall(strategy.validate, on_best)
+        history = History()
+        callbacks = [
+            best,
+            CollapseMonitor(lambda: strategy.embed(strategy._inputs["probe"])),
+            keras.callbacks.EarlyStopping(monitor=SCORE_KEY, mode="max", patience=tc.patience),
+            history,
+            *more,
+        ]
+        budget = None
+        if tc.minutes:
+            spent = time.perf_counter() - t_start if tc.budget_covers == "run" else 0.0
+            budget = TimeBudget(tc.minutes * 60 - spent, time.perf_counter())
+            callbacks.append(budget)
+        return cls(best, history, budget, callbacks)
 
 
 def _loo_recall_at_1(embeddings: np.ndarray, labels: np.ndarray) -> float:
     """Recall@1 of each image against the others of the same set (images alone in their class left out)."""
-    from simlib.evaluation.metrics import knn
-
     labels = np.asarray(labels).astype(str)
     values, per = np.unique(labels, return_counts=True)
     has_pair = np.isin(labels, values[per >= 2])

@@ -12,6 +12,7 @@ from simlib.train.losses import MINING
 MODES = ("labels", "self")
 BACKBONES = ("frozen", "partial", "full")
 # Which validation picks the kept epoch and drives early stopping (labels mode; self mode has one).
+BUDGET_COVERS = ("run", "epochs")
 SELECT_ON = ("seen", "unseen", "mean")
 # The head simlib train gives a pretrained (ImageNet or local-file) backbone: standardised globally
 # pooled features -> 512 ReLU -> projection, the usual shape for ImageNet features (not measured here:
@@ -70,7 +71,10 @@ class TrainConfig:
         learning_rate: peak learning rate (0: 1e-3 for a frozen backbone, 1e-4 otherwise).
         warmup_epochs: epochs of linear warm-up before the cosine decay.
         patience: epochs without a better validation score (``select_on``) before stopping.
-        minutes: time budget for the whole run (0: none).
+        minutes: time budget (0: none).
+        budget_covers: what ``minutes`` counts: "run" (decoding, backbone features and epochs) or
+            "epochs" (only the epochs: decoding and the frozen backbone's features come on top, so the
+            budget buys epochs; the app's training uses it).
         val_fraction: share of each training class's images held out for the image-disjoint
             ("seen") validation.
         val_classes: labels mode: share of the training-side classes held out whole for the
@@ -103,6 +107,7 @@ class TrainConfig:
     warmup_epochs: int = 1
     patience: int = 15
     minutes: float = 0.0
+    budget_covers: str = "run"
     val_fraction: float = 0.1
     val_classes: float = 0.2
     test_fraction: float = 0.3
@@ -127,6 +132,8 @@ class TrainConfig:
             raise SimlibError("self mode needs at least 2 views per image")
         if self.minutes < 0:
             raise SimlibError(f"--minutes must be positive, not {self.minutes}")
+        if self.budget_covers not in BUDGET_COVERS:
+            raise SimlibError(f"budget_covers must be one of {', '.join(BUDGET_COVERS)}, not {self.budget_covers!r}")
         if not 0 <= self.val_classes < 1:
             raise SimlibError(f"val_classes must be in [0, 1), not {self.val_classes}")
         if self.feedback_weight < 0 or self.feedback_batch < 1:

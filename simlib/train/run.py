@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +72,7 @@ def fit(
     embedder=None,
     feedback=None,
     callbacks: Sequence[Any] = (),
+    say: Callable[[str], None] | None = None,
 ) -> TrainResult:
     """Train an embedding model with triplet loss and (optionally) save it.
 
@@ -93,6 +94,8 @@ def fit(
             loss + ``feedback_weight`` × the triplet loss of ``feedback_batch`` feedback triplets.
         callbacks: more Keras callbacks for the training loop (e.g. ``keras.callbacks.TensorBoard``);
             they see the trained part only: the head on a frozen backbone, else the whole model.
+        say: where the run's stage lines go (decoding, backbone features, the plan, the result); default:
+            stderr when ``progress``, else nowhere.
 
     Returns:
         A :class:`TrainResult` holding a new embedder with the best validation weights.
@@ -120,9 +123,11 @@ def fit(
         embedder = Embedder.build(config)
     else:  # train a copy: the caller's embedder (and its fingerprint) stays valid
         embedder = embedder.clone(backbone=tc.backbone != "frozen")
+    tell = say or say_to_stderr(progress)
+    tell(f"decoding {len(split.train) + len(split.val) + len(split.unseen or ()):,} images")
     data = training_data(split, tc, embedder.config, progress)
     triplets = None
     if feedback is not None:
         triplets = feedback_images(feedback, data.images, embedder.image_size, embedder.config.resize, tc.seed)
-    strategy = strategy_for(tc)(embedder, tc, data, say_to_stderr(progress), progress)
+    strategy = strategy_for(tc)(embedder, tc, data, tell, progress)
     return strategy.run(out=out, callbacks=callbacks, feedback=triplets, t_start=t_start)

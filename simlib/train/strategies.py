@@ -67,6 +67,7 @@ class FrozenHead(Strategy):
         tc, data = self.tc, self.data
         self._features = pooled_features_fn(self.embedder)
         t0 = time.perf_counter()
+        self.say(f"computing the backbone's features of {len(data.images):,} train images × {tc.n_views} views")
         views = augmented_views(data.images, tc.n_views, tc.seed, self.embedder.image_size)
         self._train_feats = np.concatenate(
             [

@@ -11,9 +11,9 @@ def calibrated(searcher, score: float) -> Iterator[None]:
     """The searcher's index calibrated at ``score`` (as ``simlib calibrate`` stores it) for a while."""
     from simlib.index import Threshold
 
-    before = searcher.index.manifest
-    searcher.index.manifest = before.replace(threshold=Threshold(score=score, method="test"))
+    before = searcher.calibration
+    searcher.set_threshold(Threshold(score=score, method="test"))
     try:
         yield
     finally:
-        searcher.index.manifest = before
+        searcher.set_threshold(before)

@@ -16,9 +16,13 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def served_demo(searcher, *, k: int = 5, auth: tuple[str, str] | None = None, **service: Any) -> Iterator[str]:
+def served_demo(
+    searcher, *, k: int = 5, auth: tuple[str, str] | None = None, mcp: bool = False, **service: Any
+) -> Iterator[str]:
     """Serve ``searcher`` as the app does (a :class:`GalleryService` with ``service`` options, its page with
-    Top-K ``k``, behind ``auth``) on a free port; yields its local URL. The server is closed on the way out."""
+    Top-K ``k``, behind ``auth``, with an MCP server if ``mcp``) on a free port; yields its local URL.
+
+    The server is closed on the way out, whatever happened."""
     from simlib.app import GalleryService, build_app, serve
     from simlib.errors import SimlibError
 
@@ -27,7 +31,7 @@ def served_demo(searcher, *, k: int = 5, auth: tuple[str, str] | None = None, **
     try:
         for attempt in range(3):
             try:
-                url, _ = serve(demo, gallery, port=free_port(), auth=auth, log=lambda m: None)
+                url, _ = serve(demo, gallery, port=free_port(), auth=auth, mcp=mcp, log=lambda m: None)
                 break
             except SimlibError as e:  # another test worker took the free port first: take another
                 if "cannot listen" not in str(e) or attempt == 2:

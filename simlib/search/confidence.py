@@ -1,0 +1,500 @@
+"""How sure is a match: a "no good match" cut chosen on both sides, a calibrated match probability, and a
+"copies" cut calibrated per model.
+
+Three verdicts a visitor reads, each calibrated on the index's own gallery and stored with it:
+
+- :class:`NoMatchCut` (:func:`no_match_cut`): the top-1 score under which the app says "no good match".
+  The cut is the ``max_false_flag`` quantile of the top-1 scores of validation queries whose top-1 *is*
+  of their class (at most that share of them is flagged, and by the split-conformal bound, at most that
+  share of new right results drawn like them), and it is *supported* only when it flags wrong top-1 results
+  clearly more often than right ones (see :data:`MIN_LIKELIHOOD_RATIO`).
+- :class:`MatchCurve` (:func:`fit_match_curve`, :func:`match_probability`): the estimated probability
+  that a result is the same kind of product as the query, a monotone function of its cosine (isotonic
+  regression over equal-count score bins) or, when the cosine tells less than the rank (an untrained
+  model crowds every score into 0.997-0.999), of its rank. :func:`confidence_label` words it.
+- :class:`CopyCut` (:func:`copy_cut`): the cosine above which two gallery images are copies of each other,
+  chosen above the model's nearest *distinct* gallery neighbours and under most re-encoded, resized,
+  slightly cropped copies; when no cosine separates them, the two images' 32 x 32 thumbnails must also
+  correlate more than any distinct pair of the gallery does (:func:`thumbnail`).
+
+:func:`calibrate_verdicts` runs all three on a :class:`~simlib.search.Searcher`; :class:`Verdicts` holds
+them and is JSON-ready (``Verdicts.to_dict()`` / ``Verdicts.from_dict()``) for the index manifest.
+Every random choice takes a seed; numpy only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from simlib.errors import SimlibError
+from simlib.search.copies import CopyCut, calibrate_copies, from_mapping, rounded
+
+DEFAULT_MAX_FALSE_FLAG = 0.10
+
+
+# A flag that hits wrong top-1 results no more often than right ones carries no information (a random
+# score flags both at the same rate). "Supported" asks that the flag's likelihood ratio, the share of wrong
+# top-1 results flagged over the share of right ones allowed, be at least this, at 95 % confidence (Wilson
+# lower bound of the true-flag rate): the odds that a flagged result is wrong are then at least twice the
+# odds over all results.
+MIN_LIKELIHOOD_RATIO = 2.0
+
+
+MIN_WRONG = 10  # fewer wrong top-1 results than this: the true-flag rate is not measured, nothing is said
+
+
+MIN_RIGHT = 10
+
+
+WILSON_Z = 1.645  # one-sided 95 %
+
+
+CURVE_BINS = 20
+
+
+CURVE_KNOTS = 12  # at most this many (score, probability) knots stored
+
+
+# Confidence words for a calibrated probability p that a result is the same kind as the query.
+HIGH_CONFIDENCE = 0.8  # at least 4 in 5 results like it were the same kind on validation
+
+
+LOW_CONFIDENCE = 0.5  # under it, a result like it was more often another kind than the same
+
+
+def _wilson_lower(k: int, n: int, z: float = WILSON_Z) -> float:
+    """The Wilson score lower confidence bound of a proportion k / n (0 when n is 0)."""
+    if n == 0:
+        return 0.0
+    p = k / n
+    centre = p + z * z / (2 * n)
+    spread = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return max(0.0, (centre - spread) / (1 + z * z / n))
+
+
+@dataclasses.dataclass(frozen=True)
+class NoMatchCut:
+    """The "no good match" cut and what it does on the validation queries it was chosen on.
+
+    Attributes:
+        score: a query whose top-1 score is under it gets "no good match" (when ``supported``).
+        max_false_flag: the share of right top-1 results it was allowed to flag (the target).
+        false_flag_rate: share of validation queries whose top-1 is right (same class) that it flags.
+        true_flag_rate: share of validation queries whose top-1 is wrong that it flags.
+        precision_pass: share of right top-1 results among the queries it lets pass.
+        precision_flagged: share of wrong top-1 results among the queries it flags (None: flags none).
+        base_precision: share of right top-1 results among all validation queries.
+        likelihood_ratio: ``true_flag_rate / max_false_flag`` (how much a flag raises the odds of a
+            wrong result).
+        supported: whether the cut separates (see :data:`MIN_LIKELIHOOD_RATIO`); unsupported: never say it.
+        n_queries, n_right, n_wrong: validation queries, and how many had a right / wrong top-1.
+        seed: the validation split's seed.
+        val: the share of the gallery used as validation queries (None: scores given directly).
+    """
+
+    score: float
+    max_false_flag: float
+    false_flag_rate: float
+    true_flag_rate: float
+    precision_pass: float | None
+    precision_flagged: float | None
+    base_precision: float
+    likelihood_ratio: float
+    supported: bool
+    n_queries: int
+    n_right: int
+    n_wrong: int
+    seed: int = 0
+    val: float | None = None
+
+    def flags(self, top_score: float | None) -> bool:
+        """Whether a query whose best result scores ``top_score`` gets "no good match" (never when unsupported;
+        always when there is no result)."""
+        if not self.supported:
+            return False
+        return top_score is None or float(top_score) < self.score
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (rates rounded to 6 digits)."""
+        out = dataclasses.asdict(self)
+        return {k: rounded(v) if isinstance(v, float) else v for k, v in out.items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> NoMatchCut:
+        """Read :meth:`to_dict`'s output (unknown keys ignored)."""
+        return from_mapping(cls, data)
+
+
+def no_match_cut(
+    top_scores: Sequence[float] | np.ndarray,
+    right: Sequence[bool] | np.ndarray,
+    *,
+    max_false_flag: float = DEFAULT_MAX_FALSE_FLAG,
+    seed: int = 0,
+    val: float | None = None,
+) -> NoMatchCut:
+    """Choose the "no good match" cut from validation queries.
+
+    The cut is the ``k``-th smallest top-1 score among the ``m`` queries whose top-1 is right, with
+    ``k = floor(max_false_flag * (m + 1))``: fewer than ``k`` of them (a share under ``max_false_flag``) score
+    under it, and for a new query exchangeable with them the probability that its right top-1 scores under it
+    is at most ``k / (m + 1) <= max_false_flag`` (the split-conformal bound). Queries scoring exactly the cut
+    pass. When ``k`` is 0 (too few right results for the target) the cut is the lowest score: it flags none.
+
+    Args:
+        top_scores: each validation query's top-1 score.
+        right: whether that top-1 is of the query's class.
+        max_false_flag: the share of right top-1 results the cut may flag.
+        seed, val: recorded (how the validation queries were drawn).
+
+    Raises:
+        SimlibError: fewer than :data:`MIN_RIGHT` right top-1 results, or a target outside (0, 1).
+    """
+    if not 0 < max_false_flag < 1:
+        raise SimlibError(f"the false-flag target must be in (0, 1), not {max_false_flag}")
+    s = np.asarray(top_scores, np.float64)
+    c = np.asarray(right, bool)
+    if s.shape != c.shape or s.ndim != 1:
+        raise SimlibError("top_scores and right must be two lists of the same length")
+    good, bad = np.sort(s[c]), s[~c]
+    if len(good) < MIN_RIGHT:
+        raise SimlibError(f"only {len(good)} validation queries have a right top-1: the cut needs {MIN_RIGHT}")
+    k = math.floor(max_false_flag * (len(good) + 1))
+    cut = float(good[k - 1]) if k >= 1 else float(s.min())
+    flagged = s < cut
+    false_flag = float(np.mean(good < cut))
+    true_flag = float(np.mean(bad < cut)) if len(bad) else 0.0
+    n_flag_wrong = int(np.sum(bad < cut))
+    lower = _wilson_lower(n_flag_wrong, len(bad))
+    supported = len(bad) >= MIN_WRONG and lower >= MIN_LIKELIHOOD_RATIO * max_false_flag
+    passed = ~flagged
+    return NoMatchCut(
+        score=cut,
+        max_false_flag=float(max_false_flag),
+        false_flag_rate=false_flag,
+        true_flag_rate=true_flag,
+        precision_pass=float(np.mean(c[passed])) if passed.any() else None,
+        precision_flagged=float(np.mean(~c[flagged])) if flagged.any() else None,
+        base_precision=float(np.mean(c)),
+        likelihood_ratio=true_flag / max_false_flag,
+        supported=bool(supported),
+        n_queries=len(s),
+        n_right=len(good),
+        n_wrong=len(bad),
+        seed=int(seed),
+        val=val,
+    )
+
+
+def isotonic(x: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> np.ndarray:
+    """Non-decreasing least-squares fit of ``y`` on ``x`` (pool adjacent violators), one value per point,
+    in the order of ``x`` sorted ascending (stable)."""
+    order = np.argsort(np.asarray(x), kind="stable")
+    y = np.asarray(y, np.float64)[order]
+    w = np.ones_like(y) if w is None else np.asarray(w, np.float64)[order]
+    values: list[float] = []
+    weights: list[float] = []
+    sizes: list[int] = []
+    for yi, wi in zip(y, w, strict=True):
+        values.append(float(yi))
+        weights.append(float(wi))
+        sizes.append(1)
+        while len(values) > 1 and values[-2] > values[-1]:
+            wt = weights[-2] + weights[-1]
+            v = (values[-2] * weights[-2] + values[-1] * weights[-1]) / wt
+            n = sizes[-2] + sizes[-1]
+            del values[-1], weights[-1], sizes[-1]
+            values[-1], weights[-1], sizes[-1] = v, wt, n
+    return np.repeat(values, sizes)
+
+
+@dataclasses.dataclass(frozen=True)
+class MatchCurve:
+    """The estimated probability that a result is the same kind of product as the query.
+
+    Attributes:
+        kind: "score": ``knots`` are (cosine, probability), interpolated linearly and flat beyond the ends;
+            "rank": ``knots`` are (rank, probability), for a model whose cosine tells less than the rank.
+        knots: ((x, probability), ...), x increasing, probability non-decreasing in the cosine (for "rank":
+            whatever validation measured per rank).
+        brier_score, brier_rank, brier_base: cross-validated (2-fold, by query) Brier scores of the cosine
+            curve, the rank curve and the constant base rate; the lower of the first two chose ``kind``.
+        base_rate: share of same-kind results among the validation results.
+        n_queries, k: validation queries and results per query it was fitted on.
+        seed: the validation split's and the cross-validation's seed.
+    """
+
+    kind: str
+    knots: tuple[tuple[float, float], ...]
+    brier_score: float
+    brier_rank: float
+    brier_base: float
+    base_rate: float
+    n_queries: int
+    k: int
+    seed: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: knots as ``[[x, p], ...]``."""
+        out = dataclasses.asdict(self)
+        out["knots"] = [[rounded(x, 7), rounded(p, 4)] for x, p in self.knots]
+        return {k: rounded(v) if isinstance(v, float) else v for k, v in out.items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MatchCurve:
+        """Read :meth:`to_dict`'s output."""
+        knots = tuple((float(x), float(p)) for x, p in data["knots"])
+        return from_mapping(cls, {**data, "knots": knots})
+
+
+def _score_knots(scores: np.ndarray, same: np.ndarray, bins: int = CURVE_BINS) -> tuple[tuple[float, float], ...]:
+    """Isotonic regression of ``same`` on ``scores`` over ``bins`` equal-count bins (each bin's rate smoothed
+    as (k + 1) / (n + 2)), merged into at most :data:`CURVE_KNOTS` knots at the bins' mean scores."""
+    order = np.argsort(scores, kind="stable")
+    s, y = scores[order], same[order].astype(np.float64)
+    edges = np.unique(np.linspace(0, len(s), min(bins, len(s)) + 1).round().astype(int))
+    xs, rates, ns = [], [], []
+    for a, b in itertools.pairwise(edges):
+        if b > a:
+            xs.append(float(np.mean(s[a:b])))
+            rates.append((float(np.sum(y[a:b])) + 1) / (b - a + 2))
+            ns.append(b - a)
+    fitted = isotonic(np.arange(len(xs)), np.asarray(rates), np.asarray(ns, np.float64))
+    # one knot per run of equal fitted values (at its weighted mean score), at most CURVE_KNOTS
+    knots: list[list[float]] = []  # [x_sum, weight, p]
+    for x, p, n in zip(xs, fitted, ns, strict=True):
+        if knots and abs(knots[-1][2] - p) < 1e-12:
+            knots[-1][0] += x * n
+            knots[-1][1] += n
+        else:
+            knots.append([x * n, n, float(p)])
+    while len(knots) > CURVE_KNOTS:  # merge the closest neighbours in probability
+        gaps = [knots[i + 1][2] - knots[i][2] for i in range(len(knots) - 1)]
+        i = int(np.argmin(gaps))
+        a, b = knots[i], knots[i + 1]
+        knots[i : i + 2] = [[a[0] + b[0], a[1] + b[1], (a[2] * a[1] + b[2] * b[1]) / (a[1] + b[1])]]
+    out = tuple((x_sum / n, p) for x_sum, n, p in knots)
+    # distinct x (equal mean scores can happen with ties): keep the first
+    keep = [0] + [i for i in range(1, len(out)) if out[i][0] > out[i - 1][0]]
+    return tuple(out[i] for i in keep)
+
+
+def _rank_knots(same: np.ndarray) -> tuple[tuple[float, float], ...]:
+    """Per rank (1..k): the smoothed share of same-kind results, (k + 1) / (n + 2)."""
+    n = same.shape[0]
+    return tuple((float(r + 1), (float(same[:, r].sum()) + 1) / (n + 2)) for r in range(same.shape[1]))
+
+
+def _interp(x: np.ndarray, knots: Sequence[tuple[float, float]]) -> np.ndarray:
+    xs = np.asarray([k[0] for k in knots], np.float64)
+    ps = np.asarray([k[1] for k in knots], np.float64)
+    return np.interp(np.asarray(x, np.float64), xs, ps)
+
+
+def fit_match_curve(
+    scores: np.ndarray,
+    same: np.ndarray,
+    *,
+    seed: int = 0,
+    kind: str | None = None,
+) -> MatchCurve:
+    """Fit the match probability on validation results.
+
+    Args:
+        scores: (n_queries, k) cosine of each validation query's top-k results, best first.
+        same: (n_queries, k) whether each result is of the query's class.
+        seed: seeds the 2-fold split by query that scores the two candidate curves.
+        kind: force "score" or "rank"; None: the one with the lower cross-validated Brier score.
+
+    Raises:
+        SimlibError: fewer than 10 queries, or shapes that do not match.
+    """
+    scores = np.asarray(scores, np.float64)
+    same = np.asarray(same, bool)
+    if scores.ndim != 2 or scores.shape != same.shape:
+        raise SimlibError("scores and same must both be (n_queries, k)")
+    n, k = scores.shape
+    if n < 10:
+        raise SimlibError(f"only {n} validation queries: the match probability needs at least 10")
+    rng = np.random.default_rng(seed)
+    fold = rng.permutation(n) % 2
+    brier = {"score": 0.0, "rank": 0.0, "base": 0.0}
+    for f in (0, 1):
+        tr, te = fold != f, fold == f
+        y = same[te].astype(np.float64)
+        p_score = _interp(scores[te], _score_knots(scores[tr].ravel(), same[tr].ravel()))
+        p_rank = np.broadcast_to(np.asarray([p for _, p in _rank_knots(same[tr])]), y.shape)
+        brier["score"] += float(np.sum((p_score - y) ** 2))
+        brier["rank"] += float(np.sum((p_rank - y) ** 2))
+        brier["base"] += float(np.sum((same[tr].mean() - y) ** 2))
+    brier = {name: total / same.size for name, total in brier.items()}
+    chosen = kind or ("score" if brier["score"] <= brier["rank"] else "rank")
+    if chosen not in ("score", "rank"):
+        raise SimlibError(f"curve kind must be 'score' or 'rank', not {kind!r}")
+    knots = _score_knots(scores.ravel(), same.ravel()) if chosen == "score" else _rank_knots(same)
+    return MatchCurve(
+        kind=chosen,
+        knots=knots,
+        brier_score=brier["score"],
+        brier_rank=brier["rank"],
+        brier_base=brier["base"],
+        base_rate=float(same.mean()),
+        n_queries=n,
+        k=k,
+        seed=int(seed),
+    )
+
+
+def match_probability(
+    scores: Sequence[float] | np.ndarray, curve: MatchCurve, ranks: Sequence[int] | np.ndarray | None = None
+) -> np.ndarray:
+    """The estimated probability that each result is the same kind of product as the query.
+
+    Args:
+        scores: the results' cosines.
+        curve: from :func:`fit_match_curve` (or :meth:`MatchCurve.from_dict`).
+        ranks: the results' ranks (1 = best) for a "rank" curve; default: ``scores`` is one ranked list,
+            best first (ranks 1, 2, ...). Ranks past the curve's last take its last value.
+    """
+    scores = np.asarray(scores, np.float64)
+    if curve.kind == "score":
+        return _interp(scores, curve.knots)
+    if ranks is None:
+        ranks = np.arange(1, scores.size + 1).reshape(scores.shape)
+    return _interp(np.asarray(ranks, np.float64), curve.knots)
+
+
+def confidence_label(p: float, *, no_match: bool = False) -> str:
+    """The words shown for a result of calibrated probability ``p`` of being the same kind as the query.
+
+    "high confidence" at :data:`HIGH_CONFIDENCE` or more (at least 4 in 5 such results were), "low
+    confidence" under :data:`LOW_CONFIDENCE` (more often another kind than the same), "medium confidence"
+    between. ``no_match``: the query's best result is under a supported :class:`NoMatchCut`, said as
+    "low confidence: no good match" whatever ``p``.
+    """
+    if no_match:
+        return "low confidence: no good match"
+    if p >= HIGH_CONFIDENCE:
+        return "high confidence"
+    if p >= LOW_CONFIDENCE:
+        return "medium confidence"
+    return "low confidence"
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdicts:
+    """What the index manifest stores about how sure a match is (each part None when not calibrated)."""
+
+    no_match: NoMatchCut | None = None
+    curve: MatchCurve | None = None
+    copies: CopyCut | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"no_match": {...}, "curve": {...}, "copies": {...}}`` (parts that are None left out)."""
+        return {k: getattr(self, k).to_dict() for k in ("no_match", "curve", "copies") if getattr(self, k)}
+
+    def summary(self) -> str:
+        """One line: the "no good match" cut with its error rates, the probability curve, the copy cut."""
+        parts = []
+        if self.no_match is not None:
+            m = self.no_match
+            parts.append(
+                f"'no good match' under {m.score:.4f} ({'supported' if m.supported else 'not supported: never said'}; "
+                f"{m.false_flag_rate:.0%} of right top-1 results and {m.true_flag_rate:.0%} of wrong ones under it, "
+                f"{m.n_queries} validation queries)"
+            )
+        if self.curve is not None:
+            parts.append(f"match probability by {self.curve.kind}")
+        if self.copies is not None:
+            c = self.copies
+            thumbs = f" and thumbnails correlating >= {c.thumb_min:.4f}" if c.thumb_min is not None else ""
+            parts.append(f"copies: cosine >= {c.score:.4f}{thumbs} ({c.copy_recall:.0%} of test copies found)")
+        return "; ".join(parts) or "nothing calibrated"
+
+    def no_good_match(self, top_score: float | None) -> bool:
+        """Whether a query whose best result scores ``top_score`` gets "no good match" (only under a supported
+        :class:`NoMatchCut`)."""
+        return self.no_match is not None and self.no_match.flags(top_score)
+
+    def words(self, scores: Sequence[float]) -> list[tuple[float | None, str]]:
+        """``(probability, words)`` for each result of one query, best first: the probability of being the same
+        kind (None without a curve) and :func:`confidence_label`'s words; every result says "low confidence:
+        no good match" when the best one is under the cut (the cut judges the query, from its top-1)."""
+        scores = [float(x) for x in scores]
+        flagged = self.no_good_match(scores[0] if scores else None)
+        p = match_probability(scores, self.curve) if self.curve is not None and scores else None
+        out: list[tuple[float | None, str]] = []
+        for n in range(len(scores)):
+            prob = None if p is None else float(p[n])
+            words = confidence_label(prob if prob is not None else 0.0, no_match=flagged)
+            out.append((prob, words if prob is not None or flagged else ""))
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Verdicts:
+        """Read :meth:`to_dict`'s output."""
+        return cls(
+            no_match=NoMatchCut.from_dict(data["no_match"]) if data.get("no_match") else None,
+            curve=MatchCurve.from_dict(data["curve"]) if data.get("curve") else None,
+            copies=CopyCut.from_dict(data["copies"]) if data.get("copies") else None,
+        )
+
+
+def validation_results(searcher, table=None, *, k: int = 5, val: float = 0.2, seed: int = 0, progress=False):
+    """The validation queries of :func:`simlib.search.calibrate.calibrate_threshold` (the same image-disjoint,
+    class-stratified split), each searching the gallery without itself: ``(scores, same)``, both
+    (n_queries, k), best first (queries with fewer than ``k`` results left out).
+
+    Raises:
+        SimlibError: an unlabelled table.
+    """
+    from simlib.data import split_table
+    from simlib.search.tables import index_table
+
+    table = table if table is not None else index_table(searcher.index, skip_pathless=True)
+    if not table.has_labels:
+        raise SimlibError("the match verdicts need a labelled gallery")
+    queries = split_table(table, seed=seed, val=val, test=0.0, by="image")["val"]
+    index = searcher.index
+    by_path = {r.path: r.id for r in index.records() if r.path}
+    result = searcher.embedder.embed_table(queries, progress=progress)
+    scores_out, same_out = [], []
+    if len(result.rows):
+        scores, ids = index.search(result.embeddings, k + 1)
+        for n, r in enumerate(result.rows):
+            own = by_path.get(str(Path(queries.paths[r]).resolve())) if queries.paths else None
+            pairs = [(float(s), int(i)) for s, i in zip(scores[n], ids[n], strict=True) if i >= 0 and i != own][:k]
+            if len(pairs) == k:
+                scores_out.append([s for s, _ in pairs])
+                same_out.append([index.record(i).label == queries.label(r) for _, i in pairs])
+    return np.asarray(scores_out, np.float64).reshape(-1, k), np.asarray(same_out, bool).reshape(-1, k)
+
+
+def calibrate_verdicts(
+    searcher,
+    table=None,
+    *,
+    max_false_flag: float = DEFAULT_MAX_FALSE_FLAG,
+    k: int = 5,
+    val: float = 0.2,
+    n_copies: int = 200,
+    seed: int = 0,
+    progress: bool | str = False,
+) -> Verdicts:
+    """All three verdicts for ``searcher``'s gallery: the "no good match" cut and the match probability from
+    its labelled validation queries (both None for an unlabelled gallery), the copy cut from its vectors."""
+    no_match = curve = None
+    table_labelled = table.has_labels if table is not None else all(r.label for r in searcher.index.records())
+    if table_labelled:
+        scores, same = validation_results(searcher, table, k=k, val=val, seed=seed, progress=progress)
+        no_match = no_match_cut(scores[:, 0], same[:, 0], max_false_flag=max_false_flag, seed=seed, val=val)
+        curve = fit_match_curve(scores, same, seed=seed)
+    copies = calibrate_copies(searcher, n_copies=n_copies, seed=seed)
+    return Verdicts(no_match=no_match, curve=curve, copies=copies)
