@@ -11,6 +11,7 @@ SCRIPTS = {
     "query": {"path", "image_px", "p50_ms", "p95_ms", "traces"},
     "index": {"n", "kind", "build_s", "mem_mib", "qps_batched", "qps_single", "recall@10"},
     "train": {"feed", "triplets_s", "ratio"},
+    "folder": {"step"},
 }
 # Rows of another shape within a table: index reload probes, the end-to-end training run.
 OTHER_ROWS = {
@@ -46,6 +47,11 @@ def test_benchmark_smoke_run_writes_its_rows(name, tmp_path, data_root, monkeypa
         assert flat and all(r["recall@10"] == 1.0 for r in flat)
         assert {r["kind"] for r in rows} == {"flat", "hnsw", "ivfpq"}
         assert sorted(r["setting"] for r in others if r["kind"] == "flat") == ["loaded (mmap)", "loaded (read)"]
+    if name == "folder":  # resumed to the same index; the sync embedded only the added photos
+        resume = next(r for r in rows if r["step"].startswith("resume"))
+        assert resume["identical"] is True and resume["resumed"] > 0
+        sync = next(r for r in rows if r["step"].startswith("sync +"))
+        assert sync["images"] == sync["added"] > 0 and sync["removed"] > 0
     if name == "train":
         assert any(r["feed"].startswith("simlib.train.fit (") and r["triplets_s"] > 0 for r in measured)
         assert len(others) == 1 and others[0]["seconds"] > others[0]["setup_s"] > 0

@@ -28,6 +28,11 @@ from simlib.search.gallery import calibrate_verdicts_of
 
 
 def cmd_index(args: argparse.Namespace) -> int:
+    from simlib.cli.photos import index_or_sync
+
+    photos = index_or_sync(args)  # a plain folder: resumable, and a sync over an existing index
+    if photos is not None:
+        return photos
     table = get_table(args, materialize=True)
     model = get_model(args)
     t0 = time.perf_counter()

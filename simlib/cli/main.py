@@ -1,4 +1,4 @@
-"""The ``simlib`` command line: index, search, eval, explain, calibrate, add, remove, train, compare.
+"""The ``simlib`` command line: index, search, eval, explain, calibrate, add, remove, train, compare, sync, duplicates.
 
 Exit codes: 0 success, 1 a user error (one line on stderr saying what to do), 2 bad usage,
 3 done, but some images could not be read (each listed on stderr with its reason)."""
@@ -20,6 +20,7 @@ from simlib.cli.gallery import (
 )
 from simlib.cli.models import register_compare, register_eval, register_product_subset, register_train
 from simlib.cli.options import print_any_file_name, quiet_tensorflow
+from simlib.cli.photos import register_duplicates, register_sync
 from simlib.errors import SimlibError
 
 
@@ -39,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     register_train(sub)
     register_compare(sub)
     register_product_subset(sub)
+    register_sync(sub)
+    register_duplicates(sub)
     return parser
 
 

@@ -15,14 +15,42 @@ from simlib.errors import SimlibError
 # Refuse images whose header declares more pixels than this before decoding them:
 # a decompression bomb (a tiny PNG declaring 30000x30000) must never reach memory.
 MAX_PIXELS = 40_000_000
+# HEIC/HEIF (phone photos) are read through pillow-heif, a maintained Pillow plug-in, when it is installed.
+HEIF_EXTENSIONS = (".heic", ".heif")
+_heif: list[bool] = []  # [registered?] once tried
 
 
-def open_image(source: Any, max_pixels: int = MAX_PIXELS) -> Image.Image:
+def heif_available() -> bool:
+    """Whether HEIC/HEIF files can be read (pillow-heif installed and registered with Pillow)."""
+    if not _heif:
+        try:
+            import pillow_heif
+
+            pillow_heif.register_heif_opener()
+            _heif.append(True)
+        except Exception:  # not installed, or a broken build: HEIC files are skipped with a reason
+            _heif.append(False)
+    return _heif[0]
+
+
+def open_image(
+    source: Any, max_pixels: int = MAX_PIXELS, *, reduce_to: int | None = None, name: str | None = None
+) -> Image.Image:
     """Open any supported image as an upright 8-bit RGB PIL image.
 
     Accepts a path, bytes, a PIL image or a numpy array (H, W), (H, W, 1|3|4), uint8 or
     float. Handles every Pillow mode (L, LA, P, RGBA, CMYK, I;16, F), EXIF orientation and
-    transparency (composited on white), and takes the first frame of animations.
+    transparency (composited on white), takes the first frame of animations (GIF, WebP, APNG)
+    and reads HEIC/HEIF through pillow-heif when it is installed.
+
+    Args:
+        source: the image.
+        max_pixels: refuse images whose header declares more pixels (checked before decoding).
+        reduce_to: decode at a reduced size whose short side is still at least this many pixels
+            (JPEG: the decoder's DCT scaling, ``draft``; other formats: ``Image.reduce`` after
+            decoding): a 4000x3000 camera photo headed for a 64 px model never lands in memory at
+            full size. None: full size.
+        name: how error messages call the image (default: its path, or "uploaded image" for bytes).
 
     Raises:
         SimlibError: the file is missing, not an image, corrupt, or declares too many pixels.
@@ -37,7 +65,10 @@ def open_image(source: Any, max_pixels: int = MAX_PIXELS) -> Image.Image:
         if not (is_bytes or isinstance(source, str | os.PathLike) or hasattr(source, "read")):
             raise SimlibError(f"cannot read an image from a {type(source).__name__}: pass a path, bytes or an image")
         is_path = isinstance(source, str | os.PathLike)
-        name = str(source) if is_path else "uploaded image" if is_bytes else str(getattr(source, "name", "image"))
+        if name is None:
+            name = str(source) if is_path else "uploaded image" if is_bytes else str(getattr(source, "name", "image"))
+        if not heif_available() and is_path and str(source).lower().endswith(HEIF_EXTENSIONS):
+            raise SimlibError(f"{name}: HEIC/HEIF needs the pillow-heif plug-in (pip install 'simlib[heic]')")
         try:
             if is_path:
                 _check_regular_file(source, name)
@@ -63,7 +94,14 @@ def open_image(source: Any, max_pixels: int = MAX_PIXELS) -> Image.Image:
         raise SimlibError(f"{name}: has no pixels")
     try:
         img.seek(0)
+        if reduce_to is not None and img.format in ("JPEG", "MPO"):  # MPO: a camera JPEG with a second picture
+            # DCT scaling: decode at 1/2, 1/4 or 1/8 while both sides stay >= reduce_to
+            img.draft(img.mode, (reduce_to, reduce_to))
         img.load()
+        if reduce_to is not None:
+            factor = min(img.size) // max(1, reduce_to)
+            if factor >= 2 and img.mode in ("L", "LA", "RGB", "RGBA", "CMYK", "I", "F"):
+                img = img.reduce(factor)
         img = ImageOps.exif_transpose(img)
         return _to_rgb(img)
     except SimlibError:
@@ -145,6 +183,14 @@ def resize_image(img: Image.Image, size: int, mode: str = "pad") -> np.ndarray:
     return np.asarray(out, dtype=np.uint8)
 
 
-def prepare_image(source: Any, size: int, mode: str = "pad") -> np.ndarray:
-    """Decode any supported image and resize it: the single preprocessing path for indexing and queries."""
-    return resize_image(open_image(source), size, mode)
+# Decode at least this many times the model's side before the final (antialiased) resize.
+REDUCE_MARGIN = 2
+
+
+def prepare_image(source: Any, size: int, mode: str = "pad", name: str | None = None) -> np.ndarray:
+    """Decode any supported image and resize it: the single preprocessing path for indexing and queries.
+
+    Large images are decoded at a reduced size (at least ``REDUCE_MARGIN`` x ``size`` on the short
+    side) before the resize, so a camera photo costs a fraction of its full decode.
+    """
+    return resize_image(open_image(source, reduce_to=REDUCE_MARGIN * size, name=name), size, mode)

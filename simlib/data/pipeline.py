@@ -101,3 +101,75 @@ def load_images(table: ImageTable, size: int, resize: str = "pad", progress: boo
             "remove them from the training folder"
         )
     return out
+
+
+def file_digest(data: bytes) -> str:
+    """The content hash simlib records for an image file (BLAKE2b, 128 bits, hex)."""
+    import hashlib
+
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def decode_batches(
+    table: ImageTable,
+    size: int,
+    mode: str = "pad",
+    batch_size: int = 32,
+    *,
+    rows: Iterable[int] | None = None,
+    workers: int | None = None,
+    prefetch: int | None = None,
+    errors: DecodeErrors | None = None,
+    digests: dict[int, str] | None = None,
+):
+    """Decode ``rows`` of a path table in a pool of threads: yields ``(images, rows, ok)`` batches in order.
+
+    For camera photos, whose decode (even at a reduced size, see :func:`simlib.data.prepare_image`)
+    costs more than a 64 px forward pass: ``workers`` threads (default: every core) decode the next
+    batches while the caller runs the model on this one; Pillow and the model both release the GIL.
+    At most ``prefetch`` (default ``2 * workers``) batches are in flight, so memory stays a few batches.
+    Each file is read once: with ``digests`` given, its content hash (:func:`file_digest`) is recorded
+    there by row, and the image is decoded from the same bytes.
+    """
+    from collections import deque
+    from concurrent.futures import ThreadPoolExecutor
+
+    errors = errors if errors is not None else DecodeErrors()
+    row_list = list(range(len(table))) if rows is None else [int(r) for r in rows]
+    workers = workers or max(1, os.cpu_count() or 1)
+    prefetch = prefetch or 2 * workers
+    lock = threading.Lock()
+
+    def load(batch_rows: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        images = np.full((len(batch_rows), size, size, 3), 255, np.uint8)
+        ok = np.zeros(len(batch_rows), bool)
+        for j, r in enumerate(batch_rows):
+            source = table.source(r)
+            try:
+                if digests is not None and isinstance(source, str):
+                    with open(source, "rb") as f:
+                        data = f.read()
+                    digest = file_digest(data)
+                    with lock:
+                        digests[r] = digest
+                    images[j] = prepare_image(data, size, mode, name=source)
+                else:
+                    images[j] = prepare_image(source, size, mode)
+                ok[j] = True
+            except SimlibError as e:
+                errors.add(r, str(e))
+            except OSError as e:
+                errors.add(r, f"{source}: cannot be read ({e.strerror or type(e).__name__})")
+            except Exception as e:  # never let one bad file stop a whole gallery
+                errors.add(r, f"{type(e).__name__}: {e}")
+        return images, np.asarray(batch_rows, np.int64), ok
+
+    batches = [row_list[i : i + batch_size] for i in range(0, len(row_list), batch_size)]
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="simlib-decode") as pool:
+        pending: deque = deque()
+        for b in batches:
+            pending.append(pool.submit(load, b))
+            if len(pending) > prefetch:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
