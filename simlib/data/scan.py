@@ -93,8 +93,7 @@ def scan_folder(root: str | os.PathLike, *, hidden: bool = False, exclude: tuple
         hidden: also enter hidden folders and read hidden files (names starting with ".").
         exclude: resolved folders never entered (e.g. an index folder kept inside the photos).
 
-    Returns:
-        A :class:`FolderScan`.
+    Returns a :class:`FolderScan`.
 
     Raises:
         SimlibError: ``root`` is not a readable folder.

@@ -8,6 +8,7 @@ import csv
 import dataclasses
 import os
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -263,3 +264,21 @@ def materialize(table: ImageTable, out_dir: str | os.PathLike) -> ImageTable:
             os.replace(tmp, path)
         paths.append(str(path))
     return dataclasses.replace(table, paths=tuple(paths), arrays=None)
+
+
+def collect_images(paths: Sequence[str | os.PathLike]) -> tuple[list[Path], dict[str, str]]:
+    """The image files named by ``paths`` (folders searched recursively, :func:`list_images`), and path ->
+    reason for what names none (a missing file, a folder without images)."""
+    files: list[Path] = []
+    skipped: dict[str, str] = {}
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = list_images(p)
+            files += found
+            if not found:
+                skipped[str(p)] = "folder holds no images"
+        elif p.exists():
+            files.append(p)
+        else:
+            skipped[str(p)] = "no such file"
+    return files, skipped

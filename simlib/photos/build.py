@@ -26,6 +26,8 @@ from simlib.data.scan import FolderScan, scan_folder
 from simlib.data.table import ImageTable
 from simlib.errors import SimlibError
 from simlib.photos.store import Chunk, ChunkStore, FileState, FolderState, work_dir
+from simlib.search.searcher import Searcher
+from simlib.search.tables import table_records
 from simlib.storage import _pause_point
 
 DEFAULT_CHUNK = 1024  # images per chunk on disk (a multiple of the batch size)
@@ -101,12 +103,6 @@ def index_folder(
     Returns:
         A :class:`BuildReport`.
     """
-    from tqdm.auto import tqdm
-
-    from simlib.index import VectorIndex
-    from simlib.search import Searcher
-    from simlib.search.tables import table_records
-
     t0 = time.perf_counter()
     out = Path(out).expanduser().absolute()
     work = work_dir(out)
@@ -122,6 +118,36 @@ def index_folder(
     missing = [c for c in range(n_chunks) if c not in done]
     resumed = sum(min(chunk_size, n - c * chunk_size) for c in done)
     rows = [r for c in missing for r in range(c * chunk_size, min(n, (c + 1) * chunk_size))]
+    _embed_chunks(embedder, table, store, rows, resumed, chunk_size, batch_size, workers, progress)
+    ok, vectors, digest_of, reasons = _assembled(store, n, n_chunks)
+    searcher = Searcher.from_vectors(
+        embedder,
+        vectors,
+        table_records(table, np.flatnonzero(ok)),
+        config,
+        data=table.name,
+        next_id=n,
+        skipped_paths=tuple(table.paths[r] for r in sorted(reasons)),
+    )
+    _pause_point("photos-before-save")
+    saved = searcher.save(out)
+    files = {
+        f.path: FileState(f.path, f.size, f.mtime_ns, digest_of[r] or None, None if r in reasons else r, reasons.get(r))
+        for r, f in enumerate(scan.files)
+    }
+    _pause_point("photos-before-state")
+    FolderState(root=scan.root, files=files).save(work)
+    store.remove()
+    skipped = {**scan.skipped, **{table.paths[r]: why for r, why in sorted(reasons.items())}}
+    return BuildReport(saved, int(ok.sum()), skipped, resumed, len(rows), time.perf_counter() - t0)
+
+
+def _embed_chunks(embedder, table, store, rows, resumed: int, chunk_size: int, batch_size: int, workers, progress):
+    """Decode and embed ``rows`` batch by batch, writing each finished chunk whole (a progress bar with count,
+    rate and ETA); a run killed meanwhile keeps the chunks written."""
+    from tqdm.auto import tqdm  # lazy: only when indexing
+
+    n = len(table)
     desc = progress if isinstance(progress, str) else "indexing"
     errors, digests = DecodeErrors(), {}
     size, mode = embedder.config.image_size, embedder.config.resize
@@ -134,48 +160,28 @@ def index_folder(
             pending.append((batch_rows, ok, vectors))
             bar.update(len(batch_rows))
             chunk_no = int(batch_rows[0]) // chunk_size
-            end = min(n, (chunk_no + 1) * chunk_size)
-            if int(batch_rows[-1]) == end - 1:  # the chunk's last batch: write it
+            if int(batch_rows[-1]) == min(n, (chunk_no + 1) * chunk_size) - 1:  # the chunk's last batch: write it
                 chunk_rows = np.concatenate([r for r, _, _ in pending])
-                store.write(
-                    chunk_no,
-                    Chunk(
-                        rows=chunk_rows,
-                        ok=np.concatenate([o for _, o, _ in pending]),
-                        vectors=np.concatenate([v for _, _, v in pending]),
-                        digests=tuple(digests.pop(int(r), "") for r in chunk_rows),
-                        reasons={int(r): errors.reasons.pop(int(r)) for r in chunk_rows if int(r) in errors.reasons},
-                    ),
+                chunk = Chunk(
+                    rows=chunk_rows,
+                    ok=np.concatenate([o for _, o, _ in pending]),
+                    vectors=np.concatenate([v for _, _, v in pending]),
+                    digests=tuple(digests.pop(int(r), "") for r in chunk_rows),
+                    reasons={int(r): errors.reasons.pop(int(r)) for r in chunk_rows if int(r) in errors.reasons},
                 )
+                store.write(chunk_no, chunk)
                 pending.clear()
                 _pause_point(f"photos-chunk-{chunk_no}")
+
+
+def _assembled(store, n: int, n_chunks: int):
+    """Every chunk read back, checked to cover the folder once: ``(ok, vectors, digests, reasons)``."""
     chunks = store.read_all(range(n_chunks))
     all_rows = np.concatenate([c.rows for c in chunks])
     if not np.array_equal(all_rows, np.arange(n)):
         raise SimlibError(f"the chunks in {store.folder} do not cover the folder: delete that folder and index again")
     ok = np.concatenate([c.ok for c in chunks])
-    vectors = np.concatenate([c.vectors for c in chunks])
-    digest_of = [d for c in chunks for d in c.digests]
     reasons = {r: why for c in chunks for r, why in c.reasons.items()}
     if not ok.any():
         raise SimlibError(f"none of the {n} images could be read; first error: {next(iter(reasons.values()), 'none')}")
-    indexed_rows = np.flatnonzero(ok)
-    index = VectorIndex.build(vectors, table_records(table, indexed_rows), config)
-    index.manifest = index.manifest.replace(
-        model_fingerprint=embedder.fingerprint,
-        data=table.name,
-        next_id=n,
-        skipped_paths=tuple(table.paths[r] for r in sorted(reasons)),
-    )
-    searcher = Searcher(embedder, index, check=False)
-    _pause_point("photos-before-save")
-    saved = searcher.save(out)
-    files = {
-        f.path: FileState(f.path, f.size, f.mtime_ns, digest_of[r] or None, None if r in reasons else r, reasons.get(r))
-        for r, f in enumerate(scan.files)
-    }
-    _pause_point("photos-before-state")
-    FolderState(root=scan.root, files=files).save(work)
-    store.remove()
-    skipped = {**scan.skipped, **{table.paths[r]: why for r, why in sorted(reasons.items())}}
-    return BuildReport(saved, int(ok.sum()), skipped, resumed, len(rows), time.perf_counter() - t0)
+    return ok, np.concatenate([c.vectors for c in chunks]), [d for c in chunks for d in c.digests], reasons

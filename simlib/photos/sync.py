@@ -127,7 +127,41 @@ def sync_searcher(
     known = _reconciled(searcher, state)
     scan = scan_folder(root, exclude=(str(index_dir), str(work)))
     report = SyncReport(skipped=dict(scan.skipped))
-    now: dict[str, FileEntry] = {f.path: f for f in scan.files}
+    files, to_remove, to_add, gone = _compare(known, {f.path: f for f in scan.files}, report)
+    moves = _moves(files, to_add, known, gone)
+    report.removed = sum(1 for s in gone.values() if s.id is not None) - len(moves)
+    to_remove += [s.id for s in gone.values() if s.id is not None]
+    index = searcher.index
+    moved_vectors = index.vectors_of([s.id for _, s in moves]) if moves else None
+    if to_remove:
+        searcher.remove(to_remove)
+    if moves:
+        labels = [Path(path).parent.name if s.id in index and index.record(s.id).label else None for path, s in moves]
+        ids = searcher.add_vectors(moved_vectors, [path for path, _ in moves], labels)
+        for (path, _), new_id in zip(moves, ids, strict=True):
+            files[path] = dataclasses.replace(files[path], id=new_id)
+        report.moved = len(moves)
+    if to_add:
+        _embed_added(searcher, to_add, files, known, report, progress)
+    report.gallery_size = len(index)
+    if report.changed_anything:
+        report.recalibrated = _maybe_recalibrate(searcher, report, recalibrate, seed, labels_before)
+        searcher.save_updated(index_dir)
+    elif recalibrate:
+        report.recalibrated = _maybe_recalibrate(searcher, report, True, seed, labels_before)
+        searcher.save_updated(index_dir)
+    FolderState(root=root, files=files).save(work)
+    for leftover in work.glob("run-*"):  # chunks of a run killed after its index was saved
+        shutil.rmtree(leftover, ignore_errors=True)
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+def _compare(
+    known: dict[str, FileState], now: dict[str, FileEntry], report: SyncReport
+) -> tuple[dict[str, FileState], list[int], list[str], dict[str, FileState]]:
+    """The folder against what the index knows: ``(files, ids to remove, paths to embed, vanished files)``;
+    unchanged and merely touched files are counted in ``report``."""
     files: dict[str, FileState] = {}
     to_remove: list[int] = []
     to_add: list[str] = []
@@ -153,7 +187,14 @@ def sync_searcher(
             report.changed += 1
         files[path] = FileState(path, f.size, f.mtime_ns, digest)
         to_add.append(path)
-    # a new path whose content is that of a vanished file: move the stored vector, embed nothing
+    return files, to_remove, to_add, gone
+
+
+def _moves(
+    files: dict[str, FileState], to_add: list[str], known: dict[str, FileState], gone: dict[str, FileState]
+) -> list[tuple[str, FileState]]:
+    """New paths whose content is that of a vanished file (taken out of ``to_add``): their stored vector moves,
+    nothing is embedded."""
     vanished = {s.digest: s for s in gone.values() if s.id is not None and s.digest}
     moves: list[tuple[str, FileState]] = []
     for path in list(to_add):
@@ -161,50 +202,23 @@ def sync_searcher(
         if source is not None:
             moves.append((path, source))
             to_add.remove(path)
-    report.removed = sum(1 for s in gone.values() if s.id is not None) - len(moves)
-    to_remove += [s.id for s in gone.values() if s.id is not None]
-    index = searcher.index
-    moved_vectors = index.vectors_of([s.id for _, s in moves]) if moves else None
-    if to_remove:
-        searcher.remove(to_remove)
-    if moves:
-        from simlib.index import Record
+    return moves
 
-        start = max(int(index.ids.max()) + 1 if len(index) else 0, index.manifest.next_id)
-        records = []
-        for n, (path, s) in enumerate(moves):
-            old = index.record(s.id) if s.id in index else None
-            label = Path(path).parent.name if old is not None and old.label is not None else None
-            records.append(Record(id=start + n, path=path, label=label, attributes={}))
-            files[path] = dataclasses.replace(files[path], id=start + n)
-        index.add(moved_vectors, records)
-        index.manifest = index.manifest.replace(next_id=start + len(moves))
-        report.moved = len(moves)
-    if to_add:
-        added, skipped = searcher.add_images(to_add, progress=progress)
-        for path in to_add:
-            ids = searcher.ids_of_path(path)
-            if ids:
-                files[path] = dataclasses.replace(files[path], id=ids[0])
-                report.added += path not in known or known[path].id is None  # a changed file counts as changed
-            else:
-                why = skipped.get(path, "could not be read")
-                why = why[len(path) + 2 :] if why.startswith(path + ": ") else why
-                files[path] = dataclasses.replace(files[path], reason=why)
-                report.skipped[path] = why
-        report.embedded = len(added)
-    report.gallery_size = len(index)
-    if report.changed_anything:
-        report.recalibrated = _maybe_recalibrate(searcher, report, recalibrate, seed, labels_before)
-        searcher.save_updated(index_dir)
-    elif recalibrate:
-        report.recalibrated = _maybe_recalibrate(searcher, report, True, seed, labels_before)
-        searcher.save_updated(index_dir)
-    FolderState(root=root, files=files).save(work)
-    for leftover in work.glob("run-*"):  # chunks of a run killed after its index was saved
-        shutil.rmtree(leftover, ignore_errors=True)
-    report.seconds = time.perf_counter() - t0
-    return report
+
+def _embed_added(searcher, to_add: list[str], files: dict, known: dict, report: SyncReport, progress) -> None:
+    """Embed and add the new and changed files; unreadable ones are listed with their reason."""
+    added, skipped = searcher.add_images(to_add, progress=progress)
+    for path in to_add:
+        ids = searcher.ids_of_path(path)
+        if ids:
+            files[path] = dataclasses.replace(files[path], id=ids[0])
+            report.added += path not in known or known[path].id is None  # a changed file counts as changed
+        else:
+            why = skipped.get(path, "could not be read")
+            why = why[len(path) + 2 :] if why.startswith(path + ": ") else why
+            files[path] = dataclasses.replace(files[path], reason=why)
+            report.skipped[path] = why
+    report.embedded = len(added)
 
 
 def sync_index(

@@ -1,9 +1,6 @@
-"""Query images against an index: the model and the index that belong together.
-
-An index folder written by :meth:`Searcher.save` holds the index (FAISS files, or for the
-Milvus backend the manifest naming its collection), and the model that embedded it
-(``model/``). Pairing an index with a different model is refused: the embeddings would not be
-comparable. The searcher only uses the :class:`simlib.index.IndexBackend` interface."""
+"""Query images against an index: the model and the index that belong together. An index folder written by
+:meth:`Searcher.save` holds the index and the model that embedded it (``model/``); pairing an index with a
+different model is refused. The searcher only uses the :class:`simlib.index.IndexBackend` interface."""
 
 from __future__ import annotations
 
@@ -17,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from simlib.config import IndexConfig
-from simlib.data import DecodeErrors, ImageTable, list_images
+from simlib.data import DecodeErrors, ImageTable, collect_images
 from simlib.errors import SimlibError
 from simlib.index import (
     DEFAULT_BACKEND,
@@ -123,6 +120,14 @@ class Searcher:
             skipped = tuple(resolved_path(table.paths[r]) for r in result.skipped)
             index.manifest = index.manifest.replace(skipped_paths=skipped)
         return searcher, result
+
+    @classmethod
+    def from_vectors(cls, embedder: Embedder, vectors, records, config=None, **manifest: Any) -> Searcher:
+        """A searcher over vectors ``embedder`` already made (e.g. read back from a resumed run's chunks), built
+        in one go on the default backend; ``manifest``: what to record (``data``, ``next_id``, ``skipped_paths``)."""
+        index = build_index(DEFAULT_BACKEND, vectors, records, config)
+        index.manifest = index.manifest.replace(model_fingerprint=embedder.fingerprint, **manifest)
+        return cls(embedder, index, check=False)
 
     @classmethod
     def from_table_streaming(
@@ -379,10 +384,8 @@ class Searcher:
 
     @property
     def threshold(self) -> float | None:
-        """The calibrated "good match" score, or None when not calibrated or when the model cannot support it:
-        the verdicts' "no good match" cut when calibrated (only at most 1 in 10 right results fall under it,
-        and it must flag wrong ones clearly more often), else an older precision threshold (see
-        :attr:`simlib.index.Threshold.usable`)."""
+        """The calibrated "good match" score in force (None: none, or one the model cannot support): the verdicts'
+        two-sided "no good match" cut when calibrated, else an older precision :class:`Threshold`."""
         verdicts = self.verdicts
         if verdicts is not None and verdicts.no_match is not None:
             return float(verdicts.no_match.score) if verdicts.no_match.supported else None
@@ -427,19 +430,7 @@ class Searcher:
         Returns:
             ``(added_ids, skipped)``: the new ids in order, and path -> reason for files left out.
         """
-        files: list[Path] = []
-        skipped: dict[str, str] = {}
-        for p in paths:
-            p = Path(p)
-            if p.is_dir():
-                found = list_images(p)
-                files += found
-                if not found:
-                    skipped[str(p)] = "folder holds no images"
-            elif p.exists():
-                files.append(p)
-            else:
-                skipped[str(p)] = "no such file"
+        files, skipped = collect_images(paths)
         known = self._records_by_path()
         chosen: dict[str, Path] = {}  # resolved path -> the path as given (its folder names the label)
         for f in files:
@@ -467,6 +458,15 @@ class Searcher:
             self.index.add(result.embeddings, records)
         self.index.manifest = self.index.manifest.replace(next_id=start + len(added))
         return added, skipped
+
+    def add_vectors(self, vectors: np.ndarray, paths: Sequence[str], labels: Sequence[str | None]) -> list[int]:
+        """Add vectors this model already embedded (a gallery file that moved) under new ids; returns the ids."""
+        start = self._next_id()
+        ids = list(range(start, start + len(paths)))
+        records = [Record(id=i, path=p, label=lab, attributes={}) for i, p, lab in zip(ids, paths, labels, strict=True)]
+        self.index.add(np.asarray(vectors, np.float32), records)
+        self.index.manifest = self.index.manifest.replace(next_id=start + len(ids))
+        return ids
 
     def remove(self, ids: Sequence[int]) -> list[int]:
         """Remove gallery entries by id; returns the ids that were not in the index. Save to keep the change."""
