@@ -60,6 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
         "($SIMLIB_MCP=1)",
     )
     p.add_argument(
+        "--watch",
+        action="store_true",
+        help="pick up photos added to, changed in or removed from the gallery's folder while the app runs",
+    )
+    p.add_argument(
         "--allow-add",
         action="store_true",
         help="let visitors add their image to the gallery (off by default: anyone with the link could)",

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from simlib.app import GalleryService
-from simlib.app.server import MAX_UPLOAD, launch_settings, parse_auth, share_failure, train_allowed
+from simlib.app.server import MAX_UPLOAD, launch_settings, open_service, parse_auth, share_failure, train_allowed
 from simlib.errors import SimlibError
 from tests.support import REPO
 
@@ -70,3 +70,28 @@ def test_launch_settings_serve_only_the_gallery(searcher, small_index_dir, tmp_p
     blocked = {root / "index", root / "feedback", root / "model", root / "notes.txt"}
     assert set(settings["blocked_paths"]) == {str(p) for p in blocked}
     assert launch_settings(GalleryService(searcher, artifacts=artifacts))["allowed_paths"] == sorted(folders)
+
+
+@pytest.mark.integration
+def test_the_app_opens_a_changed_photo_folder_by_syncing_it(small_table, tmp_path):
+    """Photos added to and removed from a served folder between two starts: the second start embeds only the
+    new ones and removes the gone ones (no rebuild), and the served gallery shows the change."""
+    folder = tmp_path / "photos"
+    for n in range(8):
+        dest = folder / f"c{n % 2}" / f"{n}.jpg"
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(small_table.paths[n], dest)
+    argv = ["--data", str(folder), "--artifacts", str(tmp_path / "art"), "--weights", "none", "--image-size", "32"]
+    lines: list[str] = []
+    service = open_service(app_gradio().build_parser().parse_args(argv), lines.append)
+    assert len(service.searcher.index) == 8 and any(line.startswith("indexed 8 images") for line in lines)
+    for n in (8, 9):
+        shutil.copy(small_table.paths[n], folder / "c0" / f"{n}.jpg")
+    (folder / "c1" / "1.jpg").unlink()
+    lines.clear()
+    service = open_service(app_gradio().build_parser().parse_args(argv), lines.append)
+    synced = [line for line in lines if ": synced: " in line]
+    assert synced and "2 added" in synced[0] and "1 removed" in synced[0], lines
+    assert not any(line.startswith("indexed") for line in lines), lines  # loaded, not rebuilt
+    paths = {Path(r.path).name for r in service.searcher.index.records()}
+    assert len(paths) == 9 and {"8.jpg", "9.jpg"} <= paths and "1.jpg" not in paths

@@ -22,7 +22,9 @@ from typing import Any
 from simlib.app.service import DEFAULT_K, MAX_K, GalleryService
 from simlib.app.style import CSS
 from simlib.errors import SimlibError
-from simlib.search.gallery import app_folders, gallery_folders, model_source, open_gallery
+from simlib.index import MANIFEST_FILE
+from simlib.photos.sync import sync_on_start
+from simlib.search.gallery import app_folders, gallery_folders, index_dir_in, model_source, open_gallery
 from simlib.search.searcher import Searcher
 
 DEFAULT_HOST = "127.0.0.1"
@@ -37,7 +39,7 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def open_searcher(args: argparse.Namespace) -> tuple[Searcher, str]:
+def open_searcher(args: argparse.Namespace, log: Callable[[str], None] = _stderr) -> tuple[Searcher, str]:
     """The searcher the app's options ask for, and one line saying what was opened.
 
     ``--index DIR``: that folder as it is (any backend); else the gallery cached in ``--artifacts``,
@@ -51,6 +53,7 @@ def open_searcher(args: argparse.Namespace) -> tuple[Searcher, str]:
     if args.index:
         searcher = Searcher.load(args.index, model_dir=args.model, uri=args.uri, mmap=args.mmap)
         return searcher, f"loaded {args.index} ({searcher.index.backend}, {len(searcher.index):,} images)"
+    _sync_photo_folder(args, log)
     return open_gallery(
         args.artifacts,
         data=args.data,
@@ -60,6 +63,40 @@ def open_searcher(args: argparse.Namespace) -> tuple[Searcher, str]:
         embedding_dim=args.embedding_dim,
         label_column=args.label_column,
     )
+
+
+def _sync_photo_folder(args: argparse.Namespace, log: Callable[[str], None] = _stderr) -> None:
+    """A cached index of a photo folder (``--data DIR``, not a product set) is brought in line with the folder
+    first, embedding only what changed, so the gallery opens without a rebuild (:mod:`simlib.photos.sync`)."""
+    index_dir = index_dir_in(args.artifacts)
+    data = Path(args.data).expanduser() if args.data else None
+    cached = (index_dir / MANIFEST_FILE).is_file()
+    if args.model or data is None or not data.is_dir() or (data / "styles.csv").is_file() or not cached:
+        return  # --model: open_gallery re-indexes with it; a product set: its styles.csv says what it holds
+    searcher = Searcher.load(index_dir)
+    try:
+        report = sync_on_start(searcher, index_dir, data)
+    finally:
+        searcher.close()
+    if report is not None:
+        log(f"{index_dir} and {data}: {report.summary()}")
+
+
+def watch_folder(service: GalleryService, args: argparse.Namespace, log: Callable[[str], None] = _stderr):
+    """With ``--watch``: sync the served gallery with its photo folder a few seconds after the folder changes,
+    under the service's lock (:class:`simlib.photos.watch.FolderWatcher`); returns the started watcher."""
+    from simlib.photos.watch import FolderWatcher
+
+    if service.index_dir is None:
+        raise SimlibError("--watch needs the gallery's index folder (--artifacts DIR or --index DIR)")
+    watcher = FolderWatcher(
+        service.searcher,
+        service.index_dir,
+        args.data,
+        lock=service.lock,
+        on_sync=lambda report: log(f"folder changed: {report.summary()}"),
+    )
+    return watcher.start()
 
 
 def train_allowed(host: str, share: bool, allow_train: bool) -> bool:
@@ -217,6 +254,9 @@ def run(args: argparse.Namespace, log: Callable[[str], None] = _stderr) -> int:
         serve(demo, service, host=args.host, port=args.port, share=args.share, auth=auth, mcp=args.mcp, log=log)
         if args.allow_add:
             log("note: --allow-add: visitors can add images to the gallery")
+        if args.watch:
+            watch_folder(service, args, log)
+            log("watching the gallery's folder: added, changed and removed photos are picked up as they come")
         log(f"ready in {time.perf_counter() - t0:.1f} s; Ctrl-C stops the app")
     except SimlibError as e:
         log(f"app_gradio.py: error: {e}")
@@ -230,7 +270,7 @@ def open_service(args: argparse.Namespace, log: Callable[[str], None] = _stderr)
     model's source said, feedback and added images kept beside the served index."""
     if not 1 <= args.k <= MAX_K:
         raise SimlibError(f"-k must be between 1 and {MAX_K}")
-    searcher, note = open_searcher(args)
+    searcher, note = open_searcher(args, log)
     log(note)
     folder = args.index or args.artifacts
     source = model_source(searcher, folder, args.model)
