@@ -54,7 +54,7 @@ class Course:
         self.image_size = 32 if smoke else int(image_size)
         self.seed = seed
         self.data_dir = data_dir
-        self.artifacts = Path(artifacts)
+        self.artifacts = course_path(artifacts)
         self.artifacts.mkdir(parents=True, exist_ok=True)
         self.weights = resolve_weights(weights, warn=False)
         self._table = None
@@ -122,6 +122,16 @@ def weights_banner(weights: str, image_size: int) -> str:
         "conv5, a 512-unit hidden layer, a projection). Every number below is measured on this run with "
         "these weights; statements in the text that were checked with random weights only say so." + advice
     )
+
+
+def course_path(path) -> Path:
+    """A relative ``ARTIFACTS`` path as the notebooks mean it: relative to this checkout's ``notebooks/``
+    folder when there is one (so a kernel started elsewhere finds the same folder), else to the current one."""
+    p = Path(path).expanduser()
+    notebooks = Path(__file__).resolve().parents[1] / "notebooks"
+    if p.is_absolute() or not notebooks.is_dir():
+        return p
+    return (notebooks / p).resolve()
 
 
 def relative_path(path, artifacts=None) -> str:
