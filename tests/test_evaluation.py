@@ -66,7 +66,8 @@ def test_compare_table_and_results_files(small_table, tiny_model, tmp_path):
     }
     for d in result.differences:
         assert d.low <= d.difference <= d.high and 0 < d.p_value <= 1 and d.verdict in d.phrase
-        assert d.difference == pytest.approx(result.row(d.split, d.part, d.a)[d.metric] - result.row(d.split, d.part, d.b)[d.metric])
+        a, b = result.row(d.split, d.part, d.a), result.row(d.split, d.part, d.b)
+        assert d.difference == pytest.approx(a[d.metric] - b[d.metric])
     assert "no detectable difference" in result.differences_table() or "beats" in result.differences_table()
     out = save_results(result, tmp_path / "results", {"note": "test"})
     saved = json.loads((out / "results.json").read_text())
@@ -93,7 +94,8 @@ def test_cli_compare(small_index_dir, tmp_path, product_table):
     printed = json.loads(proc.stdout.strip().splitlines()[-1])
     rows = printed["rows"]
     assert {r["method"] for r in rows} == {"pixels", "untrained backbone", "trained"}
-    assert {(d["a"], d["b"]) for d in printed["differences"]} >= {("trained", "pixels"), ("trained", "untrained backbone")}
+    pairs = {(d["a"], d["b"]) for d in printed["differences"]}
+    assert pairs >= {("trained", "pixels"), ("trained", "untrained backbone")}
     saved = json.loads((tmp_path / "res" / "results.json").read_text())
     assert saved["differences"] == printed["differences"]
     assert (tmp_path / "res" / "results.csv").is_file()

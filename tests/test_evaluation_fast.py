@@ -101,8 +101,8 @@ def test_compare_pairs_every_method_with_the_earlier_ones_on_the_same_queries(em
         colour_table(), {"untrained": untrained, "trained": trained}, splits=("image",), near_duplicates=True
     )
     pairs = [(d.split, d.a, d.b) for d in result.differences if d.metric == "recall@1"]
-    assert pairs == [(s, a, b) for s in ("image", "near-duplicate")
-                     for a, b in (("untrained", "pixels"), ("trained", "pixels"), ("trained", "untrained"))]  # fmt: skip
+    order = (("untrained", "pixels"), ("trained", "pixels"), ("trained", "untrained"))
+    assert pairs == [(s, a, b) for s in ("image", "near-duplicate") for a, b in order]
     d = result.difference("image", "all", "pixels", "trained", "map@r")  # asked the other way round
     assert (d.a, d.b) == ("pixels", "trained")
     assert d.difference == pytest.approx(

@@ -52,12 +52,12 @@ def test_history_plot_names_its_curves_and_marks_the_kept_epoch_the_start_and_th
                "val_unseen_recall@1": [0.7, 0.8, 0.75], "probe_mean_cosine": [0.1, 0.1, 0.1],
                "probe_spread": [0.9, 0.9, 0.9]}  # fmt: skip
     fig = plot_history(history, best_epoch=2, before={"val_recall@1_before": 0.4, "val_unseen_recall@1_before": 0.6})
-    loss, val, probe = fig.axes
+    _, val, probe = fig.axes
     labels = [t.get_text() for t in val.get_legend().get_texts()]
     assert "classes held out of training" in labels and "kept epoch (2)" in labels
     assert "before training (epoch 0)" in labels
     assert any(list(line.get_xdata()) == [0] for line in val.lines)  # the before-training points
-    assert any("collapsed: cosine > 0.9" == t.get_text() for t in probe.get_legend().get_texts())
+    assert any(t.get_text() == "collapsed: cosine > 0.9" for t in probe.get_legend().get_texts())
     assert any("spread < 0.2" in t.get_text() for t in probe.get_legend().get_texts())
     self_fig = plot_history({"epoch": [1], "loss": [0.2], "val_recall@1": [0.6]}, mode="self")
     assert "near-duplicate" in self_fig.axes[1].get_title()
