@@ -226,7 +226,8 @@ def check_imagenet_path(r: dict[str, dict], executed: Path) -> None:
     assert evaluation["weights"] == "imagenet"
     for name in ("02_embeddings_baseline", "05_evaluation"):
         nb = nbformat.read(executed / f"{name}.ipynb", as_version=4)
-        banner = nb.cells[2].outputs[-1]["data"]["text/markdown"]
+        shown = [o.get("data", {}).get("text/markdown", "") for c in nb.cells for o in c.get("outputs", [])]
+        banner = next(text for text in shown if "Weights in use" in text)
         assert "Weights in use: ImageNet" in banner and "IMAGE_SIZE = 128" in banner, banner
 
 
