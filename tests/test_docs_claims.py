@@ -1,0 +1,73 @@
+"""The figures the README and docs/training.md quote are the recorded full course run's, checked here.
+
+``docs/results/course.json`` is the record of one full run of the course (its command, machine, load,
+run times and results, written from the run's own JSON files). The tables in the README's "What training
+gives" and docs/training.md, and the course's run times in the README, are rendered from it by
+:func:`simlib.evaluation.claims.results_table`; a figure edited on a page,
+or a result edited in the record, fails these tests.
+"""
+
+from __future__ import annotations
+
+import json
+
+from simlib.evaluation.claims import check_table, results_table, verdict
+from tests.support import REPO
+
+RECORD = REPO / "docs" / "results" / "course.json"
+METHODS = ["pixels", "untrained backbone", "head before training", "trained"]
+GROUPS = [
+    ("image", "seen", "image-disjoint, classes trained on"),
+    ("image", "unseen", "image-disjoint, classes held out of training"),
+    ("class", "unseen", "class-disjoint, a model trained on the class split"),
+]
+TIME_NAMES = {
+    "01_data_preparation": "`01_data_preparation`",
+    "02_embeddings_baseline": "`02_embeddings_baseline`",
+    "03_triplet_training": "`03_triplet_training`",
+    "04_faiss_indexing": "`04_faiss_indexing`",
+    "05_evaluation": "`05_evaluation`",
+    "06_gradio_demo": "`06_gradio_demo`",
+}
+
+
+def record() -> dict:
+    return json.loads(RECORD.read_text(encoding="utf-8"))
+
+
+def training_table(r: dict) -> str:
+    return results_table(r["rows"], r["differences"], GROUPS, METHODS, reference="trained")
+
+
+def test_the_recorded_run_is_consistent():
+    r = record()
+    assert r["total_seconds"] == sum(t["seconds"] for t in r["notebook_seconds"].values())
+    for d in r["differences"]:
+        assert d["verdict"] == verdict(d["low"], d["high"]), d
+        a = next(x for x in r["rows"] if (x["split"], x["part"], x["method"]) == (d["split"], d["part"], d["a"]))
+        b = next(x for x in r["rows"] if (x["split"], x["part"], x["method"]) == (d["split"], d["part"], d["b"]))
+        assert abs(a[d["metric"]] - b[d["metric"]] - d["difference"]) < 1e-9, d
+
+
+def test_readme_and_training_doc_show_the_recorded_table():
+    expected = training_table(record())
+    for page in ("README.md", "docs/training.md"):
+        missing = check_table((REPO / page).read_text(encoding="utf-8"), expected)
+        assert not missing, f"{page}: rows that differ from docs/results/course.json: {missing[:2]}"
+
+
+def test_readme_states_the_recorded_course_times():
+    r = record()
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for name, t in r["notebook_seconds"].items():
+        row = next(line for line in readme.splitlines() if line.startswith(f"| {TIME_NAMES[name]} |"))
+        assert row.endswith(f"| {t['seconds']} s |"), row
+    assert f"{r['total_seconds']} s" in readme
+
+
+def test_an_edited_figure_fails_the_check():
+    r = record()
+    page = training_table(r)
+    assert not check_table(page, training_table(r))
+    r["rows"][0]["recall@1"] += 0.001
+    assert check_table(page, training_table(r))
