@@ -10,6 +10,7 @@ or a result edited in the record, fails these tests.
 from __future__ import annotations
 
 import json
+import re
 
 from simlib.evaluation.claims import check_table, results_table, verdict
 from tests.support import REPO
@@ -65,9 +66,35 @@ def test_readme_states_the_recorded_course_times():
     assert f"{r['total_seconds']} s" in readme
 
 
+def section(page: str, title: str) -> str:
+    text = (REPO / page).read_text(encoding="utf-8")
+    start = text.index(title)
+    return text[start : text.index("\n## ", start + 1)]
+
+
+def figures_not_recorded(text: str, r: dict) -> list[str]:
+    """Three-decimal scores and "+x points [a, b]" intervals in ``text`` that the record does not hold."""
+    scores = {f"{row[m]:.3f}" for row in r["rows"] for m in ("recall@1", "map@r")}
+    intervals = {
+        (f"{100 * d['difference']:+.1f}", f"{100 * d['low']:+.1f}", f"{100 * d['high']:+.1f}") for d in r["differences"]
+    }
+    bad = [f for f in re.findall(r"(?<![\d.])0\.\d{3}(?!\d)", text) if f not in scores]
+    found = re.findall(r"([+-]\d+\.\d)(?: points)? \[([+-]\d+\.\d), ([+-]\d+\.\d)\]", text)
+    return bad + [" ".join(i) for i in found if i not in intervals]
+
+
+def test_every_figure_in_the_readme_section_is_a_recorded_one():
+    r = record()
+    text = section("README.md", "## What training gives")
+    assert len(re.findall(r"\[", text)) > 5 and not figures_not_recorded(text, r)
+
+
 def test_an_edited_figure_fails_the_check():
     r = record()
     page = training_table(r)
     assert not check_table(page, training_table(r))
-    r["rows"][0]["recall@1"] += 0.001
+    row = next(x for x in r["rows"] if (x["split"], x["part"], x["method"]) == ("image", "seen", "trained"))
+    row["recall@1"] += 0.001  # one recorded result changed: the page no longer matches
     assert check_table(page, training_table(r))
+    text = section("README.md", "## What training gives")
+    assert figures_not_recorded(text.replace("+7.5 points", "+7.9 points"), record())  # one figure edited
