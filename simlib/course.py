@@ -95,8 +95,11 @@ class Course:
         return relative_path(path, self.artifacts)
 
     def took(self) -> str:
-        """ "This notebook took N s" (from the construction of this object), for the last cell."""
-        return f"this notebook took {time.perf_counter() - self.t0:.0f} s ({self.describe()}, weights {self.weights})"
+        """How long this notebook took from its setup cell (the kernel's start and imports come on top)."""
+        return (
+            f"this notebook took {time.perf_counter() - self.t0:.0f} s from its setup cell "
+            f"({self.describe()}, weights {self.weights})"
+        )
 
 
 def weights_banner(weights: str, image_size: int) -> str:
