@@ -3,7 +3,9 @@
 Trains three models with the defaults of `simlib train` (frozen backbone, cached features, the head
 of `simlib.train.recommended_head` for the weights policy): labels mode on the image split (for the
 image-disjoint rows), labels mode on the class split (for the class-disjoint rows) and self mode
-(label-free; near-duplicate rows), then prints the before/after table with the test classes each
+(label-free; near-duplicate rows), then prints the before/after table (pixels, the backbone as it comes,
+each labels model's head before training, the trained models) with every paired difference, its
+bootstrap interval, p-value and verdict with the test classes each
 trained model saw ("seen") apart from those it never trained on ("unseen"), records the machine and
 the run times, and writes JSON + CSV.
 
@@ -24,8 +26,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def main() -> int:
     from simlib.config import ModelConfig
     from simlib.data import default_data_spec, load_dataset
-    from simlib.evaluation import compare, format_table, save_results
-    from simlib.model import Embedder, resolve_weights
+    from simlib.evaluation import (
+        HEAD_BEFORE_TRAINING,
+        backbone_baseline,
+        backbone_name,
+        compare,
+        head_before_training,
+        save_results,
+    )
+    from simlib.model import resolve_weights
     from simlib.train import TrainConfig, TrainingRecord, fit, recommended_head
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -46,7 +55,7 @@ def main() -> int:
         "labels-class": TrainConfig(mode="labels", split_by="class", seed=args.seed, minutes=args.minutes),
         "self": TrainConfig(mode="self", seed=args.seed, minutes=args.minutes),
     }
-    models, timings, classes = {}, {}, {}
+    models, timings, classes, before = {}, {}, {}, {}
     for name, tc in runs.items():
         t0 = time.perf_counter()
         result = fit(table, model_cfg, tc, out=out / f"model-{name}", progress=True)
@@ -60,14 +69,26 @@ def main() -> int:
         models[name] = result.embedder
         record = TrainingRecord.load(out / f"model-{name}")
         classes[result.embedder.fingerprint] = record.classes if record.labels_used else ()
+        if record.labels_used:  # the same architecture and fitted statistics, no gradient step
+            before[name] = head_before_training(result.embedder, record, table)
+            classes[before[name].fingerprint] = record.classes
         print(f"{name}: {timings[name]}", flush=True)
 
-    untrained = Embedder.build(ModelConfig(image_size=args.image_size, weights=model_cfg.weights, seed=args.seed))
-    rows = compare(
+    backbone = backbone_baseline(model_cfg)
+    result = compare(
         table,
-        {"untrained": untrained, "trained (labels)": models["labels-image"], "trained (self)": models["self"]},
+        {
+            backbone_name(model_cfg.weights): backbone,
+            HEAD_BEFORE_TRAINING: before["labels-image"],
+            "trained (labels)": models["labels-image"],
+            "trained (self)": models["self"],
+        },
         # the self-mode model trained on the image split's images: not a class-disjoint result
-        class_models={"trained (labels)": models["labels-class"], "trained (self)": None},
+        class_models={
+            HEAD_BEFORE_TRAINING: before["labels-class"],
+            "trained (labels)": models["labels-class"],
+            "trained (self)": None,
+        },
         trained_classes=classes,
         seed=args.seed,
         progress=True,
@@ -80,8 +101,9 @@ def main() -> int:
         "command": " ".join(sys.argv),
         "train_runs": timings,
     }
-    save_results(rows, out, meta)
-    print(format_table(rows))
+    save_results(result, out, meta)
+    print(result.table())
+    print(result.differences_table())
     print(json.dumps(timings, indent=1))
     return 0
 

@@ -96,6 +96,8 @@ def test_eval_prints_recall_as_json(gallery):
     scores = json.loads(res.stdout)
     assert {"recall@1", "recall@5", "recall@10", "map@r", "n_queries"} <= set(scores)
     assert scores["n_queries"] == 40 and 0 <= scores["recall@1"] <= scores["recall@5"] <= scores["recall@10"] <= 1
+    vs = scores["vs_pixels"]["recall@1"]  # paired with the pixel baseline on the same queries
+    assert vs["low"] <= vs["difference"] <= vs["high"] and vs["verdict"] and vs["n_queries"] == 40
     assert "skipped" in res.stderr and "Traceback" not in res.stderr
 
 

@@ -43,7 +43,8 @@ def test_near_duplicate_retrieval_scores_the_original_as_target(small_table):
 
 
 def test_compare_table_and_results_files(small_table, tiny_model, tmp_path):
-    rows = compare(small_table, {"untrained": tiny_model})
+    result = compare(small_table, {"untrained": tiny_model})
+    rows = result.rows
     assert [(r["split"], r["method"]) for r in rows] == [
         ("image", "pixels"),
         ("image", "untrained"),
@@ -56,9 +57,22 @@ def test_compare_table_and_results_files(small_table, tiny_model, tmp_path):
         assert set(r) == set(COLUMNS) and all(0.0 <= r[m] <= 1.0 for m in ("recall@1", "recall@10", "map@r"))
         assert r["recall@1"] <= r["recall@5"] <= r["recall@10"]
     assert "near-duplicate" in format_table(rows)
-    out = save_results(rows, tmp_path / "results", {"note": "test"})
+    # each pair of methods on the same queries, Recall@1 and mAP@R, with a verdict chosen from its interval
+    pairs = {(d.split, d.part, d.a, d.b, d.metric) for d in result.differences}
+    assert pairs == {
+        (split, part, "untrained", "pixels", metric)
+        for split, part in (("image", "all"), ("near-duplicate", "all"), ("class", "unseen"))
+        for metric in ("recall@1", "map@r")
+    }
+    for d in result.differences:
+        assert d.low <= d.difference <= d.high and 0 < d.p_value <= 1 and d.verdict in d.phrase
+        a, b = result.row(d.split, d.part, d.a), result.row(d.split, d.part, d.b)
+        assert d.difference == pytest.approx(a[d.metric] - b[d.metric])
+    assert "no detectable difference" in result.differences_table() or "beats" in result.differences_table()
+    out = save_results(result, tmp_path / "results", {"note": "test"})
     saved = json.loads((out / "results.json").read_text())
-    assert saved["rows"] == rows and saved["meta"] == {"note": "test"} and saved["machine"]["cpus"] >= 1
+    assert saved["rows"] == rows and saved["meta"]["note"] == "test" and saved["machine"]["cpus"] >= 1
+    assert len(saved["differences"]) == len(result.differences) and saved["meta"]["confidence"] == 0.95
     with open(out / "results.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == len(rows)
 
@@ -77,6 +91,11 @@ def test_cli_compare(small_index_dir, tmp_path, product_table):
         "--json", "--quiet",
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
-    rows = json.loads(proc.stdout.strip().splitlines()[-1])["rows"]
-    assert {r["method"] for r in rows} == {"pixels", "untrained", "trained"}
+    printed = json.loads(proc.stdout.strip().splitlines()[-1])
+    rows = printed["rows"]
+    assert {r["method"] for r in rows} == {"pixels", "untrained backbone", "trained"}
+    pairs = {(d["a"], d["b"]) for d in printed["differences"]}
+    assert pairs >= {("trained", "pixels"), ("trained", "untrained backbone")}
+    saved = json.loads((tmp_path / "res" / "results.json").read_text())
+    assert saved["differences"] == printed["differences"]
     assert (tmp_path / "res" / "results.csv").is_file()

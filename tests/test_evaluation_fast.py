@@ -44,7 +44,7 @@ def test_seen_and_unseen_classes_are_scored_apart(embedders):
     rows = compare(
         table, {"untrained": untrained, "trained": trained}, trained_classes={trained.fingerprint: seen},
         splits=("image",), near_duplicates=False,
-    )  # fmt: skip
+    ).rows  # fmt: skip
     parts = {(r["part"], r["method"]): r for r in rows}
     assert set(parts) == {(p, m) for p in ("all", "seen", "unseen") for m in ("pixels", "untrained", "trained")}
     n_seen = int(np.isin(test.labels.astype(str), seen).sum())
@@ -67,10 +67,46 @@ def test_a_model_is_refused_on_class_disjoint_classes_it_trained_on(embedders):
     rows = compare(
         table, {"untrained": untrained, "trained": trained}, trained_classes={trained.fingerprint: train_classes},
         splits=("class",),
-    )  # fmt: skip
+    ).rows  # fmt: skip
     assert {r["part"] for r in rows} == {"unseen"} and {r["method"] for r in rows} == {"pixels", "untrained", "trained"}
     # None leaves a method out of the class split
     rows = compare(
         table, {"untrained": untrained, "trained": trained}, class_models={"trained": None}, splits=("class",)
-    )
+    ).rows
     assert {r["method"] for r in rows} == {"pixels", "untrained"}
+
+
+def test_head_before_training_is_the_trained_models_starting_point(tmp_path):
+    """The rebuilt "before" equals a run that took no real step (learning rate ~0), and differs from a real run."""
+    from simlib.evaluation import HEAD_BEFORE_TRAINING, backbone_name, head_before_training
+    from simlib.train import TrainConfig, TrainingRecord, fit
+
+    table = colour_table(n_classes=10, per_class=8)
+    config = dataclasses.replace(TINY, head_norm=True, head_pca=20, head_hidden=8)
+    plan = dict(epochs=1, steps_per_epoch=2, classes_per_batch=4, images_per_class=2, warmup_epochs=0, margin=1.5)
+    still = fit(table, config, TrainConfig(learning_rate=1e-9, **plan), out=tmp_path / "still", progress=False)
+    moved = fit(table, config, TrainConfig(learning_rate=0.3, **plan), out=tmp_path / "moved", progress=False)
+    before = head_before_training(moved.embedder, TrainingRecord.load(tmp_path / "moved"), table)
+    assert not before.config.trained and before.config.head_pca == 20
+    probe = table.arrays[::7]
+    np.testing.assert_allclose(before.embed_batch(probe), still.embedder.embed_batch(probe), atol=1e-4)
+    assert np.abs(before.embed_batch(probe) - moved.embedder.embed_batch(probe)).max() > 1e-3
+    assert HEAD_BEFORE_TRAINING == "head before training"
+    assert backbone_name("none") == "untrained backbone" and backbone_name("imagenet") == "ImageNet backbone"
+
+
+def test_compare_pairs_every_method_with_the_earlier_ones_on_the_same_queries(embedders):
+    untrained, trained = embedders
+    result = compare(
+        colour_table(), {"untrained": untrained, "trained": trained}, splits=("image",), near_duplicates=True
+    )
+    pairs = [(d.split, d.a, d.b) for d in result.differences if d.metric == "recall@1"]
+    order = (("untrained", "pixels"), ("trained", "pixels"), ("trained", "untrained"))
+    assert pairs == [(s, a, b) for s in ("image", "near-duplicate") for a, b in order]
+    d = result.difference("image", "all", "pixels", "trained", "map@r")  # asked the other way round
+    assert (d.a, d.b) == ("pixels", "trained")
+    assert d.difference == pytest.approx(
+        result.row("image", "all", "pixels")["map@r"] - result.row("image", "all", "trained")["map@r"]
+    )
+    assert d.low == pytest.approx(-result.difference("image", "all", "trained", "pixels", "map@r").high)
+    assert d.n_queries == result.row("image", "all", "pixels")["n_queries"]

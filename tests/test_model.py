@@ -169,28 +169,21 @@ def test_mixed_bfloat16_warns_where_the_cpu_would_emulate_it(monkeypatch, capsys
 
 def test_imagenet_weights_in_keras_cache_are_picked_up_by_auto_and_imagenet(tmp_path, monkeypatch, tiny_model):
     """The file `--weights imagenet` caches, in Keras' layout, where Keras' cache looks: no network needed."""
-    import h5py
-    import keras
     import keras.src.backend.config as keras_config
-    from keras.src.legacy.saving import legacy_h5_format
 
-    from simlib.model import IMAGENET_NOTOP_FILE, imagenet_weights_cached
+    from simlib.model import imagenet_weights_cached
+    from tests.support.weights import write_standin_imagenet_weights
 
     # Keras reads $KERAS_HOME once, at import: point the running process's cache at a fresh folder
     monkeypatch.setattr(keras_config, "_KERAS_DIR", str(tmp_path / "keras"))
     assert not imagenet_weights_cached()
     # a stand-in for the real file: Keras' own ResNet50 without top, saved in the legacy .h5 layout
-    source = keras.applications.ResNet50(include_top=False, weights=None, input_shape=(32, 32, 3))
-    rng = np.random.default_rng(5)
-    source.set_weights([rng.standard_normal(w.shape).astype("float32") * 0.01 for w in source.get_weights()])
-    (tmp_path / "keras" / "models").mkdir(parents=True)
-    with h5py.File(tmp_path / "keras" / "models" / IMAGENET_NOTOP_FILE, "w") as f:
-        legacy_h5_format.save_weights_to_hdf5_group(f, source)
+    standin = write_standin_imagenet_weights(tmp_path / "keras")
     assert imagenet_weights_cached()
     assert resolve_weights("auto") == resolve_weights("imagenet") == "imagenet"
     e = Embedder.build(ModelConfig(image_size=32, embedding_dim=32, weights="auto"))
     assert e.config.weights == "imagenet"
-    for a, b in zip(source.get_weights(), e.backbone.get_weights(), strict=True):
+    for a, b in zip(standin, e.backbone.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
     assert e.fingerprint != tiny_model.fingerprint
 

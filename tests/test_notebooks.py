@@ -18,22 +18,38 @@ NOTEBOOKS = [
 ]
 
 
-# The course runs on the product set (the default) and on Fashion-MNIST (what a learner without it gets).
-DATASETS = {"products": None, "fashion-mnist": "fashion-mnist"}
+# The course runs on the product set (the default) and on Fashion-MNIST (what a learner without it gets) with
+# random weights, and on the product set with a stand-in ImageNet weights file in Keras' cache, as a learner
+# with internet runs it (WEIGHTS="auto" resolves to ImageNet). That path runs the notebooks whose code
+# depends on the weights (02-05: models, heads, training, comparison); 01 and 06 only show data and serve
+# what 03-05 built, and run on the random-weights courses.
+COURSES = {
+    "products": (None, "none", [n for n, _, _ in NOTEBOOKS]),
+    "fashion-mnist": ("fashion-mnist", "none", [n for n, _, _ in NOTEBOOKS]),
+    "imagenet": (None, "auto", [n for n, _, _ in NOTEBOOKS[1:5]]),
+}
 
 
 @pytest.mark.notebooks
 @pytest.mark.slow
-@pytest.mark.parametrize("data", list(DATASETS))
-def test_the_course_runs_in_order_in_smoke_mode(tmp_path, data_root, monkeypatch, data):
+@pytest.mark.parametrize("course_name", list(COURSES))
+def test_the_course_runs_in_order_in_smoke_mode(tmp_path, data_root, monkeypatch, course_name):
     import papermill
 
+    data, weights, names = COURSES[course_name]
     course = tmp_path / "course"
-    executed = ARTIFACTS / "notebooks" / data
+    executed = ARTIFACTS / "notebooks" / course_name
     executed.mkdir(parents=True, exist_ok=True)
     monkeypatch.setenv("PYTHONPATH", str(REPO))  # the kernel imports this checkout's simlib
-    parameters = {"SMOKE": True, "ARTIFACTS": str(course), "WEIGHTS": "none", "SEED": 0, "DATA_DIR": DATASETS[data]}
+    if course_name == "imagenet":  # the kernel's Keras finds "downloaded" ImageNet weights in its cache
+        from tests.support.weights import write_standin_imagenet_weights
+
+        write_standin_imagenet_weights(tmp_path / "keras")
+        monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
+    parameters = {"SMOKE": True, "ARTIFACTS": str(course), "WEIGHTS": weights, "SEED": 0, "DATA_DIR": data}
     for name, record, keys in NOTEBOOKS:
+        if name not in names:
+            continue
         papermill.execute_notebook(
             str(REPO / "notebooks" / f"{name}.ipynb"),
             str(executed / f"{name}.ipynb"),  # kept for inspection (git-ignored)
@@ -47,7 +63,12 @@ def test_the_course_runs_in_order_in_smoke_mode(tmp_path, data_root, monkeypatch
         missing = [k for k in keys if k not in results]
         assert not missing, f"{name} did not record {missing}"
         assert_clean_outputs(executed / f"{name}.ipynb")
-    check_recorded_results({record: json.loads((course / record).read_text()) for _, record, _ in NOTEBOOKS}, course)
+        assert_claims_shown(executed / f"{name}.ipynb", results)
+    recorded = {r: json.loads((course / r).read_text()) for n, r, _ in NOTEBOOKS if n in names}
+    if course_name == "imagenet":
+        check_imagenet_path(recorded, executed)
+    else:
+        check_recorded_results(recorded, course)
 
 
 # What must never reach a learner's executed notebook: TensorFlow's C++ log lines (absl, oneDNN, CPU
@@ -122,7 +143,7 @@ def check_recorded_results(r: dict[str, dict], course) -> None:
 
     baseline = r["02_baseline.json"]
     assert baseline["weights"] == "none" and baseline["image_size"] == 32
-    assert [row["method"] for row in baseline["rows"]] == ["pixels 16x16", "backbone (none)"]
+    assert [row["method"] for row in baseline["rows"]] == ["pixels 16x16", "untrained backbone"]
     assert len(baseline["layout_rows"]) == 3
     for row in baseline["rows"] + baseline["layout_rows"]:
         _scores_are_sane(row)
@@ -154,8 +175,12 @@ def check_recorded_results(r: dict[str, dict], course) -> None:
     evaluation = r["05_evaluation.json"]
     keys = [(row["split"], row["part"], row["method"]) for row in evaluation["table"]]
     assert len(keys) == len(set(keys))
-    assert {("image", "all", "pixels"), ("image", "all", "untrained"), ("image", "all", "trained")} <= set(keys)
-    assert ("class", "unseen", "trained") in keys  # the class-split model, on classes it never saw
+    methods = ("pixels", "untrained backbone", "head before training", "trained")
+    assert {("image", "all", m) for m in methods} <= set(keys)
+    assert {("class", "unseen", m) for m in methods} <= set(keys)  # the class-split model, on classes it never saw
+    pairs = {(d["split"], d["part"], d["a"], d["b"]) for d in evaluation["differences"]}
+    assert ("image", "all", "trained", "head before training") in pairs  # what training added
+    assert ("class", "unseen", "head before training", "untrained backbone") in pairs  # what the architecture added
     assert {("near-duplicate", "all", "label-free"), ("image", "all", "label-free")} <= set(keys)
     for row in evaluation["table"]:
         _scores_are_sane(row)
@@ -170,14 +195,77 @@ def check_recorded_results(r: dict[str, dict], course) -> None:
     assert len((course / "06_scratch" / "feedback" / "feedback.jsonl").read_text().splitlines()) == 1
 
 
-def test_every_notebook_starts_with_a_parameters_cell_and_ends_with_exercises():
+def assert_claims_shown(path: Path, results: dict) -> None:
+    """Every claim a notebook recorded holds against the results it recorded, and was shown."""
     import nbformat
 
+    from simlib.evaluation.claims import check_claims
+
+    claims = results.get("claims", [])
+    problems = check_claims(claims, results.get("differences", []))
+    assert not problems, f"{path.name}: " + "; ".join(problems[:3])
+    nb = nbformat.read(path, as_version=4)
+    shown = "\n".join(
+        out.get("data", {}).get("text/markdown", "") for cell in nb.cells for out in cell.get("outputs", [])
+    )
+    unshown = [c["text"] for c in claims if c["text"] not in shown]
+    assert not unshown, f"{path.name}: recorded claims not shown: {unshown[:2]}"
+
+
+def check_imagenet_path(r: dict[str, dict], executed: Path) -> None:
+    """The course with (stand-in) ImageNet weights: every row names them, none says "untrained"."""
+    import nbformat
+
+    baseline = r["02_baseline.json"]
+    assert baseline["weights"] == "imagenet"
+    assert [row["method"] for row in baseline["rows"]] == ["pixels 16x16", "ImageNet backbone"]
+    evaluation = r["05_evaluation.json"]
+    methods = {row["method"] for row in evaluation["table"]}
+    assert {"ImageNet backbone", "head before training", "trained"} <= methods
+    assert not any("untrained" in m for m in methods), methods
+    assert evaluation["weights"] == "imagenet"
+    for name in ("02_embeddings_baseline", "05_evaluation"):
+        nb = nbformat.read(executed / f"{name}.ipynb", as_version=4)
+        shown = [o.get("data", {}).get("text/markdown", "") for c in nb.cells for o in c.get("outputs", [])]
+        banner = next(text for text in shown if "Weights in use" in text)
+        assert "Weights in use: ImageNet" in banner and "IMAGE_SIZE = 128" in banner, banner
+
+
+def notebook_cells(name: str):
+    import nbformat
+
+    return nbformat.read(REPO / "notebooks" / f"{name}.ipynb", as_version=4).cells
+
+
+def test_every_notebook_starts_with_a_parameters_cell_and_ends_with_exercises_and_their_solutions():
     for name, _, _ in NOTEBOOKS:
-        nb = nbformat.read(REPO / "notebooks" / f"{name}.ipynb", as_version=4)
-        code = [c for c in nb.cells if c.cell_type == "code"]
+        cells = notebook_cells(name)
+        code = [c for c in cells if c.cell_type == "code"]
         assert "parameters" in code[0].metadata.get("tags", []), name
         assert "SMOKE" in code[0].source and "ARTIFACTS" in code[0].source, name
-        assert "Time:" in nb.cells[0].source, f"{name}: say how long it takes"
-        assert "Exercises" in nb.cells[-1].source, f"{name}: end with a summary and exercises"
+        assert "Time:" in cells[0].source, f"{name}: say how long it takes"
+        assert "Course(" in code[1].source and "course.banner()" in code[1].source, f"{name}: show the weights banner"
+        solutions = [c for c in cells if "solution" in c.metadata.get("tags", [])]
+        first = cells.index(solutions[0]) if solutions else len(cells)
+        exercises = [c for c in cells[: first - 1] if c.cell_type == "markdown"][-1].source
+        assert "**Exercises**" in exercises, f"{name}: end with a summary and exercises"
+        n = len(re.findall(r"^\d\. ", exercises, flags=re.M))
+        assert n == 3 and exercises.count("*Hint:*") == n, f"{name}: three exercises, each with a hint"
+        assert len(solutions) == n and cells[first - 1].source.startswith("### Solutions"), name
+        assert all(c.metadata.get("jupyter", {}).get("source_hidden") for c in solutions), f"{name}: collapsed"
         assert not any("pip install" in c.source for c in code), f"{name}: no pip install cells"
+
+
+def test_no_notebook_types_a_measured_figure_into_its_prose():
+    """Scores, run times and speeds are printed by the run (Markdown built from its results), never typed."""
+    from simlib.evaluation.claims import typed_figures
+
+    for name, _, _ in NOTEBOOKS:
+        for i, cell in enumerate(notebook_cells(name)):
+            if cell.cell_type == "markdown":
+                assert not typed_figures(cell.source), f"{name} cell {i}: typed figures {typed_figures(cell.source)}"
+            # verdict words are chosen by simlib.evaluation.stats.verdict, not typed into a sentence
+            # (a verdict word named as a term, in quotes or italics, is a definition, not a claim)
+            text = cell.source if cell.cell_type == "markdown" else " ".join(re.findall(r'"[^"\n]*"', cell.source))
+            text = re.sub(r'"[^"\n]*"|\*[^*\n]+\*', "", text) if cell.cell_type == "markdown" else text
+            assert not re.search(r"\b(beats|outperforms|is better than)\b", text), f"{name} cell {i}: a typed verdict"

@@ -11,11 +11,20 @@ import numpy as np
 
 from simlib.cli.options import EXIT_PARTIAL, add_data_options, add_model_options, get_model, get_table, report_skipped
 from simlib.config import DEFAULT_IMAGE_SIZE, ModelConfig
-from simlib.data import split_table
+from simlib.data import load_images, split_table
 from simlib.data.product_subset import rebuild_product_subset
 from simlib.errors import SimlibError
-from simlib.evaluation import compare, format_table, save_results
-from simlib.evaluation.metrics import evaluate
+from simlib.evaluation import (
+    HEAD_BEFORE_TRAINING,
+    backbone_baseline,
+    backbone_name,
+    compare,
+    head_before_training,
+    paired_difference,
+    pixel_embeddings,
+    retrieval_scores,
+    save_results,
+)
 from simlib.model import Embedder, resolve_weights
 
 
@@ -25,9 +34,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         raise SimlibError(f"{table.name} has no labels: evaluation needs class sub-folders or a label column")
     if args.split == "test":
         table = split_table(table, seed=args.seed, by=args.by)["test"]
-    result = get_model(args).embed_table(table, progress=not args.quiet)
+    model = get_model(args)
+    result = model.embed_table(table, progress=not args.quiet)
     report_skipped(table, result.skipped)
     labels = table.labels[result.rows].astype(str)
+    # the pixel baseline on the same images: every score comes with its paired difference from it
+    pixels = pixel_embeddings(load_images(table.subset(result.rows), model.image_size, model.config.resize))
     parts = {"all": np.ones(len(labels), bool)}
     classes = _trained_classes(args.model)
     if classes:  # the classes the model trained on, scored apart from the others
@@ -36,9 +48,15 @@ def cmd_eval(args: argparse.Namespace) -> int:
             parts.update(seen=seen, unseen=~seen)
     scores = {}
     for part, mask in parts.items():
-        e = result.embeddings[mask]
-        scores[part] = evaluate(e, labels[mask], e, labels[mask], ref_includes_query=True)
+        e, p, lab = result.embeddings[mask], pixels[mask], labels[mask]
+        scores[part], ours = retrieval_scores(e, lab, e, lab, ref_includes_query=True)
+        base, theirs = retrieval_scores(p, lab, p, lab, ref_includes_query=True)
         scores[part].update(split=args.split, by=args.by, seed=args.seed, data=table.name, classes=part)
+        scores[part]["vs_pixels"] = {
+            metric: paired_difference(ours[key], theirs[key], metric=metric, a="model", b="pixels", part=part,
+                                      split=args.split, seed=args.seed).to_dict() | {"pixels": base[metric]}
+            for metric, key in (("recall@1", "hit@1"), ("map@r", "ap@r"))
+        }  # fmt: skip
     if args.json:
         print(json.dumps(scores["all"] if len(parts) == 1 else scores))
         return EXIT_PARTIAL if result.skipped else 0
@@ -50,7 +68,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
             f"{table.name}, split {args.split} ({args.by}-disjoint, seed {args.seed}){which}, {s['n_queries']} queries"
         )
         for key in ("recall@1", "recall@5", "recall@10", "map@r"):
-            print(f"  {key:<10} {s[key]:.4f}")
+            line = f"  {key:<10} {s[key]:.4f}"
+            if key in s["vs_pixels"]:
+                d = s["vs_pixels"][key]
+                line += (
+                    f"   pixels {d['pixels']:.4f}; model - pixels {100 * d['difference']:+.1f} points "
+                    f"[{100 * d['low']:+.1f}, {100 * d['high']:+.1f}], p={d['p_value']:.3g}: {d['verdict']}"
+                )
+            print(line)
     return EXIT_PARTIAL if result.skipped else 0
 
 
@@ -122,59 +147,85 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_compare(args: argparse.Namespace) -> int:
-    table = get_table(args)
-    models, class_models = {}, {}
+def _compare_models(args: argparse.Namespace, table) -> tuple[dict, dict, dict, dict]:
+    """The methods ``simlib compare`` scores: the backbone as it comes, the head before training and the
+    trained model (and their class-split twins), with the classes each trained or fitted on."""
     trained = Embedder.load(args.model) if args.model else None
-    if trained is not None:
-        base = trained.config
-    else:
-        base = ModelConfig(
-            image_size=args.image_size or DEFAULT_IMAGE_SIZE,
-            embedding_dim=args.embedding_dim,
-            weights=resolve_weights(args.weights),
-            precision=getattr(args, "precision", None) or "float32",
-        )
-    untrained = ModelConfig(
-        image_size=base.image_size,
-        embedding_dim=base.embedding_dim,
-        weights=base.weights,
-        seed=base.seed,
-        precision=base.precision,
-    )
-    models["untrained"] = Embedder.build(untrained)
-    if trained is not None:
-        models["trained"] = trained
-    trained_classes: dict[str, tuple[str, ...]] = {}  # fingerprint -> classes; a model missing is unknown
-    meta = {"data": table.name, "seed": args.seed, "model": args.model, "class_model": args.class_model}
-    if args.class_model:
-        class_models["trained"] = Embedder.load(args.class_model)
-    for folder, embedder in ((args.model, trained), (args.class_model, class_models.get("trained"))):
+    base = trained.config if trained is not None else ModelConfig(
+        image_size=args.image_size or DEFAULT_IMAGE_SIZE,
+        embedding_dim=args.embedding_dim,
+        weights=resolve_weights(args.weights),
+        precision=getattr(args, "precision", None) or "float32",
+    )  # fmt: skip
+    models: dict = {backbone_name(base.weights): backbone_baseline(base)}
+    class_models: dict = {}
+    known: dict = {}  # fingerprint -> classes; a trained model missing is unknown
+    meta: dict = {"data": table.name, "seed": args.seed, "model": args.model, "class_model": args.class_model}
+    labels = {str(c) for c in table.labels}
+    for folder, slot in ((args.model, models), (args.class_model, class_models)):
+        if not folder:
+            continue
+        embedder = trained if folder == args.model else Embedder.load(folder)
         classes = _trained_classes(folder)
-        if embedder is not None and classes is not None:
-            trained_classes[embedder.fingerprint] = classes
+        if classes is not None:
+            known[embedder.fingerprint] = classes
+        record = _record(folder)
+        if record is not None and record.labels_used and set(record.classes or ()) <= labels:
+            before = head_before_training(embedder, record, table)
+            known[before.fingerprint] = classes
+            slot[HEAD_BEFORE_TRAINING] = before
+        else:
+            meta.setdefault("notes", []).append(
+                f"no '{HEAD_BEFORE_TRAINING}' row for {folder}: its training record is missing, label-free, "
+                "or names classes this dataset does not have"
+            )
+        slot["trained"] = embedder
+    if HEAD_BEFORE_TRAINING in class_models and HEAD_BEFORE_TRAINING not in models:
+        models[HEAD_BEFORE_TRAINING] = None  # class split only
+    if "trained" in models:  # keep the order: backbone, head before training, trained
+        models["trained"] = models.pop("trained")
     if not args.class_model and trained is not None and trained.config.trained:
         test_classes = set(split_table(table, seed=args.seed, by="class")["test"].labels.astype(str))
-        if trained.fingerprint not in trained_classes or test_classes & set(trained_classes[trained.fingerprint]):
-            class_models["trained"] = None  # it trained on those classes: the class split is not its test
-            meta["note"] = (
+        if trained.fingerprint not in known or test_classes & set(known[trained.fingerprint]):
+            class_models.update({"trained": None, HEAD_BEFORE_TRAINING: None})  # not its test
+            meta.setdefault("notes", []).append(
                 "class split without the trained model (it trained on those classes, or they are unknown): "
                 "give --class-model, a model trained with --split-by class"
             )
-    rows = compare(
+    return models, class_models, known, meta
+
+
+def _record(folder: str | None):
+    """The training record of a model folder, or None."""
+    from simlib.train import TRAINING_FILE, TrainingRecord  # lazy: simlib.train loads Keras
+
+    return TrainingRecord.load(folder) if folder and (Path(folder) / TRAINING_FILE).is_file() else None
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+
+    table = get_table(args)
+    models, class_models, known, meta = _compare_models(args, table)
+    result = compare(
         table,
         models,
         class_models=class_models,
-        trained_classes=trained_classes,
+        trained_classes=known,
         seed=args.seed,
         progress=not args.quiet,
     )
     if args.out:
-        save_results(rows, args.out, meta)
-    print(json.dumps({"rows": rows, "meta": meta}) if args.json else format_table(rows))
-    if "note" in meta and not args.json:
-        print(f"note: {meta['note']}")
-    if args.out and not args.json:
+        save_results(result, args.out, meta)
+    if args.json:
+        print(json.dumps({**result.to_json(), "meta": meta}))
+        return 0
+    print(result.table())
+    print()
+    print("paired differences on the same queries (seeded bootstrap 95% CI; p: McNemar for R@1, sign-flip for mAP@R)")
+    print(result.differences_table())
+    for note in meta.get("notes", []):
+        print(f"note: {note}")
+    if args.out:
         print(f"saved {args.out}/results.json and results.csv")
     return 0
 

@@ -81,30 +81,42 @@ def map_at_r(query_labels: np.ndarray, neighbor_labels: np.ndarray, relevant_cou
         neighbor_labels: (q, k) labels of the ranked neighbours, k >= max(relevant_counts).
         relevant_counts: (q,) R for each query: how many references share its label.
     """
+    ap = average_precision_at_r(query_labels, neighbor_labels, relevant_counts)
+    return float(ap.mean()) if len(ap) else float("nan")
+
+
+def average_precision_at_r(
+    query_labels: np.ndarray, neighbor_labels: np.ndarray, relevant_counts: np.ndarray
+) -> np.ndarray:
+    """Per-query average precision at R (:func:`map_at_r` is its mean)."""
     rel = _relevance(query_labels, neighbor_labels).astype(np.float64)
     r = np.asarray(relevant_counts)
     if len(r) == 0:
-        return float("nan")
+        return np.zeros(0)
     if rel.shape[1] < r.max():
         raise SimlibError(f"mAP@R needs {r.max()} neighbours per query, got {rel.shape[1]}")
     ranks = np.arange(1, rel.shape[1] + 1)
     precision = np.cumsum(rel, axis=1) / ranks
     within_r = ranks[None, :] <= r[:, None]
-    ap = (precision * rel * within_r).sum(axis=1) / np.maximum(r, 1)
-    return float(ap.mean())
+    return (precision * rel * within_r).sum(axis=1) / np.maximum(r, 1)
 
 
-def evaluate(
+def retrieval_scores(
     query: np.ndarray,
     query_labels: Sequence | np.ndarray,
     reference: np.ndarray,
     reference_labels: Sequence | np.ndarray,
     ref_includes_query: bool,
     ks: Sequence[int] = (1, 5, 10),
-) -> dict[str, float]:
-    """Recall@K for each K, Precision@K for the largest, mAP@R and the query count.
+) -> tuple[dict[str, float], dict[str, np.ndarray]]:
+    """:func:`evaluate`'s summary and the per-query scores it averages.
 
-    Queries with no same-label reference (nothing to find) are left out.
+    Returns:
+        ``(summary, per_query)``: ``per_query`` holds ``"query"`` (the indices of the queries scored:
+        those with a same-label reference), ``"hit@1"`` (1.0 when the first neighbour shares the
+        query's label; its mean is Recall@1) and ``"ap@r"`` (average precision at R; its mean is
+        mAP@R), one entry per scored query, in query order. Two methods scored on the same queries
+        give per-query scores that pair up (see :mod:`simlib.evaluation.stats`).
     """
     query_labels = np.asarray(query_labels, dtype=object)
     reference_labels = np.asarray(reference_labels, dtype=object)
@@ -118,8 +130,30 @@ def evaluate(
     _, idx = knn(query, reference, k, ref_includes_query)
     idx, ql, r = idx[valid], query_labels[valid], r[valid]
     nl = reference_labels[idx]
+    ap = average_precision_at_r(ql, nl, r)
     out = {f"recall@{kk}": recall_at_k(ql, nl, kk) for kk in ks}
     out[f"precision@{max(ks)}"] = precision_at_k(ql, nl, max(ks))
-    out["map@r"] = map_at_r(ql, nl, r)
+    out["map@r"] = float(ap.mean())
     out["n_queries"] = int(valid.sum())
-    return out
+    per_query = {
+        "query": np.flatnonzero(valid),
+        "hit@1": _relevance(ql, nl)[:, 0].astype(np.float64),
+        "ap@r": ap,
+    }
+    return out, per_query
+
+
+def evaluate(
+    query: np.ndarray,
+    query_labels: Sequence | np.ndarray,
+    reference: np.ndarray,
+    reference_labels: Sequence | np.ndarray,
+    ref_includes_query: bool,
+    ks: Sequence[int] = (1, 5, 10),
+) -> dict[str, float]:
+    """Recall@K for each K, Precision@K for the largest, mAP@R and the query count.
+
+    Queries with no same-label reference (nothing to find) are left out. The per-query scores
+    behind these means: :func:`retrieval_scores`.
+    """
+    return retrieval_scores(query, query_labels, reference, reference_labels, ref_includes_query, ks)[0]

@@ -1,0 +1,100 @@
+"""The figures the README and docs/training.md quote are the recorded full course run's, checked here.
+
+``docs/results/course.json`` is the record of one full run of the course (its command, machine, load,
+run times and results, written from the run's own JSON files). The tables in the README's "What training
+gives" and docs/training.md, and the course's run times in the README, are rendered from it by
+:func:`simlib.evaluation.claims.results_table`; a figure edited on a page,
+or a result edited in the record, fails these tests.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from simlib.evaluation.claims import check_table, results_table, verdict
+from tests.support import REPO
+
+RECORD = REPO / "docs" / "results" / "course.json"
+METHODS = ["pixels", "untrained backbone", "head before training", "trained"]
+GROUPS = [
+    ("image", "seen", "image-disjoint, classes trained on"),
+    ("image", "unseen", "image-disjoint, classes held out of training"),
+    ("class", "unseen", "class-disjoint, a model trained on the class split"),
+]
+TIME_NAMES = {
+    "01_data_preparation": "`01_data_preparation`",
+    "02_embeddings_baseline": "`02_embeddings_baseline`",
+    "03_triplet_training": "`03_triplet_training`",
+    "04_faiss_indexing": "`04_faiss_indexing`",
+    "05_evaluation": "`05_evaluation`",
+    "06_gradio_demo": "`06_gradio_demo`",
+}
+
+
+def record() -> dict:
+    return json.loads(RECORD.read_text(encoding="utf-8"))
+
+
+def training_table(r: dict) -> str:
+    return results_table(r["rows"], r["differences"], GROUPS, METHODS, reference="trained")
+
+
+def test_the_recorded_run_is_consistent():
+    r = record()
+    assert r["total_seconds"] == sum(t["seconds"] for t in r["notebook_seconds"].values())
+    for d in r["differences"]:
+        assert d["verdict"] == verdict(d["low"], d["high"]), d
+        a = next(x for x in r["rows"] if (x["split"], x["part"], x["method"]) == (d["split"], d["part"], d["a"]))
+        b = next(x for x in r["rows"] if (x["split"], x["part"], x["method"]) == (d["split"], d["part"], d["b"]))
+        assert abs(a[d["metric"]] - b[d["metric"]] - d["difference"]) < 1e-9, d
+
+
+def test_readme_and_training_doc_show_the_recorded_table():
+    expected = training_table(record())
+    for page in ("README.md", "docs/training.md"):
+        missing = check_table((REPO / page).read_text(encoding="utf-8"), expected)
+        assert not missing, f"{page}: rows that differ from docs/results/course.json: {missing[:2]}"
+
+
+def test_readme_states_the_recorded_course_times():
+    r = record()
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    for name, t in r["notebook_seconds"].items():
+        row = next(line for line in readme.splitlines() if line.startswith(f"| {TIME_NAMES[name]} |"))
+        assert row.endswith(f"| {t['seconds']} s |"), row
+    assert f"{r['total_seconds']} s" in readme
+
+
+def section(page: str, title: str) -> str:
+    text = (REPO / page).read_text(encoding="utf-8")
+    start = text.index(title)
+    return text[start : text.index("\n## ", start + 1)]
+
+
+def figures_not_recorded(text: str, r: dict) -> list[str]:
+    """Three-decimal scores and "+x points [a, b]" intervals in ``text`` that the record does not hold."""
+    scores = {f"{row[m]:.3f}" for row in r["rows"] for m in ("recall@1", "map@r")}
+    intervals = {
+        (f"{100 * d['difference']:+.1f}", f"{100 * d['low']:+.1f}", f"{100 * d['high']:+.1f}") for d in r["differences"]
+    }
+    bad = [f for f in re.findall(r"(?<![\d.])0\.\d{3}(?!\d)", text) if f not in scores]
+    found = re.findall(r"([+-]\d+\.\d)(?: points)? \[([+-]\d+\.\d), ([+-]\d+\.\d)\]", text)
+    return bad + [" ".join(i) for i in found if i not in intervals]
+
+
+def test_every_figure_in_the_readme_section_is_a_recorded_one():
+    r = record()
+    text = section("README.md", "## What training gives")
+    assert len(re.findall(r"\[", text)) > 5 and not figures_not_recorded(text, r)
+
+
+def test_an_edited_figure_fails_the_check():
+    r = record()
+    page = training_table(r)
+    assert not check_table(page, training_table(r))
+    row = next(x for x in r["rows"] if (x["split"], x["part"], x["method"]) == ("image", "seen", "trained"))
+    row["recall@1"] += 0.001  # one recorded result changed: the page no longer matches
+    assert check_table(page, training_table(r))
+    text = section("README.md", "## What training gives")
+    assert figures_not_recorded(text.replace("+7.5 points", "+7.9 points"), record())  # one figure edited
