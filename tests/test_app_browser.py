@@ -162,3 +162,32 @@ def test_on_a_phone_the_results_and_the_explanation_come_into_view(browser, url,
         page.screenshot(path=str(ARTIFACTS / "app_phone_explain.png"))
     finally:
         context.close()
+
+
+def test_on_a_phone_the_webcam_asks_for_the_rear_camera(browser, url):
+    """The webcam asks the browser for the camera on the back ("environment") and gets a frame from it (Chromium's
+    fake camera, a 390x844 touch screen); the constraints the page passes to getUserMedia are recorded."""
+    context = browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    context.add_init_script(
+        "const gum = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);"
+        "window.__constraints = [];"
+        "navigator.mediaDevices.getUserMedia = c => { window.__constraints.push(JSON.stringify(c)); return gum(c); };"
+    )
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    try:
+        page.goto(url)
+        page.wait_for_selector("#search")
+        page.click("#query button[aria-label='Capture from camera']")
+        page.get_by_text("Click to Access Webcam").click()
+        page.wait_for_function(
+            "(() => { const v = document.querySelector('#query video'); return v?.videoWidth > 0 })()"
+        )
+        asked = [c for c in page.evaluate("window.__constraints") if '"video"' in c]
+        assert asked and all('"environment"' in c for c in asked), asked
+        page.click("#query button[aria-label='capture photo']")
+        page.wait_for_selector("#query img")
+        wait_idle(page)
+        page.wait_for_function(f"document.querySelectorAll('#results img').length === {K}")
+    finally:
+        context.close()
