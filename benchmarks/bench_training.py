@@ -23,6 +23,17 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", default=None, help="product set folder (default: the data root's)")
+    ap.add_argument("--out", default="results/training", help="where models and results go")
+    ap.add_argument("--image-size", type=int, default=64)
+    ap.add_argument("--weights", default="none")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--minutes", type=float, default=10.0, help="time budget per training run")
+    return ap.parse_args()
+
+
 def main() -> int:
     from simlib.config import ModelConfig
     from simlib.data import default_data_spec, load_dataset
@@ -37,15 +48,7 @@ def main() -> int:
     from simlib.model import resolve_weights
     from simlib.train import TrainConfig, TrainingRecord, fit, recommended_head
 
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=None, help="product set folder (default: the data root's)")
-    ap.add_argument("--out", default="results/training", help="where models and results go")
-    ap.add_argument("--image-size", type=int, default=64)
-    ap.add_argument("--weights", default="none")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--minutes", type=float, default=10.0, help="time budget per training run")
-    args = ap.parse_args()
-
+    args = parse_args()
     out = Path(args.out)
     table = load_dataset(args.data or default_data_spec())
     weights = resolve_weights(args.weights)
