@@ -77,7 +77,7 @@ def train(artifacts: Path) -> tuple[list[dict], str]:
             progress=lambda f, text: lines.append({"seconds": round(time.perf_counter() - t0, 1), "stage": text}),
             log=lambda line: None,
         )
-        return [ln for ln in lines if not ln["stage"].startswith("training: epoch")] + lines[-3:-1], outcome.message
+        return [ln for ln in lines if not ln["stage"].startswith("training: epoch")], outcome.message
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
