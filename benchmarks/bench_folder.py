@@ -200,23 +200,30 @@ def duplicates_rows(index_dir: Path, paths: list[str], sources: list[str], seed:
     return rows
 
 
-def forward_rate(model, batch_size: int, n: int, repeats: int) -> float:
+def forward_rate(model, batch_size: int, n: int, repeats: int) -> tuple[float, float]:
+    """The bare model on pre-decoded batches: ``(images per second, CPU ms per image over all threads)``."""
     rng = np.random.default_rng(0)
     x = rng.integers(0, 256, (n, model.image_size, model.image_size, 3), dtype=np.uint8)
     model.embed_batch(x[:batch_size])  # trace
-    rates = [
-        common.rate(n, lambda: [model.embed_batch(x[i : i + batch_size]) for i in range(0, n, batch_size)])
-        for _ in range(repeats)
-    ]
-    return common.median(rates)
+    rates, cpu, bs = [], [], batch_size
+    for _ in range(repeats):
+        c0 = time.process_time()
+        rates.append(common.rate(n, lambda: [model.embed_batch(x[i : i + batch_size]) for i in range(0, n, bs)]))
+        cpu.append(1000 * (time.process_time() - c0) / n)
+    return common.median(rates), common.median(cpu)
 
 
 def decode_ms(paths: list[str], size: int) -> dict[str, float]:
-    from simlib.data import open_image, prepare_image, resize_image
+    """Per image, in one thread: decode + resize at full size (wall ms), and what indexing does (read once, hash,
+    reduced decode, resize: :func:`simlib.data.pipeline.read_image`) in wall ms and CPU ms."""
+    from simlib.data import open_image, resize_image
+    from simlib.data.pipeline import read_image
 
     full = common.rate(len(paths), lambda: [resize_image(open_image(p), size) for p in paths])
-    reduced = common.rate(len(paths), lambda: [prepare_image(p, size) for p in paths])
-    return {"full_ms": 1000 / full, "reduced_ms": 1000 / reduced}
+    c0 = time.process_time()
+    reduced = common.rate(len(paths), lambda: [read_image(p, size, digest=True) for p in paths])
+    cpu = 1000 * (time.process_time() - c0) / len(paths)
+    return {"full_ms": 1000 / full, "reduced_ms": 1000 / reduced, "reduced_cpu_ms": cpu}
 
 
 def index_contents(index_dir: Path):
@@ -321,29 +328,36 @@ def main(argv: list[str] | None = None) -> dict:
     model = Embedder.build(ModelConfig(image_size=args.image_size, weights="none", seed=0))
     rows: list[dict] = []
     load_before = os.getloadavg()
-    fwd = forward_rate(model, args.batch_size, 256 if args.smoke else 1024, repeats)
-    rows.append({"step": "forward (bare ResNet50, pre-decoded)", "images": 1024, "rate": fwd})
+    fwd, fwd_cpu = forward_rate(model, args.batch_size, 256 if args.smoke else 1024, repeats)
+    rows.append({"step": "forward (bare ResNet50, pre-decoded)", "images": 1024, "rate": fwd, "cpu_ms": fwd_cpu})
     from simlib.data.scan import scan_folder
 
     files = [f.path for f in scan_folder(root).files]
     originals = [f for f in files if "/junk/" not in f and "-" not in Path(f).stem]  # no copies, no junk
     dec = decode_ms(originals[:: max(1, len(originals) // 40)][:40], args.image_size)
     rows.append({"step": "decode + resize one photo, full size", "seconds": dec["full_ms"] / 1000})
-    rows.append({"step": "decode + resize one photo, reduced (draft)", "seconds": dec["reduced_ms"] / 1000})
+    rows.append(
+        {"step": "read, hash, decode + resize one photo, reduced (draft)", "seconds": dec["reduced_ms"] / 1000,
+         "cpu_ms": dec["reduced_cpu_ms"]}
+    )  # fmt: skip
     out = args.work / f"index-{args.n}{'-all' if args.kinds == 'all' else ''}"
     for d in (out, Path(str(out) + ".work")):
         shutil.rmtree(d, ignore_errors=True)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     built = index_folder(model, root, out, batch_size=args.batch_size, chunk_size=args.chunk, progress=False)
-    took = time.perf_counter() - t0
+    took, cpu = time.perf_counter() - t0, time.process_time() - c0
     rows.append(
         {"step": "index the folder (end to end)", "images": built.indexed, "seconds": took,
-         "rate": built.embedded / took, "ratio": built.embedded / took / fwd}
+         "rate": built.embedded / took, "cpu_ms": 1000 * cpu / built.embedded, "cores_used": cpu / took}
     )  # fmt: skip
     load_index = os.getloadavg()
-    fwd_after = forward_rate(model, args.batch_size, 256 if args.smoke else 1024, repeats)
-    rows.append({"step": "forward again, after indexing", "images": 1024, "rate": fwd_after})
+    fwd_after, fwd_cpu_after = forward_rate(model, args.batch_size, 256 if args.smoke else 1024, repeats)
+    rows.append({"step": "forward again, after indexing", "images": 1024, "rate": fwd_after, "cpu_ms": fwd_cpu_after})
     rows[3]["ratio"] = built.embedded / took / ((fwd + fwd_after) / 2)  # against the mean of both
+    # With every core busy, the index rate is the forward rate times forward / (forward + decode) CPU ms per image.
+    model_cpu = (fwd_cpu + fwd_cpu_after) / 2
+    rows.append({"step": "ceiling when CPU-bound: forward / (forward + decode) CPU ms",
+                 "ratio": model_cpu / (model_cpu + dec["reduced_cpu_ms"])})  # fmt: skip
     common.save_partial("folder", args, rows)
     rows += duplicates_rows(out, files, source_photos(common.product_table(), args.n + 100, args.seed), args.seed)
     # resume after kill -9 at ~50 %
@@ -407,11 +421,13 @@ def main(argv: list[str] | None = None) -> dict:
     notes = [
         f"load average before / after indexing / at the end: {load_before[0]:.2f} / {load_index[0]:.2f} / "
         f"{os.getloadavg()[0]:.2f} (1-minute) on {os.cpu_count()} cores",
-        f"index rate {ratio:.2f}x the bare forward rate (goal {GOAL_RATIO}x)",
+        f"index rate {ratio:.2f}x the bare forward rate (goal {GOAL_RATIO}x); with every core busy at most "
+        f"{rows[5]['ratio']:.2f}x (decode {dec['reduced_cpu_ms']:.1f} CPU ms per image beside the model's "
+        f"{model_cpu:.1f})",
     ]
     return common.finish(
         "folder", args, rows, notes=notes, generated=gen,
-        columns=["step", "images", "seconds", "rate", "ratio", "resumed", "identical", "load_s", "rss_mib",
+        columns=["step", "images", "seconds", "rate", "ratio", "cpu_ms", "resumed", "identical", "load_s", "rss_mib",
                  "peak_mib", "kind", "precision_strict", "precision", "recall_copies", "recall_crops"],
     )  # fmt: skip
 

@@ -110,6 +110,22 @@ def file_digest(data: bytes) -> str:
     return hashlib.blake2b(data, digest_size=16).hexdigest()
 
 
+def read_image(source, size: int, mode: str = "pad", *, digest: bool = False) -> tuple[np.ndarray, str | None]:
+    """One table source decoded and resized as indexing does it: ``(image uint8 [S,S,3], content hash or None)``.
+
+    With ``digest``, a path is read once: its content hash (:func:`file_digest`) and the image come from the
+    same bytes. Decoding is reduced for large images (:func:`simlib.data.prepare_image`).
+
+    Raises:
+        SimlibError: not an image, corrupt, too many pixels; OSError: the file cannot be read.
+    """
+    if digest and isinstance(source, str):
+        with open(source, "rb") as f:
+            data = f.read()
+        return prepare_image(data, size, mode, name=source), file_digest(data)
+    return prepare_image(source, size, mode), None
+
+
 def decode_batches(
     table: ImageTable,
     size: int,
@@ -146,15 +162,10 @@ def decode_batches(
         for j, r in enumerate(batch_rows):
             source = table.source(r)
             try:
-                if digests is not None and isinstance(source, str):
-                    with open(source, "rb") as f:
-                        data = f.read()
-                    digest = file_digest(data)
+                images[j], digest = read_image(source, size, mode, digest=digests is not None)
+                if digest is not None:
                     with lock:
                         digests[r] = digest
-                    images[j] = prepare_image(data, size, mode, name=source)
-                else:
-                    images[j] = prepare_image(source, size, mode)
                 ok[j] = True
             except SimlibError as e:
                 errors.add(r, str(e))
