@@ -110,39 +110,29 @@ def cmd_sync(args: argparse.Namespace) -> int:
 
 
 def cmd_duplicates(args: argparse.Namespace) -> int:
-    from simlib.photos.duplicates import (
-        Fingerprints,
-        calibrate_duplicates,
-        contact_sheet,
-        find_duplicates,
-        move_duplicates,
-        stored_calibration,
-    )
+    from simlib.photos.duplicates import Fingerprints, contact_sheet, move_duplicates, review_duplicates
     from simlib.photos.store import FolderState, work_dir
     from simlib.search import Searcher
 
     searcher = Searcher.load(args.index)
     try:
         fingerprints = Fingerprints(searcher.index, work_dir(args.index))
-        info = stored_calibration(searcher)
-        if args.threshold is None and (info is None or args.recalibrate):
-            info = calibrate_duplicates(searcher, seed=args.seed, fingerprints=fingerprints)
+        review = review_duplicates(
+            searcher,
+            fingerprints,
+            threshold=args.threshold,
+            recalibrate=args.recalibrate,
+            force=args.force,
+            seed=args.seed,
+        )
+        if review.calibrated_now:
             searcher.save_updated(args.index)
-        if args.threshold is None and not info["supported"] and not args.force:
-            raise SimlibError(
-                f"this model cannot tell near-copies from different images: at the thresholds that keep 95 % of "
-                f"near-copies, {info['linked_share']:.0%} of sampled images would be grouped with another one; "
-                "use a trained model, or pass --threshold T (or --force) knowingly"
-            )
-        threshold = args.threshold if args.threshold is not None else float(info["score"])
-        pixel_threshold = float(info["pixel_score"]) if info is not None else None
-        groups = find_duplicates(searcher.index, threshold, pixel_threshold=pixel_threshold, fingerprints=fingerprints)
         fingerprints.save()
     finally:
         searcher.close()
+    groups, threshold, pixel_threshold = review.groups, review.threshold, review.pixel_threshold
     if args.json:
-        body = {"threshold": threshold, "pixel_threshold": pixel_threshold, "calibration": info}
-        print(json.dumps({**body, "groups": [g.to_dict() for g in groups]}))
+        print(json.dumps(review.to_dict()))
     else:
         how = "given" if args.threshold is not None else "calibrated"
         pixels = f" and pixel fingerprint >= {pixel_threshold:.4f}" if pixel_threshold is not None else ""

@@ -1,13 +1,14 @@
 """Near-duplicates across a whole gallery: groups, a suggested keep, a contact sheet, moving copies aside.
 
 Two images are near-duplicates when they clear two calibrated thresholds: the cosine of their
-embeddings (the index's own vectors) and the cosine of their pixel fingerprints (a 16x16 colour
-thumbnail, :func:`pixel_fingerprint`). :func:`find_duplicates` finds candidate pairs with the index's
-k-nearest-neighbour search batch by batch (``k`` grows, up to ``max_k``, only for images whose k-th
-neighbour still clears the threshold), checks each candidate's fingerprints, and links what passes:
-memory grows with the gallery, never with its square. Linked images form groups (connected
-components); each group suggests one image to keep: the largest resolution, then the oldest file,
-then the lowest id.
+embeddings (the index's own vectors) and the correlation of their pixel fingerprints (a 32x32 colour
+thumbnail, :func:`simlib.search.copies.thumbnail`: the one fingerprint the app's copy merging compares
+too). :func:`find_duplicates` finds candidate pairs with the index's k-nearest-neighbour search batch
+by batch (``k`` grows, up to ``max_k``, only for images whose k-th neighbour still clears the
+threshold), checks each candidate's fingerprints, and links what passes: memory grows with the
+gallery, never with its square. Linked images form groups (connected components); each group
+suggests one image to keep: the largest resolution, then the oldest file, then the lowest id.
+:func:`review_duplicates` does all of it for ``simlib duplicates`` and the app's panel.
 
 The thresholds depend on the model: an untrained backbone puts different products on a white
 background at cosines above 0.99, where a trained one keeps only copies. :func:`calibrate_duplicates`
@@ -38,6 +39,7 @@ import numpy as np
 from PIL import Image
 
 from simlib.errors import SimlibError
+from simlib.search.copies import THUMB_DIM, copy_correlations, thumbnails
 
 MANIFEST_KEY = "duplicate_threshold"  # manifest extra: the calibrated threshold and how it was made
 DEFAULT_RECALL = 0.95
@@ -111,25 +113,12 @@ def near_copy(image: Any, how: str, seed: int) -> Image.Image:
     return Image.open(io.BytesIO(buf.getvalue())).convert("RGB")
 
 
-def pixel_fingerprint(image: Any) -> np.ndarray:
-    """A 16x16 colour thumbnail (768 values, mean removed, unit length): what a near-copy keeps of its original.
-
-    Resizing, re-encoding and a slight crop barely move it; two different products on the same white
-    background (which an untrained backbone embeds alike) differ in it. Decoded at a reduced size.
-    """
-    from simlib.data import prepare_image
-
-    x = prepare_image(image, 32).astype(np.float32)
-    x = x.reshape(16, 2, 16, 2, 3).mean(axis=(1, 3)).ravel()
-    x -= x.mean()
-    norm = float(np.linalg.norm(x))
-    return x / norm if norm > 0 else x
-
-
 class Fingerprints:
-    """Pixel fingerprints of gallery images by id, computed when first needed and cached in the work folder.
+    """Pixel fingerprints (:func:`simlib.search.copies.thumbnail`) of gallery images by id, computed when first
+    needed and cached in the work folder (float16: 6 KB per image).
 
-    Ids are never reused (a changed file gets a new id), so a cached fingerprint never goes stale.
+    Ids are never reused (a changed file gets a new id), so a cached fingerprint never goes stale; a cache of
+    another fingerprint size is ignored.
     """
 
     FILE = "fingerprints.npz"
@@ -137,31 +126,24 @@ class Fingerprints:
     def __init__(self, index, folder: str | os.PathLike | None = None, workers: int | None = None) -> None:
         self.index = index
         self.path = Path(folder) / self.FILE if folder is not None else None
-        self.workers = workers or max(1, os.cpu_count() or 1)
+        self.workers = workers
         self.cache: dict[int, np.ndarray] = {}
         self.dirty = False
         if self.path is not None and self.path.is_file():
             with np.load(self.path) as z:
-                self.cache = {int(i): v for i, v in zip(z["ids"], z["vectors"], strict=True)}
+                if z["vectors"].ndim == 2 and z["vectors"].shape[1] == THUMB_DIM:
+                    self.cache = {int(i): v.astype(np.float32) for i, v in zip(z["ids"], z["vectors"], strict=True)}
 
     def of(self, ids: Sequence[int]) -> np.ndarray:
         """Fingerprints of ``ids`` (zeros for an image that can no longer be read)."""
-        from concurrent.futures import ThreadPoolExecutor
-
         missing = [int(i) for i in dict.fromkeys(ids) if int(i) not in self.cache]
-
-        def one(i: int) -> np.ndarray:
-            try:
-                return pixel_fingerprint(self.index.record(i).path)
-            except (SimlibError, TypeError):
-                return np.zeros(768, np.float32)
-
         if missing:
-            with ThreadPoolExecutor(self.workers) as pool:
-                for i, v in zip(missing, pool.map(one, missing), strict=True):
-                    self.cache[i] = v
+            paths = [self.index.record(i).path for i in missing]
+            # rounded as stored, so that a fingerprint computed now equals the one read back later
+            found = thumbnails(paths, self.workers).astype(np.float16).astype(np.float32)
+            self.cache.update(zip(missing, found, strict=True))
             self.dirty = True
-        return np.stack([self.cache[int(i)] for i in ids]) if len(ids) else np.zeros((0, 768), np.float32)
+        return np.stack([self.cache[int(i)] for i in ids]) if len(ids) else np.zeros((0, THUMB_DIM), np.float32)
 
     def save(self) -> None:
         """Write the cache (when it grew) to the work folder."""
@@ -170,7 +152,8 @@ class Fingerprints:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         alive = [i for i in self.cache if i in self.index]
         tmp = self.path.with_name(f".{self.FILE}.{os.getpid()}.tmp.npz")
-        np.savez(tmp, ids=np.asarray(alive, np.int64), vectors=np.stack([self.cache[i] for i in alive]))
+        vectors = np.stack([self.cache[i] for i in alive]) if alive else np.zeros((0, THUMB_DIM))
+        np.savez(tmp, ids=np.asarray(alive, np.int64), vectors=vectors.astype(np.float16))
         os.replace(tmp, self.path)
         self.dirty = False
 
@@ -188,7 +171,7 @@ def calibrate_duplicates(
 
     Each of ``n`` sampled gallery images (seeded) gets one near-copy of every kind in ``kinds``. The
     model threshold ``score`` is the cosine that ``recall`` of the copies reach with their original;
-    the pixel threshold ``pixel_score`` likewise for :func:`pixel_fingerprint` (each keeps all but
+    the pixel threshold ``pixel_score`` likewise for the thumbnails' correlation (each keeps all but
     half of the ``1 - recall`` misses allowed, so that both together keep about ``recall``). Two images
     are duplicates when they clear both. ``linked_share``: the share of sampled images that would be
     linked to some other gallery image (among its nearest neighbours by the model); over
@@ -217,7 +200,7 @@ def calibrate_duplicates(
             owners.append(r.id)
             how.append(kind)
     model_pos = np.sum(searcher.embedder.embed_images(copies) * index.vectors_of(owners), axis=1)
-    pixel_pos = np.sum(np.stack([pixel_fingerprint(c) for c in copies]) * fingerprints.of(owners), axis=1)
+    pixel_pos = copy_correlations(copies, fingerprints.of(owners))
     # each threshold lets through all but half the misses allowed, so that both together keep ~`recall`
     score = float(np.quantile(model_pos, (1 - recall) / 2, method="lower"))
     pixel_score = float(np.quantile(pixel_pos, (1 - recall) / 2, method="lower"))
@@ -260,6 +243,63 @@ def stored_calibration(searcher) -> dict[str, Any] | None:
     info = searcher.index.manifest.extra.get(MANIFEST_KEY)
     ok = isinstance(info, dict) and info.get("fingerprint") == searcher.fingerprint and "pixel_score" in info
     return info if ok else None
+
+
+@dataclasses.dataclass(frozen=True)
+class Review:
+    """A gallery's near-duplicate groups and the thresholds that made them (what ``simlib duplicates`` prints
+    and the app's panel shows).
+
+    Attributes:
+        groups: the groups, largest first.
+        threshold: the cosine that links two images.
+        pixel_threshold: the fingerprint correlation they must also reach (None: not checked).
+        calibration: the calibration used (None with a given threshold and none stored).
+        calibrated_now: whether this review calibrated (save the searcher to keep it).
+    """
+
+    groups: tuple[Group, ...]
+    threshold: float
+    pixel_threshold: float | None
+    calibration: dict[str, Any] | None
+    calibrated_now: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready: ``{"threshold", "pixel_threshold", "calibration", "groups": [{"keep", "others"}]}``."""
+        body = {"threshold": self.threshold, "pixel_threshold": self.pixel_threshold, "calibration": self.calibration}
+        return {**body, "groups": [g.to_dict() for g in self.groups]}
+
+
+def review_duplicates(
+    searcher,
+    fingerprints: Fingerprints,
+    *,
+    threshold: float | None = None,
+    recalibrate: bool = False,
+    force: bool = False,
+    seed: int = 0,
+) -> Review:
+    """The near-duplicate groups of ``searcher``'s gallery at its model's calibrated thresholds (calibrated now
+    when none is stored, or with ``recalibrate``), or at a given cosine ``threshold``.
+
+    Raises:
+        SimlibError: the calibration says the model cannot tell near-copies from look-alikes (unless ``force``
+            or a ``threshold`` is given).
+    """
+    info = stored_calibration(searcher)
+    fresh = threshold is None and (info is None or recalibrate)
+    if fresh:
+        info = calibrate_duplicates(searcher, seed=seed, fingerprints=fingerprints)
+    if threshold is None and not info["supported"] and not force:
+        raise SimlibError(
+            f"this model cannot tell near-copies from different images: at the thresholds that keep 95 % of "
+            f"near-copies, {info['linked_share']:.0%} of sampled images would be grouped with another one; "
+            "use a trained model, or pass --threshold T (or --force) knowingly"
+        )
+    cosine = threshold if threshold is not None else float(info["score"])
+    pixel = float(info["pixel_score"]) if info is not None else None
+    groups = find_duplicates(searcher.index, cosine, pixel_threshold=pixel, fingerprints=fingerprints)
+    return Review(tuple(groups), cosine, pixel, info, fresh)
 
 
 def find_duplicates(

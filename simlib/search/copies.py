@@ -54,12 +54,45 @@ def from_mapping(cls, data: Mapping[str, Any]):
 
 def thumbnail(image: Any, size: int = THUMB_SIZE) -> np.ndarray:
     """The image as a ``size`` x ``size`` RGB thumbnail (box filter), mean-centred and scaled to unit length:
-    the dot product of two is the Pearson correlation of their pixels, 1 for the same picture."""
-    from simlib.data import open_image
+    the dot product of two is the Pearson correlation of their pixels, 1 for the same picture.
 
-    a = np.asarray(open_image(image).resize((size, size), Image.Resampling.BOX), np.float32).ravel()
+    The one pixel fingerprint of simlib: the app's copy merging (:class:`CopyCut`) and the gallery's duplicate
+    review (:mod:`simlib.photos.duplicates`) both compare these. A large photo is decoded at a reduced size
+    (at least twice ``size``, as :func:`simlib.data.prepare_image` does), so a camera photo costs a few ms."""
+    from simlib.data import open_image
+    from simlib.data.decode import REDUCE_MARGIN
+
+    img = open_image(image, reduce_to=REDUCE_MARGIN * size)
+    a = np.asarray(img.resize((size, size), Image.Resampling.BOX), np.float32).ravel()
     a = a - a.mean()
     return a / max(float(np.linalg.norm(a)), 1e-6)
+
+
+THUMB_DIM = 3 * THUMB_SIZE * THUMB_SIZE  # values in one thumbnail
+
+
+def thumbnails(sources: Sequence[Any], workers: int | None = None) -> np.ndarray:
+    """:func:`thumbnail` of each source (a path, an image...), in ``workers`` threads (default: every core), as
+    rows of a float32 array; zeros (correlation 0 with anything) for a missing path or an unreadable image."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(source: Any) -> np.ndarray:
+        try:
+            return thumbnail(source) if source is not None else np.zeros(THUMB_DIM, np.float32)
+        except (SimlibError, TypeError):
+            return np.zeros(THUMB_DIM, np.float32)
+
+    if not len(sources):
+        return np.zeros((0, THUMB_DIM), np.float32)
+    with ThreadPoolExecutor(workers or max(1, os.cpu_count() or 1)) as pool:
+        return np.stack(list(pool.map(one, sources)))
+
+
+def copy_correlations(copies: Sequence[Any], original_thumbs: np.ndarray) -> np.ndarray:
+    """The thumbnail correlation of each near-copy with its original (``original_thumbs``, aligned rows): what a
+    calibration of the pixel check measures on copies it made."""
+    return np.sum(thumbnails(copies) * np.asarray(original_thumbs, np.float32), axis=1)
 
 
 def near_copy(image: Any, seed: int, crop: float = 0.01) -> Image.Image:
@@ -329,15 +362,11 @@ def calibrate_copies(
     # the cosine cannot separate: thumbnails of the copies and of every distinct pair over the lowered cosine
     low = float(np.percentile(copy_scores, 1, method="lower"))
     i, j = distinct_pairs_above(vectors, low, paths, labels)
-    thumbs: dict[int, np.ndarray] = {}
-
-    def thumb(row: int) -> np.ndarray:
-        if row not in thumbs:
-            thumbs[row] = thumbnail(paths[row]) if paths[row] else np.zeros(3 * THUMB_SIZE * THUMB_SIZE, np.float32)
-        return thumbs[row]
-
-    copy_thumbs = [float(thumbnail(c) @ thumb(r)) for c, r in zip(copies, chosen, strict=True)]
-    pair_thumbs = [float(thumb(int(a)) @ thumb(int(b))) for a, b in zip(i, j, strict=True)]
+    rows = np.unique(np.concatenate([np.asarray(chosen, np.int64), i, j]))
+    at = {int(r): n for n, r in enumerate(rows)}
+    thumbs = thumbnails([paths[int(r)] or None for r in rows])
+    copy_thumbs = copy_correlations(copies, thumbs[[at[r] for r in chosen]])
+    pair_thumbs = [float(thumbs[at[int(a)]] @ thumbs[at[int(b)]]) for a, b in zip(i, j, strict=True)]
     pair_scores = np.sum(vectors[i] * vectors[j], axis=1) if len(i) else np.zeros(0)
     return copy_cut(
         copy_scores,
