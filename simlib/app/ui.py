@@ -22,6 +22,7 @@ from typing import Any
 import gradio as gr
 from gradio.data_classes import FileData
 
+from simlib.app.duplicates import duplicates_region
 from simlib.app.inputs import make_filters, uploaded_image, user_message
 from simlib.app.results import FEEDBACK_WHERE, banner_text, feedback_message, verdict_message
 from simlib.app.service import CONCURRENCY_LIMIT, DEFAULT_K, MAX_K, QUEUE_SIZE, GalleryService
@@ -492,5 +493,6 @@ def build_demo(service: GalleryService, k: int = DEFAULT_K, title: str = TITLE) 
             with results_column:
                 train_region(service, query, results, notice, search)
         api_endpoints(service)
+        duplicates_region(service)  # folded, at the bottom: the gallery's near-duplicates (read-only)
     demo.queue(default_concurrency_limit=CONCURRENCY_LIMIT, max_size=QUEUE_SIZE)
     return demo
