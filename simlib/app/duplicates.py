@@ -111,14 +111,8 @@ def duplicates_region(service) -> None:
         )
         button = gr.Button("Find near-duplicates", elem_id="find-duplicates")
         summary = gr.Markdown(elem_id="duplicates-summary")
-        sheet = gr.Gallery(
-            label="Near-duplicate groups (the keep first)",
-            columns=4,
-            object_fit="contain",
-            height="auto",
-            allow_preview=True,
-            elem_id="duplicates-sheet",
-        )
+        label = "Near-duplicate groups (the keep first; click one to enlarge it)"
+        sheet = gr.Gallery(label=label, columns=4, object_fit="contain", elem_id="duplicates-sheet")
         with gr.Accordion("Groups as JSON", open=False):
             groups = gr.JSON(label="groups")
 
