@@ -267,3 +267,25 @@ def test_an_index_built_without_a_file_table_syncs_given_its_folder(model, tmp_p
     shutil.copy(sources[7], folder / "late.png")
     later = sync_index(out)  # the folder is recorded now
     assert later.added == 1 and later.embedded == 1 and later.gallery_size == 8
+
+
+def test_fingerprints_are_the_apps_thumbnails_cached_as_float16_and_an_old_cache_is_ignored(tmp_path):
+    from simlib.photos.duplicates import Fingerprints
+    from simlib.search.copies import THUMB_DIM, thumbnail
+
+    class Index:  # the two calls Fingerprints makes
+        def record(self, i):
+            return type("R", (), {"path": str(paths[i]) if i < len(paths) else None})
+
+        def __contains__(self, i):
+            return True
+
+    paths = product_like_sources(tmp_path / "src", 2)
+    np.savez(tmp_path / Fingerprints.FILE, ids=np.arange(2), vectors=np.ones((2, 768)))  # the 16x16 fingerprints
+    prints = Fingerprints(Index(), tmp_path)
+    assert prints.cache == {}
+    got = prints.of([0, 1, 5])  # 5: no file, a zero fingerprint
+    np.testing.assert_allclose(got[0], thumbnail(paths[0]), atol=1e-3)
+    assert got.shape == (3, THUMB_DIM) and not got[2].any()
+    prints.save()
+    np.testing.assert_array_equal(Fingerprints(Index(), tmp_path).of([0, 1, 5]), got)  # read back exactly
