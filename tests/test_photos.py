@@ -289,3 +289,8 @@ def test_fingerprints_are_the_apps_thumbnails_cached_as_float16_and_an_old_cache
     assert got.shape == (3, THUMB_DIM) and not got[2].any()
     prints.save()
     np.testing.assert_array_equal(Fingerprints(Index(), tmp_path).of([0, 1, 5]), got)  # read back exactly
+    # a product photo (60x80 JPEG) is under the reduced-decode size: the same thumbnail as from a full decode
+    Image.open(paths[0]).convert("RGB").save(tmp_path / "p.jpg", quality=90)
+    full = np.asarray(Image.open(tmp_path / "p.jpg").convert("RGB").resize((32, 32), Image.Resampling.BOX), np.float32)
+    full = full.ravel() - full.mean()
+    np.testing.assert_array_equal(thumbnail(tmp_path / "p.jpg"), full / np.linalg.norm(full))
