@@ -96,6 +96,138 @@ def drawn_shapes(n: int, seed: int) -> list:
     return out
 
 
+# ----------------------------------------------------------------------------- synthetic images far from the gallery
+# Two disjoint sets: DEVELOPMENT images (choose the method, never the final figures) and TEST images (other
+# generators and other seeds; only for the final figures). Neither calibrates anything: the check is
+# calibrated on the gallery only.
+_SIZES = ((60, 80), (80, 60), (224, 224), (300, 200))
+_WORDS = ("hello", "SALE", "42", "lorem ipsum", "abc", "Monday", "x+y", "OK")
+
+
+def _canvas(rng, background: str):
+    from PIL import Image
+
+    w, h = _SIZES[int(rng.integers(len(_SIZES)))]
+    if background == "white":
+        return Image.new("RGB", (w, h), "white")
+    return Image.new("RGB", (w, h), tuple(int(c) for c in rng.integers(0, 256, 3)))
+
+
+def _colour(rng) -> tuple:
+    return tuple(int(c) for c in rng.integers(0, 256, 3))
+
+
+def dev_images(n: int, seed: int) -> dict[str, list]:
+    """Development images, ``n`` of each kind: uniform and Gaussian noise, plain and graded colour fields,
+    lines, circles and text drawn on white and on a colour."""
+    from PIL import ImageDraw, ImageFont
+
+    rng = np.random.default_rng(seed)
+    out: dict[str, list] = {}
+    sizes = [_SIZES[int(i)] for i in rng.integers(0, len(_SIZES), n)]
+    out["uniform noise"] = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for w, h in sizes]
+    out["gaussian noise"] = [
+        np.clip(rng.normal(rng.uniform(60, 200), rng.uniform(20, 80), (h, w, 3)), 0, 255).astype(np.uint8)
+        for w, h in sizes
+    ]
+    out["colour field"] = [np.full((h, w, 3), _colour(rng), np.uint8) for w, h in sizes]
+    fields = []
+    for w, h in sizes:
+        a, b = np.asarray(_colour(rng), np.float32), np.asarray(_colour(rng), np.float32)
+        t = np.linspace(0, 1, h)[:, None, None]
+        fields.append(np.broadcast_to(a + (b - a) * t, (h, w, 3)).astype(np.uint8))
+    out["graded field"] = fields
+    for background in ("white", "colour"):
+        for kind in ("lines", "circles", "text"):
+            images = []
+            for _ in range(n):
+                img = _canvas(rng, background)
+                d = ImageDraw.Draw(img)
+                w, h = img.size
+                for _ in range(int(rng.integers(1, 5))):
+                    x = sorted(rng.integers(0, w, 2).tolist())
+                    y = sorted(rng.integers(0, h, 2).tolist())
+                    width = int(rng.integers(1, max(2, w // 15)))
+                    if kind == "lines":
+                        d.line((x[0], y[0], x[1], y[1]), fill=_colour(rng), width=width)
+                    elif kind == "circles":
+                        d.ellipse((x[0], y[0], x[1] + 2, y[1] + 2), outline=_colour(rng), width=width)
+                    else:
+                        font = ImageFont.load_default(size=int(rng.integers(10, max(11, h // 4))))
+                        word = _WORDS[int(rng.integers(len(_WORDS)))]
+                        d.text((x[0], y[0]), word, fill=_colour(rng), font=font)
+                images.append(np.asarray(img))
+            out[f"{kind} on {background}"] = images
+    return out
+
+
+def test_images(n: int, seed: int) -> dict[str, list]:
+    """Test images, ``n`` of each kind, from other generators than :func:`dev_images`: the issue's noise and
+    filled shapes (:func:`noise_images`, :func:`drawn_shapes`), smooth (blurred) noise, salt and pepper,
+    stripes and checkerboards, polygon outlines on a colour, scribbles and words on a graded field."""
+    from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+    rng = np.random.default_rng(seed)
+    out: dict[str, list] = {
+        "noise (issue)": noise_images(n, seed + 1),
+        "filled shapes on white (issue)": drawn_shapes(n, seed + 2),
+    }
+    sizes = [_SIZES[int(i)] for i in rng.integers(0, len(_SIZES), n)]
+    out["smooth noise"] = [
+        np.asarray(
+            Image.fromarray(rng.integers(0, 256, (h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8))
+            .resize((w, h), Image.Resampling.BICUBIC)
+            .filter(ImageFilter.GaussianBlur(2))
+        )
+        for w, h in sizes
+    ]
+    salt = []
+    for w, h in sizes:
+        a = np.full((h, w, 3), int(rng.integers(60, 200)), np.uint8)
+        m = rng.random((h, w))
+        a[m < 0.1], a[m > 0.9] = 0, 255
+        salt.append(a)
+    out["salt and pepper"] = salt
+    patterns = []
+    for i, (w, h) in enumerate(sizes):
+        step = int(rng.integers(4, 20))
+        yy, xx = np.mgrid[0:h, 0:w]
+        on = ((xx // step + yy // step) % 2 == 0) if i % 2 else ((xx // step) % 2 == 0)
+        a = np.where(on[..., None], np.asarray(_colour(rng), np.uint8), np.asarray(_colour(rng), np.uint8))
+        patterns.append(a.astype(np.uint8))
+    out["stripes and checks"] = patterns
+    drawn = {"polygons on colour": [], "scribbles on white": [], "words on graded field": []}
+    for _ in range(n):
+        img = _canvas(rng, "colour")
+        d = ImageDraw.Draw(img)
+        w, h = img.size
+        for _ in range(int(rng.integers(1, 4))):
+            pts = [(int(rng.integers(0, w)), int(rng.integers(0, h))) for _ in range(int(rng.integers(3, 7)))]
+            d.polygon(pts, outline=_colour(rng), width=int(rng.integers(1, 4)))
+        drawn["polygons on colour"].append(np.asarray(img))
+        img = _canvas(rng, "white")
+        d = ImageDraw.Draw(img)
+        w, h = img.size
+        pts = [(int(rng.integers(0, w)), int(rng.integers(0, h))) for _ in range(int(rng.integers(5, 15)))]
+        d.line(pts, fill=_colour(rng), width=int(rng.integers(1, 6)), joint="curve")
+        drawn["scribbles on white"].append(np.asarray(img))
+        w, h = _SIZES[int(rng.integers(len(_SIZES)))]
+        a, b = np.asarray(_colour(rng), np.float32), np.asarray(_colour(rng), np.float32)
+        t = np.linspace(0, 1, w)[None, :, None]
+        img = Image.fromarray(np.broadcast_to(a + (b - a) * t, (h, w, 3)).astype(np.uint8))
+        d = ImageDraw.Draw(img)
+        font = ImageFont.load_default(size=int(rng.integers(12, max(13, h // 3))))
+        d.text(
+            (int(rng.integers(0, w // 2)), int(rng.integers(0, h // 2))),
+            _WORDS[int(rng.integers(len(_WORDS)))],
+            fill=_colour(rng),
+            font=font,
+        )
+        drawn["words on graded field"].append(np.asarray(img))
+    out.update(drawn)
+    return out
+
+
 # ----------------------------------------------------------------------------- measuring
 def _topk(vectors: np.ndarray, gallery: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact top-k by brute force (the reference, no index)."""

@@ -150,11 +150,23 @@ def verdict_message(verdict: str | None, rank: int | None = None) -> str:
     return f"Your verdict on {which}: **{VERDICT_LABELS[verdict]}**." if verdict in VERDICT_LABELS else ""
 
 
+UNLIKE_BANNER = (
+    "### Low confidence: this image looks unlike anything in the gallery\nIts pixels are unlike those of this "
+    "gallery's photos (a check calibrated on the gallery: at most 1 in 100 images like the gallery's is "
+    "flagged): the results below are only the closest images, not a match."
+)
+
+
 def banner_text(results: Mapping[str, Any]) -> str:
     """The "No good match" banner (Markdown) for a search's JSON results (:meth:`SearchResult.to_json`), or ""
-    when it does not apply (no calibration, or one the model cannot support: ``no_good_match`` is then None)."""
+    when it does not apply (no calibration, or one the model cannot support: ``no_good_match`` is then None).
+    It says why: the query looks unlike the gallery, or no result reaches the calibrated score."""
     if not results.get("no_good_match"):
         return ""
+    if results.get("unlike_gallery"):
+        return UNLIKE_BANNER
+    if results.get("threshold") is None:
+        return "### Low confidence: no good match"
     hits = results.get("hits") or []
     best = f" (best score {hits[0]['score']:.4f})" if hits else ""
     return (
@@ -196,10 +208,20 @@ class SearchResult:
 
     @property
     def no_good_match(self) -> bool | None:
-        """True when no hit clears the calibrated threshold; None without a calibration."""
+        """True when no hit clears the calibrated threshold or the query looks unlike the gallery; None when
+        neither check is calibrated (or supported by the model)."""
         from simlib.search import no_good_match
 
-        return None if self.threshold is None else no_good_match(self.hits)
+        if self.threshold is None and not self.info.get("unlike_check"):
+            return None
+        return self.unlike_gallery or (self.threshold is not None and no_good_match(self.hits))
+
+    @property
+    def unlike_gallery(self) -> bool | None:
+        """True when the query image looks unlike anything in the gallery; None without a supported check."""
+        if not self.info.get("unlike_check"):
+            return None
+        return any(h.unlike_gallery for h in self.hits)
 
     @property
     def gallery(self) -> list[tuple[str, str]]:
@@ -221,8 +243,8 @@ class SearchResult:
         return banner_text(self.to_json())
 
     def to_json(self) -> dict[str, Any]:
-        """``{"k", "filters", "query_ms", "collapse", "merged", "threshold", "no_good_match", "hits"}``
-        (each hit as :func:`hit_record`): the API's structured results."""
+        """``{"k", "filters", "query_ms", "collapse", "merged", "threshold", "no_good_match", "unlike_gallery",
+        "hits"}`` (each hit as :func:`hit_record`): the API's structured results."""
         return {
             "k": self.k,
             "filters": self.filters,
@@ -231,6 +253,7 @@ class SearchResult:
             "merged": self.merged,
             "threshold": self.threshold,
             "no_good_match": self.no_good_match,
+            "unlike_gallery": self.unlike_gallery,
             "hits": [hit_record(h) for h in self.hits],
         }
 

@@ -239,7 +239,7 @@ class GalleryService:
         searcher, vector = self._embed(image)
         with self.lock:
             searcher, vector = self._same_model(searcher, vector, image)
-            hits = searcher.query_vector(vector, k, filters or None, collapse_duplicates=collapse)
+            hits = searcher.query_vector(vector, k, filters or None, collapse_duplicates=collapse, image=image)
             info = self._describe()  # read with the hits: the status line matches them
         return SearchResult(hits, k, filters, collapse, time.perf_counter() - t0, info)
 

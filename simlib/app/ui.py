@@ -345,9 +345,9 @@ def search_doc(fields: Sequence[str], choices: dict[str, list[str]]) -> str:
         "        The result images with captions; a JSON object whose 'hits' list each result's rank, gallery id, "
         "score (cosine similarity: 1 = identical, higher is more alike; compare scores within one query only), "
         "label, attributes and 'weak' (under the similarity this gallery was calibrated to call a good match); "
-        "'no_good_match' is true when no result reaches that calibrated score: the images are only the "
-        "closest the gallery has, probably not the same kind of thing (null: this gallery has no calibration "
-        "it can trust); and a one-line status.\n"
+        "'no_good_match' is true when no result reaches that calibrated score or the image looks unlike anything "
+        "in the gallery ('unlike_gallery' true): the images are only the closest the gallery has, probably not the "
+        "same kind of thing (null: this gallery has no calibration it can trust); and a one-line status.\n"
     )
 
 
