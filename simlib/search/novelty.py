@@ -131,6 +131,12 @@ def probe_images(seed: int = 0, n: int = 6) -> list[np.ndarray]:
     return noise + fields
 
 
+def conformal_rank(n: int, alpha: float) -> int:
+    """``ceil((1 - alpha) (n + 1))``, the rank of the split-conformal cut among ``n`` scores (rounding error in
+    the product ignored)."""
+    return math.ceil((1 - alpha) * (n + 1) - 1e-9)
+
+
 def conformal_cut(scores: Sequence[float] | np.ndarray, alpha: float) -> float:
     """The split-conformal cut of held-out scores: the ``ceil((1 - alpha) (n + 1))``-th smallest (inf when that
     rank is past ``n``: too few scores for ``alpha``). A new score exchangeable with them is above it with
@@ -144,7 +150,7 @@ def conformal_cut(scores: Sequence[float] | np.ndarray, alpha: float) -> float:
     s = np.sort(np.asarray(scores, np.float64).ravel())
     if s.size == 0:
         raise SimlibError("no held-out scores to calibrate on")
-    rank = math.ceil((1 - alpha) * (s.size + 1))
+    rank = conformal_rank(s.size, alpha)
     return float(s[rank - 1]) if rank <= s.size else math.inf
 
 
@@ -300,7 +306,7 @@ def novelty_cut(
     )
     d = partial.distance(cal)
     cut = conformal_cut(d, max_false_flag)
-    rank = math.ceil((1 - max_false_flag) * (len(d) + 1))
+    rank = conformal_rank(len(d), max_false_flag)
     if probes is None:
         probes = np.stack([image_statistics(p) for p in probe_images(seed)])
     probe_rate = float(np.mean(partial.distance(probes) > cut))
