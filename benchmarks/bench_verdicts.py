@@ -334,6 +334,7 @@ def measure(name: str, embedder, split: dict, seed: int, n_synthetic: int, n_pla
         "shapes_top1": [float(x) for x in np.percentile(_topk(d_vec, g_vec, 1)[0][:, 0], [0, 50, 100])],
         "right_top1": [float(x) for x in np.percentile(q_scores[right, 0], [0, 10, 50, 100])],
     }
+    res["unlike_gallery"] = unlike_gallery_figures(embedder, split, g_vec, cut, q_scores[:, 0], right, seed)
     # reliability of the probability on the held-out queries' top-5 (in-gallery classes, then + left-out)
     ranks = np.broadcast_to(np.arange(1, 6), q_scores.shape)
     p = match_probability(q_scores, curve, ranks)
@@ -421,6 +422,75 @@ def measure(name: str, embedder, split: dict, seed: int, n_synthetic: int, n_pla
     res["n_images_copies_test"] = len(vec)
     res["seconds"] = round(time.perf_counter() - t0, 1)
     return res
+
+
+def _knn_novelty(vectors: np.ndarray, reference: np.ndarray, k: int = 5) -> np.ndarray:
+    """1 - the mean cosine of each vector's ``k`` nearest reference vectors (the embedding-space candidate)."""
+    sims = vectors @ reference.T
+    return 1 - -np.sort(-sims, axis=1)[:, :k].mean(axis=1)
+
+
+def unlike_gallery_figures(embedder, split: dict, g_vec: np.ndarray, cut, q_top1, right, seed: int) -> dict:
+    """The "unlike the gallery" check: the method chosen on the gallery's validation split and the development
+    images, then the final figures on the held-out queries and the test images, each with the "no good match"
+    cut (when supported) as the app combines them."""
+    from simlib.search.novelty import DEFAULT_MAX_FALSE_FLAG, calibrate_novelty, conformal_cut, image_statistics
+
+    alpha = DEFAULT_MAX_FALSE_FLAG
+    novelty = calibrate_novelty(list(split["gallery"].paths), seed=seed)  # the gallery only
+    # candidates on development images: kNN in the model's embedding (split-conformal on 20 % of the gallery
+    # against the rest) and the pixel statistics (as calibrated)
+    order = np.random.default_rng(seed).permutation(len(g_vec))
+    n_cal = len(g_vec) // 5
+    ref = g_vec[order[n_cal:]]
+    knn_cut = conformal_cut(_knn_novelty(g_vec[order[:n_cal]], ref), alpha)
+    dev = dev_images(20, seed + 100)
+    test = test_images(30, seed + 200)
+
+    def flags(images: list) -> dict[str, np.ndarray]:
+        vec = embedder.embed_images(images)
+        top1 = (vec @ g_vec.T).max(axis=1)
+        stats = np.stack([image_statistics(im) for im in images])
+        score_flag = top1 < cut.score if cut.supported else np.zeros(len(images), bool)
+        pixel = novelty.flags_statistics(stats)
+        return {"score": score_flag, "knn": _knn_novelty(vec, ref) > knn_cut, "pixels": pixel}
+
+    dev_rows = {}
+    for kind, images in dev.items():
+        f = flags(images)
+        dev_rows[kind] = {
+            "n": len(images),
+            "score cut": float(f["score"].mean()),
+            "embedding kNN": float(f["knn"].mean()),
+            "pixel statistics": float(f["pixels"].mean()),
+            "score cut or pixels": float((f["score"] | f["pixels"]).mean()),
+            "score cut or kNN": float((f["score"] | f["knn"]).mean()),
+        }
+    val_order = order[:n_cal]
+    val_paths = [split["gallery"].paths[i] for i in val_order[:300]]
+    q_stats = np.stack([image_statistics(p) for p in split["queries"].paths])
+    q_pixel = novelty.flags_statistics(q_stats)
+    q_score = q_top1 < cut.score if cut.supported else np.zeros(len(q_top1), bool)
+    test_rows = {}
+    for kind, images in test.items():
+        f = flags(images)
+        combined = f["score"] | f["pixels"]
+        test_rows[kind] = {"n": len(images), "pixels": float(f["pixels"].mean()), "combined": float(combined.mean())}
+    n_test = sum(r["n"] for r in test_rows.values())
+    return {
+        "check": novelty.to_dict() | {"precision": "(omitted)", "mean": "(omitted)", "scale": "(omitted)"},
+        "summary": novelty.summary(),
+        "validation_knn_flagged": float(np.mean(_knn_novelty(g_vec[val_order], ref) > knn_cut)),
+        "validation_pixel_images": len(val_paths),
+        "dev": dev_rows,
+        "held_out_pixel_flagged": float(q_pixel.mean()),
+        "held_out_right_flagged_combined": float((q_score | q_pixel)[right].mean()),
+        "held_out_right_flagged_score_only": float(q_score[right].mean()),
+        "held_out_all_flagged_combined": float((q_score | q_pixel).mean()),
+        "test": test_rows,
+        "test_all_combined": sum(r["combined"] * r["n"] for r in test_rows.values()) / n_test,
+        "test_n": n_test,
+    }
 
 
 def gallery_acceptance(embedder, table, seed: int) -> dict:
@@ -532,6 +602,7 @@ def print_table(report: dict) -> None:
             f"{h['shapes_top1']}); right top-1 scores min/p10/median/max {[round(x, 5) for x in h['right_top1']]}"
         )
         print(f"validation true-flag rate at 10 % false flags, by statistic: {r['validation_true_flag_by_statistic']}")
+        print_unlike(r["unlike_gallery"])
         cv = r["curve"]
         print(
             f"probability curve: kind {cv['kind']} (CV Brier score {cv['brier_score']:.4f}, rank "
@@ -571,6 +642,25 @@ def print_table(report: dict) -> None:
             f" {a['pairs_merged']} pairs called copies, {a['mixed_label_pairs']} mixing labels "
             f"({a['mixed_label_same_picture']} of them the same picture): {a['mixed_examples']}"
         )
+
+
+def print_unlike(u: dict) -> None:
+    """The "unlike the gallery" lines of one model."""
+    print(f"unlike the gallery: {u['summary']}")
+    print("  development images (choosing the method), share flagged:")
+    for kind, row in u["dev"].items():
+        print(f"    {kind:22s} " + ", ".join(f"{k} {v:.2f}" if k != "n" else f"n {v}" for k, v in row.items()))
+    print(
+        f"  held-out queries: pixel check flags {u['held_out_pixel_flagged']:.3f}; right top-1 flagged by the score "
+        f"cut {u['held_out_right_flagged_score_only']:.3f}, by either {u['held_out_right_flagged_combined']:.3f}; "
+        f"all queries by either {u['held_out_all_flagged_combined']:.3f}"
+    )
+    print(
+        f"  test images (n {u['test_n']}), share with 'no good match' (score cut or pixel check): "
+        f"{u['test_all_combined']:.3f}"
+    )
+    for kind, row in u["test"].items():
+        print(f"    {kind:32s} n {row['n']}: pixel check {row['pixels']:.2f}, combined {row['combined']:.2f}")
 
 
 if __name__ == "__main__":
