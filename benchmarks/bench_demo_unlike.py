@@ -58,6 +58,24 @@ def queries(out: Path, n_photos: int, n_synthetic: int, seed: int) -> list[dict]
     return out_rows
 
 
+BANNER = (
+    "(() => { const el = document.querySelector('#no-match');"
+    " return el && el.offsetParent !== null && el.innerText.trim() ? el.innerText : null })()"
+)
+
+
+def settled_banner(page, stable_polls: int = 8, every_ms: int = 150) -> str | None:
+    """The banner's text once it has stayed the same for ``stable_polls`` polls (None: no banner shown). The page
+    sets it in a second step after the results, so a reading right after them can be the previous query's."""
+    last, same = page.evaluate(BANNER), 0
+    while same < stable_polls:
+        page.wait_for_timeout(every_ms)
+        now = page.evaluate(BANNER)
+        same = same + 1 if now == last else 0
+        last = now
+    return last
+
+
 def upload_all(page, rows: list[dict]) -> list[dict]:
     """Upload each image, wait for its results, read the banner and the first caption."""
     done = []
@@ -74,16 +92,15 @@ def upload_all(page, rows: list[dict]) -> list[dict]:
             " && imgs.every(i => i.complete && i.naturalWidth > 0) }",
             arg=[before, K],
         )
-        page.wait_for_timeout(200)  # the banner is set right after the results
-        banner = page.locator("#no-match")
-        shown = banner.is_visible()
+        text = settled_banner(page)
         captions = page.locator("#results .caption-label").all_inner_texts()
         first = captions[0] if captions else ""
         done.append(
             {
                 **row,
-                "no_good_match": shown,
-                "unlike_gallery": shown and "unlike anything in the gallery" in banner.inner_text(),
+                "no_good_match": text is not None,
+                "banner": text,
+                "unlike_gallery": text is not None and "unlike anything in the gallery" in text,
                 "right_top1": row["label"] is not None and f" · {row['label']}" in first,
                 "first_caption": first,
             }
