@@ -198,3 +198,23 @@ def test_the_app_says_why_there_is_no_good_match(photo_searcher):
     assert result.banner() == UNLIKE_BANNER and "unlike anything in the gallery" in banner_text(body)
     good = service.search(np.asarray(_photo(600)), 3).to_json()
     assert good["no_good_match"] is False and good["unlike_gallery"] is False and banner_text(good) == ""
+
+
+def test_the_cli_says_why_there_is_no_good_match(photo_searcher, tmp_path):
+    from tests.support.cli import run_cli
+
+    searcher, _, _ = photo_searcher
+    searcher.save(tmp_path / "index")
+    noise = tmp_path / "noise.png"
+    Image.fromarray(np.random.default_rng(5).integers(0, 256, (80, 60, 3), dtype=np.uint8)).save(noise)
+    res = run_cli("search", str(noise), "--index", str(tmp_path / "index"), "-k", "2", "--json")
+    assert res.returncode == 0, res.stderr
+    body = json.loads(res.stdout)
+    assert body["no_good_match"] is True and body["unlike_gallery"] is True
+    assert all(h["unlike_gallery"] and h["weak"] for h in body["hits"])
+    text = run_cli("search", str(noise), "--index", str(tmp_path / "index"), "-k", "2").stdout
+    assert text.startswith("no good match: this image looks unlike anything in the gallery")
+    photo = tmp_path / "photo.png"
+    _photo(700).save(photo)
+    calm = json.loads(run_cli("search", str(photo), "--index", str(tmp_path / "index"), "--json").stdout)
+    assert calm["no_good_match"] is False and calm["unlike_gallery"] is False
