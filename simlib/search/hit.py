@@ -21,7 +21,8 @@ class Hit:
     attributes: dict[str, str]
     # near-copies merged into this hit by ``collapse_duplicates`` (0 when collapse is off)
     duplicates: int = 0
-    # below the index's calibrated "good match" threshold (False when the index has none)
+    # below the index's calibrated "good match" threshold, or the query is unlike the gallery (False when the
+    # index has neither)
     weak: bool = False
     # the calibrated probability that the result is the same kind as the query (None: not calibrated)
     probability: float | None = None

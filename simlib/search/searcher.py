@@ -264,7 +264,8 @@ class Searcher:
 
         Hits under the index's calibrated "good match" cut have ``weak=True``; with calibrated verdicts
         (:func:`simlib.search.confidence.calibrate_verdicts`) each hit carries its ``probability`` of being
-        the same kind as the query.
+        the same kind as the query; when the index's "unlike the gallery" check (:meth:`unlike_gallery`) flags
+        ``image``, every hit has ``unlike_gallery=True`` and ``weak=True``.
         """
         exclude = set(int(i) for i in exclude_ids)
         vector = self.embedder.embed_images([image])[0]  # first: a bad file fails here with a clear SimlibError
