@@ -4,7 +4,10 @@ The product set is split once (seed 0): 5 classes (of those with at least 20 ima
 gallery entirely; the other classes are split class-stratified, 70 % gallery and 30 % held-out queries.
 Everything is calibrated on the gallery only (its image-disjoint validation split, as
 ``simlib calibrate`` draws it) and judged on the held-out queries, on the left-out classes, on synthetic
-noise images and on drawn shapes; for copies, on planted near-copies of gallery images.
+noise images and on drawn shapes; for copies, on planted near-copies of gallery images. The "unlike the
+gallery" check (``simlib.search.novelty``) is calibrated on the gallery's images only, its method chosen on
+development images (``dev_images``) and judged on test images of other generators and seeds (``test_images``),
+combined with the "no good match" score cut as the app combines them (``unlike_gallery_figures``).
 
     python benchmarks/bench_verdicts.py prepare --out /tmp/verdicts     # the gallery folder to train on
     python -m simlib train --data /tmp/verdicts/gallery --mode labels --weights none --image-size 64 \
