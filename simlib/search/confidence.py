@@ -427,7 +427,7 @@ class Verdicts:
         if self.no_match is not None:
             m = self.no_match
             parts.append(
-                f"'no good match' under {m.score:.4f} ({'supported' if m.supported else 'not supported: never said'}; "
+                f"'no good match' under {m.score:.4f} ({'supported' if m.supported else 'not supported: never said by score'}; "
                 f"{m.false_flag_rate:.0%} of right top-1 results and {m.true_flag_rate:.0%} of wrong ones under it, "
                 f"{m.n_queries} validation queries)"
             )
