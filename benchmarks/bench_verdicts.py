@@ -4,7 +4,10 @@ The product set is split once (seed 0): 5 classes (of those with at least 20 ima
 gallery entirely; the other classes are split class-stratified, 70 % gallery and 30 % held-out queries.
 Everything is calibrated on the gallery only (its image-disjoint validation split, as
 ``simlib calibrate`` draws it) and judged on the held-out queries, on the left-out classes, on synthetic
-noise images and on drawn shapes; for copies, on planted near-copies of gallery images.
+noise images and on drawn shapes; for copies, on planted near-copies of gallery images. The "unlike the
+gallery" check (``simlib.search.novelty``) is calibrated on the gallery's images only, its method chosen on
+development images (``dev_images``) and judged on test images of other generators and seeds (``test_images``),
+combined with the "no good match" score cut as the app combines them (``unlike_gallery_figures``).
 
     python benchmarks/bench_verdicts.py prepare --out /tmp/verdicts     # the gallery folder to train on
     python -m simlib train --data /tmp/verdicts/gallery --mode labels --weights none --image-size 64 \
@@ -93,6 +96,138 @@ def drawn_shapes(n: int, seed: int) -> list:
         else:
             d.polygon([(x0, y1), ((x0 + x1) // 2, y0), (x1, y1)], fill=colour)
         out.append(np.asarray(img))
+    return out
+
+
+# ----------------------------------------------------------------------------- synthetic images far from the gallery
+# Two disjoint sets: DEVELOPMENT images (choose the method, never the final figures) and TEST images (other
+# generators and other seeds; only for the final figures). Neither calibrates anything: the check is
+# calibrated on the gallery only.
+_SIZES = ((60, 80), (80, 60), (224, 224), (300, 200))
+_WORDS = ("hello", "SALE", "42", "lorem ipsum", "abc", "Monday", "x+y", "OK")
+
+
+def _canvas(rng, background: str):
+    from PIL import Image
+
+    w, h = _SIZES[int(rng.integers(len(_SIZES)))]
+    if background == "white":
+        return Image.new("RGB", (w, h), "white")
+    return Image.new("RGB", (w, h), tuple(int(c) for c in rng.integers(0, 256, 3)))
+
+
+def _colour(rng) -> tuple:
+    return tuple(int(c) for c in rng.integers(0, 256, 3))
+
+
+def dev_images(n: int, seed: int) -> dict[str, list]:
+    """Development images, ``n`` of each kind: uniform and Gaussian noise, plain and graded colour fields,
+    lines, circles and text drawn on white and on a colour."""
+    from PIL import ImageDraw, ImageFont
+
+    rng = np.random.default_rng(seed)
+    out: dict[str, list] = {}
+    sizes = [_SIZES[int(i)] for i in rng.integers(0, len(_SIZES), n)]
+    out["uniform noise"] = [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for w, h in sizes]
+    out["gaussian noise"] = [
+        np.clip(rng.normal(rng.uniform(60, 200), rng.uniform(20, 80), (h, w, 3)), 0, 255).astype(np.uint8)
+        for w, h in sizes
+    ]
+    out["colour field"] = [np.full((h, w, 3), _colour(rng), np.uint8) for w, h in sizes]
+    fields = []
+    for w, h in sizes:
+        a, b = np.asarray(_colour(rng), np.float32), np.asarray(_colour(rng), np.float32)
+        t = np.linspace(0, 1, h)[:, None, None]
+        fields.append(np.broadcast_to(a + (b - a) * t, (h, w, 3)).astype(np.uint8))
+    out["graded field"] = fields
+    for background in ("white", "colour"):
+        for kind in ("lines", "circles", "text"):
+            images = []
+            for _ in range(n):
+                img = _canvas(rng, background)
+                d = ImageDraw.Draw(img)
+                w, h = img.size
+                for _ in range(int(rng.integers(1, 5))):
+                    x = sorted(rng.integers(0, w, 2).tolist())
+                    y = sorted(rng.integers(0, h, 2).tolist())
+                    width = int(rng.integers(1, max(2, w // 15)))
+                    if kind == "lines":
+                        d.line((x[0], y[0], x[1], y[1]), fill=_colour(rng), width=width)
+                    elif kind == "circles":
+                        d.ellipse((x[0], y[0], x[1] + 2, y[1] + 2), outline=_colour(rng), width=width)
+                    else:
+                        font = ImageFont.load_default(size=int(rng.integers(10, max(11, h // 4))))
+                        word = _WORDS[int(rng.integers(len(_WORDS)))]
+                        d.text((x[0], y[0]), word, fill=_colour(rng), font=font)
+                images.append(np.asarray(img))
+            out[f"{kind} on {background}"] = images
+    return out
+
+
+def test_images(n: int, seed: int) -> dict[str, list]:
+    """Test images, ``n`` of each kind, from other generators than :func:`dev_images`: the issue's noise and
+    filled shapes (:func:`noise_images`, :func:`drawn_shapes`), smooth (blurred) noise, salt and pepper,
+    stripes and checkerboards, polygon outlines on a colour, scribbles and words on a graded field."""
+    from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+    rng = np.random.default_rng(seed)
+    out: dict[str, list] = {
+        "noise (issue)": noise_images(n, seed + 1),
+        "filled shapes on white (issue)": drawn_shapes(n, seed + 2),
+    }
+    sizes = [_SIZES[int(i)] for i in rng.integers(0, len(_SIZES), n)]
+    out["smooth noise"] = [
+        np.asarray(
+            Image.fromarray(rng.integers(0, 256, (h // 8 + 1, w // 8 + 1, 3), dtype=np.uint8))
+            .resize((w, h), Image.Resampling.BICUBIC)
+            .filter(ImageFilter.GaussianBlur(2))
+        )
+        for w, h in sizes
+    ]
+    salt = []
+    for w, h in sizes:
+        a = np.full((h, w, 3), int(rng.integers(60, 200)), np.uint8)
+        m = rng.random((h, w))
+        a[m < 0.1], a[m > 0.9] = 0, 255
+        salt.append(a)
+    out["salt and pepper"] = salt
+    patterns = []
+    for i, (w, h) in enumerate(sizes):
+        step = int(rng.integers(4, 20))
+        yy, xx = np.mgrid[0:h, 0:w]
+        on = ((xx // step + yy // step) % 2 == 0) if i % 2 else ((xx // step) % 2 == 0)
+        a = np.where(on[..., None], np.asarray(_colour(rng), np.uint8), np.asarray(_colour(rng), np.uint8))
+        patterns.append(a.astype(np.uint8))
+    out["stripes and checks"] = patterns
+    drawn = {"polygons on colour": [], "scribbles on white": [], "words on graded field": []}
+    for _ in range(n):
+        img = _canvas(rng, "colour")
+        d = ImageDraw.Draw(img)
+        w, h = img.size
+        for _ in range(int(rng.integers(1, 4))):
+            pts = [(int(rng.integers(0, w)), int(rng.integers(0, h))) for _ in range(int(rng.integers(3, 7)))]
+            d.polygon(pts, outline=_colour(rng), width=int(rng.integers(1, 4)))
+        drawn["polygons on colour"].append(np.asarray(img))
+        img = _canvas(rng, "white")
+        d = ImageDraw.Draw(img)
+        w, h = img.size
+        pts = [(int(rng.integers(0, w)), int(rng.integers(0, h))) for _ in range(int(rng.integers(5, 15)))]
+        d.line(pts, fill=_colour(rng), width=int(rng.integers(1, 6)), joint="curve")
+        drawn["scribbles on white"].append(np.asarray(img))
+        w, h = _SIZES[int(rng.integers(len(_SIZES)))]
+        a, b = np.asarray(_colour(rng), np.float32), np.asarray(_colour(rng), np.float32)
+        t = np.linspace(0, 1, w)[None, :, None]
+        img = Image.fromarray(np.broadcast_to(a + (b - a) * t, (h, w, 3)).astype(np.uint8))
+        d = ImageDraw.Draw(img)
+        font = ImageFont.load_default(size=int(rng.integers(12, max(13, h // 3))))
+        d.text(
+            (int(rng.integers(0, w // 2)), int(rng.integers(0, h // 2))),
+            _WORDS[int(rng.integers(len(_WORDS)))],
+            fill=_colour(rng),
+            font=font,
+        )
+        drawn["words on graded field"].append(np.asarray(img))
+    out.update(drawn)
     return out
 
 
@@ -202,6 +337,7 @@ def measure(name: str, embedder, split: dict, seed: int, n_synthetic: int, n_pla
         "shapes_top1": [float(x) for x in np.percentile(_topk(d_vec, g_vec, 1)[0][:, 0], [0, 50, 100])],
         "right_top1": [float(x) for x in np.percentile(q_scores[right, 0], [0, 10, 50, 100])],
     }
+    res["unlike_gallery"] = unlike_gallery_figures(embedder, split, g_vec, cut, q_scores[:, 0], right, seed)
     # reliability of the probability on the held-out queries' top-5 (in-gallery classes, then + left-out)
     ranks = np.broadcast_to(np.arange(1, 6), q_scores.shape)
     p = match_probability(q_scores, curve, ranks)
@@ -289,6 +425,75 @@ def measure(name: str, embedder, split: dict, seed: int, n_synthetic: int, n_pla
     res["n_images_copies_test"] = len(vec)
     res["seconds"] = round(time.perf_counter() - t0, 1)
     return res
+
+
+def _knn_novelty(vectors: np.ndarray, reference: np.ndarray, k: int = 5) -> np.ndarray:
+    """1 - the mean cosine of each vector's ``k`` nearest reference vectors (the embedding-space candidate)."""
+    sims = vectors @ reference.T
+    return 1 - -np.sort(-sims, axis=1)[:, :k].mean(axis=1)
+
+
+def unlike_gallery_figures(embedder, split: dict, g_vec: np.ndarray, cut, q_top1, right, seed: int) -> dict:
+    """The "unlike the gallery" check: the method chosen on the gallery's validation split and the development
+    images, then the final figures on the held-out queries and the test images, each with the "no good match"
+    cut (when supported) as the app combines them."""
+    from simlib.search.novelty import DEFAULT_MAX_FALSE_FLAG, calibrate_novelty, conformal_cut, image_statistics
+
+    alpha = DEFAULT_MAX_FALSE_FLAG
+    novelty = calibrate_novelty(list(split["gallery"].paths), seed=seed)  # the gallery only
+    # candidates on development images: kNN in the model's embedding (split-conformal on 20 % of the gallery
+    # against the rest) and the pixel statistics (as calibrated)
+    order = np.random.default_rng(seed).permutation(len(g_vec))
+    n_cal = len(g_vec) // 5
+    ref = g_vec[order[n_cal:]]
+    knn_cut = conformal_cut(_knn_novelty(g_vec[order[:n_cal]], ref), alpha)
+    dev = dev_images(20, seed + 100)
+    test = test_images(30, seed + 200)
+
+    def flags(images: list) -> dict[str, np.ndarray]:
+        vec = embedder.embed_images(images)
+        top1 = (vec @ g_vec.T).max(axis=1)
+        stats = np.stack([image_statistics(im) for im in images])
+        score_flag = top1 < cut.score if cut.supported else np.zeros(len(images), bool)
+        pixel = novelty.flags_statistics(stats)
+        return {"score": score_flag, "knn": _knn_novelty(vec, ref) > knn_cut, "pixels": pixel}
+
+    dev_rows = {}
+    for kind, images in dev.items():
+        f = flags(images)
+        dev_rows[kind] = {
+            "n": len(images),
+            "score cut": float(f["score"].mean()),
+            "embedding kNN": float(f["knn"].mean()),
+            "pixel statistics": float(f["pixels"].mean()),
+            "score cut or pixels": float((f["score"] | f["pixels"]).mean()),
+            "score cut or kNN": float((f["score"] | f["knn"]).mean()),
+        }
+    val_order = order[:n_cal]
+    val_paths = [split["gallery"].paths[i] for i in val_order[:300]]
+    q_stats = np.stack([image_statistics(p) for p in split["queries"].paths])
+    q_pixel = novelty.flags_statistics(q_stats)
+    q_score = q_top1 < cut.score if cut.supported else np.zeros(len(q_top1), bool)
+    test_rows = {}
+    for kind, images in test.items():
+        f = flags(images)
+        combined = f["score"] | f["pixels"]
+        test_rows[kind] = {"n": len(images), "pixels": float(f["pixels"].mean()), "combined": float(combined.mean())}
+    n_test = sum(r["n"] for r in test_rows.values())
+    return {
+        "check": novelty.to_dict() | {"precision": "(omitted)", "mean": "(omitted)", "scale": "(omitted)"},
+        "summary": novelty.summary(),
+        "validation_knn_flagged": float(np.mean(_knn_novelty(g_vec[val_order], ref) > knn_cut)),
+        "validation_pixel_images": len(val_paths),
+        "dev": dev_rows,
+        "held_out_pixel_flagged": float(q_pixel.mean()),
+        "held_out_right_flagged_combined": float((q_score | q_pixel)[right].mean()),
+        "held_out_right_flagged_score_only": float(q_score[right].mean()),
+        "held_out_all_flagged_combined": float((q_score | q_pixel).mean()),
+        "test": test_rows,
+        "test_all_combined": sum(r["combined"] * r["n"] for r in test_rows.values()) / n_test,
+        "test_n": n_test,
+    }
 
 
 def gallery_acceptance(embedder, table, seed: int) -> dict:
@@ -400,6 +605,7 @@ def print_table(report: dict) -> None:
             f"{h['shapes_top1']}); right top-1 scores min/p10/median/max {[round(x, 5) for x in h['right_top1']]}"
         )
         print(f"validation true-flag rate at 10 % false flags, by statistic: {r['validation_true_flag_by_statistic']}")
+        print_unlike(r["unlike_gallery"])
         cv = r["curve"]
         print(
             f"probability curve: kind {cv['kind']} (CV Brier score {cv['brier_score']:.4f}, rank "
@@ -439,6 +645,25 @@ def print_table(report: dict) -> None:
             f" {a['pairs_merged']} pairs called copies, {a['mixed_label_pairs']} mixing labels "
             f"({a['mixed_label_same_picture']} of them the same picture): {a['mixed_examples']}"
         )
+
+
+def print_unlike(u: dict) -> None:
+    """The "unlike the gallery" lines of one model."""
+    print(f"unlike the gallery: {u['summary']}")
+    print("  development images (choosing the method), share flagged:")
+    for kind, row in u["dev"].items():
+        print(f"    {kind:22s} " + ", ".join(f"{k} {v:.2f}" if k != "n" else f"n {v}" for k, v in row.items()))
+    print(
+        f"  held-out queries: pixel check flags {u['held_out_pixel_flagged']:.3f}; right top-1 flagged by the score "
+        f"cut {u['held_out_right_flagged_score_only']:.3f}, by either {u['held_out_right_flagged_combined']:.3f}; "
+        f"all queries by either {u['held_out_all_flagged_combined']:.3f}"
+    )
+    print(
+        f"  test images (n {u['test_n']}), share with 'no good match' (score cut or pixel check): "
+        f"{u['test_all_combined']:.3f}"
+    )
+    for kind, row in u["test"].items():
+        print(f"    {kind:32s} n {row['n']}: pixel check {row['pixels']:.2f}, combined {row['combined']:.2f}")
 
 
 if __name__ == "__main__":

@@ -100,6 +100,10 @@ def test_click_a_result_explains_it_and_takes_feedback(page, searcher, small_ind
     text = page.locator("#explain-text").inner_text()
     second = searcher.query(image, k=2, collapse_duplicates=collapse_threshold(searcher.info().to_dict()))[1]
     assert text.startswith("#2 · cosine similarity ") and f"{second.score:.4f}" in text, text
+    # the colour bar is this pair's: from the colour of its least matching part, not jet's dark blue
+    page.wait_for_function("document.querySelector('#heat-legend')?.innerText.includes('of the strongest')")
+    bar = page.locator("#heat-legend .heat-bar").evaluate("el => getComputedStyle(el).backgroundImage")
+    assert bar.startswith("linear-gradient") and "rgb(0, 0, 128)" not in bar, bar
     page.click("#fb-not-similar")
     page.wait_for_function("document.querySelector('#feedback-status').innerText.includes('not similar')")
     ARTIFACTS.mkdir(exist_ok=True)

@@ -97,9 +97,9 @@ def _check_search(url: str, gallery: Path, auth=None) -> None:
     query = sorted((gallery / "images").iterdir())[7]
     hits = _search(url, query, auth=auth)["hits"]
     assert len(hits) == 5
-    assert hits[0]["gallery_path"] == f"/data/images/{query.name}"  # a gallery image finds itself first
+    assert hits[0]["gallery_path"] == query.name  # a gallery image finds itself first (relative to /data/images)
     assert hits[0]["score"] > 0.999
-    assert all(h["gallery_path"].startswith("/data/images/") for h in hits)
+    assert all(not h["gallery_path"].startswith("/") for h in hits)
 
 
 def _count(pattern: str, text: str) -> int:

@@ -125,14 +125,42 @@ def visitor_source(source: str | None, root: str | os.PathLike | None) -> str | 
     return re.sub(r" \(looked for [^)]*\)", "", source)
 
 
-def hit_record(hit) -> dict[str, Any]:
-    """A hit for the structured (JSON) output: rank, id, score, label, gallery_path, attributes, duplicates, weak.
+def gallery_roots(folders: Sequence[str | os.PathLike], uploads: str | os.PathLike | None = None) -> tuple:
+    """Where a visitor's paths start: ``((folder, prefix), ...)``, the upload folder first (its images named
+    ``gallery_uploads/<file>``), then the folder holding every other image folder (its images named relative to
+    it). ``folders``: the gallery's image folders (:func:`simlib.search.gallery.gallery_folders`)."""
+    roots = []
+    up = Path(uploads).resolve() if uploads is not None else None
+    if up is not None:
+        roots.append((str(up), up.name + "/"))
+    others = [str(Path(f).resolve()) for f in folders if up is None or not Path(f).resolve().is_relative_to(up)]
+    if others:
+        roots.append((os.path.commonpath(others), ""))
+    return tuple(roots)
 
-    The file is under ``gallery_path``, not ``path``: gradio_client takes any dict with a "path"
-    key for a file to download and would replace the whole record with a local copy.
+
+def visitor_path(path: str | None, roots: Sequence[tuple[str, str]] = ()) -> str | None:
+    """A gallery image's path as a visitor reads it: relative to the gallery's root (:func:`gallery_roots`),
+    with ``/`` separators; its file name alone when it is under none of them (never a server path)."""
+    if not path:
+        return path
+    p = Path(path)
+    for folder, prefix in roots:
+        if p.is_relative_to(folder):
+            return prefix + p.relative_to(folder).as_posix()
+    return p.name
+
+
+def hit_record(hit, roots: Sequence[tuple[str, str]] = ()) -> dict[str, Any]:
+    """A hit for the structured (JSON) output: rank, id, score, label, gallery_path, attributes, duplicates, weak,
+    probability, unlike_gallery.
+
+    ``gallery_path`` is the image's path relative to the gallery's root (:func:`visitor_path`; the server's own
+    folders are not shown), and not under ``path``: gradio_client takes any dict with a "path" key for a file to
+    download and would replace the whole record with a local copy. The image itself is in the results gallery.
     """
     d = hit.to_dict()
-    d["gallery_path"] = d.pop("path")
+    d["gallery_path"] = visitor_path(d.pop("path"), roots)
     return d
 
 
@@ -150,11 +178,23 @@ def verdict_message(verdict: str | None, rank: int | None = None) -> str:
     return f"Your verdict on {which}: **{VERDICT_LABELS[verdict]}**." if verdict in VERDICT_LABELS else ""
 
 
+UNLIKE_BANNER = (
+    "### Low confidence: this image looks unlike anything in the gallery\nIts pixels are unlike those of this "
+    "gallery's photos (a check calibrated on the gallery: at most 1 in 100 images like the gallery's is "
+    "flagged): the results below are only the closest images, not a match."
+)
+
+
 def banner_text(results: Mapping[str, Any]) -> str:
     """The "No good match" banner (Markdown) for a search's JSON results (:meth:`SearchResult.to_json`), or ""
-    when it does not apply (no calibration, or one the model cannot support: ``no_good_match`` is then None)."""
+    when it does not apply (no calibration, or one the model cannot support: ``no_good_match`` is then None).
+    It says why: the query looks unlike the gallery, or no result reaches the calibrated score."""
     if not results.get("no_good_match"):
         return ""
+    if results.get("unlike_gallery"):
+        return UNLIKE_BANNER
+    if results.get("threshold") is None:
+        return "### Low confidence: no good match"
     hits = results.get("hits") or []
     best = f" (best score {hits[0]['score']:.4f})" if hits else ""
     return (
@@ -175,6 +215,7 @@ class SearchResult:
         collapse: the duplicate-collapse threshold used (None: off).
         seconds: embedding plus search time.
         info: ``Searcher.info().to_dict()`` read together with the hits (gallery size, model, threshold).
+        roots: where the gallery's paths start, for the JSON's ``gallery_path`` (:func:`gallery_roots`).
     """
 
     hits: list
@@ -183,6 +224,7 @@ class SearchResult:
     collapse: float | CopyCut | None
     seconds: float
     info: dict[str, Any]
+    roots: tuple = ()
 
     @property
     def threshold(self) -> float | None:
@@ -196,10 +238,20 @@ class SearchResult:
 
     @property
     def no_good_match(self) -> bool | None:
-        """True when no hit clears the calibrated threshold; None without a calibration."""
+        """True when no hit clears the calibrated threshold or the query looks unlike the gallery; None when
+        neither check is calibrated (or supported by the model)."""
         from simlib.search import no_good_match
 
-        return None if self.threshold is None else no_good_match(self.hits)
+        if self.threshold is None and not self.info.get("unlike_check"):
+            return None
+        return self.unlike_gallery or (self.threshold is not None and no_good_match(self.hits))
+
+    @property
+    def unlike_gallery(self) -> bool | None:
+        """True when the query image looks unlike anything in the gallery; None without a supported check."""
+        if not self.info.get("unlike_check"):
+            return None
+        return any(h.unlike_gallery for h in self.hits)
 
     @property
     def gallery(self) -> list[tuple[str, str]]:
@@ -221,8 +273,8 @@ class SearchResult:
         return banner_text(self.to_json())
 
     def to_json(self) -> dict[str, Any]:
-        """``{"k", "filters", "query_ms", "collapse", "merged", "threshold", "no_good_match", "hits"}``
-        (each hit as :func:`hit_record`): the API's structured results."""
+        """``{"k", "filters", "query_ms", "collapse", "merged", "threshold", "no_good_match", "unlike_gallery",
+        "hits"}`` (each hit as :func:`hit_record`): the API's structured results."""
         return {
             "k": self.k,
             "filters": self.filters,
@@ -231,7 +283,8 @@ class SearchResult:
             "merged": self.merged,
             "threshold": self.threshold,
             "no_good_match": self.no_good_match,
-            "hits": [hit_record(h) for h in self.hits],
+            "unlike_gallery": self.unlike_gallery,
+            "hits": [hit_record(h, self.roots) for h in self.hits],
         }
 
     def outputs(self) -> tuple[list[tuple[str, str]], dict[str, Any], str]:
@@ -250,6 +303,7 @@ class Explanation:
         hit: the result scored against the query (``id``, ``score``, ``weak``, ``label``).
         text: one Markdown line for the page.
         note: for an untrained model, what its heat maps show (raw feature overlap), else "".
+        legend: the colour bar (HTML) of these two maps: the colours they actually use.
     """
 
     query: Any
@@ -259,6 +313,7 @@ class Explanation:
     hit: Any
     text: str
     note: str = ""
+    legend: str = ""
 
     def details(self) -> dict[str, Any]:
         """``{id, score, weak, label}``: what the ``/explain`` endpoint returns beside the heat maps."""

@@ -28,6 +28,7 @@ from simlib.app.results import (
     TrainOutcome,
     collapse_threshold,
     filter_fields,
+    gallery_roots,
     is_untrained,
     outcome_message,
     status_text,
@@ -127,7 +128,7 @@ class GalleryService:
                 (:func:`simlib.search.gallery.model_source`).
         """
         from simlib.search.feedback import FeedbackStore
-        from simlib.search.gallery import TRAINED_MODEL_DIR, app_folders, example_images
+        from simlib.search.gallery import TRAINED_MODEL_DIR, app_folders, example_images, gallery_folders
 
         if allow_add and artifacts is None:
             raise SimlibError("adding to the gallery needs the artifacts folder to save the index in")
@@ -148,6 +149,8 @@ class GalleryService:
             info = searcher.info().to_dict()
             self.filter_choices = filter_fields(searcher.index.attribute_values())
             self.examples = example_images(searcher.index) if examples is None else list(examples)
+            # JSON results name images relative to these folders (a gallery keeps its images when a model swaps)
+            self.roots = gallery_roots(gallery_folders(searcher.index), self.upload_dir)
             self.labelled = len({r.label for r in searcher.index.records() if r.label and r.path}) >= 2
         self._fixed_collapse = None if collapse is None else float(collapse)
         self.collapse = self._model_collapse(searcher, info) if collapse is None else float(collapse)
@@ -239,9 +242,9 @@ class GalleryService:
         searcher, vector = self._embed(image)
         with self.lock:
             searcher, vector = self._same_model(searcher, vector, image)
-            hits = searcher.query_vector(vector, k, filters or None, collapse_duplicates=collapse)
+            hits = searcher.query_vector(vector, k, filters or None, collapse_duplicates=collapse, image=image)
             info = self._describe()  # read with the hits: the status line matches them
-        return SearchResult(hits, k, filters, collapse, time.perf_counter() - t0, info)
+        return SearchResult(hits, k, filters, collapse, time.perf_counter() - t0, info, self.roots)
 
     def score(self, image: Any, result_id: Any):
         """A gallery image scored against the query: a :class:`simlib.search.Hit` (rank 0) with its
@@ -292,7 +295,8 @@ class GalleryService:
         """
         import numpy as np
 
-        from simlib.search.explain import overlay, similarity_maps
+        from simlib.app.style import heat_legend
+        from simlib.search.explain import heat_colours, overlay, similarity_maps
 
         if image is None:
             raise SimlibError("no query image: search first, then click a result")
@@ -308,6 +312,7 @@ class GalleryService:
         text += f" · {hit.label}" if hit.label else ""
         if hit.weak:
             text += f" · **weak** (under the calibrated {self.describe()['threshold']:.4f})"
+        low = float(min(query_heat.min(), result_heat.min())) if query_heat.size and result_heat.size else 0.0
         return Explanation(
             query=np.asarray(query),
             query_heat=overlay(query, query_heat),
@@ -316,6 +321,7 @@ class GalleryService:
             hit=hit,
             text=text,
             note=UNTRAINED_HEAT_NOTE if is_untrained(dataclasses.asdict(embedder.config)) else "",
+            legend=heat_legend(heat_colours(low, 1.0), low),
         )
 
     def feedback(self, image: Any, result_id: Any, verdict: str):

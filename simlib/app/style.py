@@ -18,11 +18,25 @@ TRAIN_HELP = (
     "serves without a restart if it does better than this one. Progress shows below the button."
 )
 EXPLAIN_HELP = "### Why are they similar?"
-# The colour bar of the heat maps (Matplotlib's "jet", as simlib.search.explain.overlay paints them).
-HEAT_LEGEND = (
-    '<div id="heat-legend"><span>least</span><span class="heat-bar"></span><span>most</span></div>'
-    '<p id="heat-guide">How to read it: the warm (red) parts of each image are the ones whose features best '
-    "match the other image; blue parts match least. Colours compare regions within one pair only.</p>"
+
+
+def heat_legend(colours: list[str], low: float = 0.0) -> str:
+    """The colour bar of one pair's heat maps: ``colours`` from the least to the most matching part as
+    :func:`simlib.search.explain.overlay` paints them (:func:`simlib.search.explain.heat_colours` over the range
+    the two maps span), and ``low``: the least matching part's heat, as a share of the strongest."""
+    stops = ", ".join(colours)
+    return (
+        f'<div id="heat-legend"><span>least ({low:.0%} of the strongest)</span>'
+        f'<span class="heat-bar" style="background: linear-gradient(to right, {stops})"></span><span>most</span></div>'
+        '<p id="heat-guide">How to read it: the reddest parts of each image are the ones whose features best '
+        "match the other image; the bar runs over the colours these two maps use, from their least matching part "
+        "to their best. Colours compare regions within one pair only.</p>"
+    )
+
+
+# Before any result is clicked (the explanation is hidden then): Matplotlib's "jet" from 0 to 1.
+HEAT_LEGEND = heat_legend(
+    ["#00007f", "#0000ff", "#007fff", "#00ffff", "#7fff7f", "#ffff00", "#ff7f00", "#ff0000", "#7f0000"]
 )
 # Captions wrap below the image instead of being cut ("#1 · 0.998 · Flip Flops · w…"); the grid's columns
 # follow the gallery's width (Gradio's fixed 4 columns of 100 px overflowed a phone); on a narrow screen
@@ -40,9 +54,7 @@ CSS = """
   border-top: 1px solid var(--border-color-primary) !important; border-radius: 0 !important;
   line-height: 1.25; padding: 2px 4px !important; font-size: var(--text-sm) !important; }
 #heat-legend { display: flex; align-items: center; gap: 8px; font-size: var(--text-sm); }
-#heat-legend .heat-bar { flex: 1; max-width: 320px; height: 12px; border-radius: 3px;
-  background: linear-gradient(to right, #00007f, #0000ff, #007fff, #00ffff, #7fff7f, #ffff00, #ff7f00,
-    #ff0000, #7f0000); }
+#heat-legend .heat-bar { flex: 1; max-width: 320px; height: 12px; border-radius: 3px; }
 #heat-guide { font-size: var(--text-sm); margin: 4px 0 0 0; }
 /* The results box is as tall as its tiles (Gradio's gallery keeps a tall empty area otherwise). */
 #results .grid-wrap, #results .grid-wrap.fixed-height { min-height: 0 !important; max-height: none !important;

@@ -206,7 +206,7 @@ def explain_region(service: GalleryService, results: Results) -> dict[str, Any]:
     selected = gr.State(None)  # per visitor: the result clicked, with its query
     with gr.Column(visible=False, elem_id="explain") as box:
         gr.Markdown(EXPLAIN_HELP)
-        gr.HTML(HEAT_LEGEND)
+        legend = gr.HTML(HEAT_LEGEND)  # each explanation's own colour bar
         text = gr.Markdown(elem_id="explain-text")
         note = gr.Markdown(elem_id="explain-note")
         with gr.Row():
@@ -242,12 +242,13 @@ def explain_region(service: GalleryService, results: Results) -> dict[str, Any]:
         e = service.explain(last["query"], hit["id"], rank=hit["rank"])
         shown = (e.query, e.query_heat, e.result_heat, e.result)
         current = verdict_message(service.verdict(last["query"], hit["id"]), hit["rank"])
-        return *shown, e.text, e.note, {**hit, "query": last["query"]}, gr.update(visible=True), current
+        selected_hit = {**hit, "query": last["query"]}
+        return *shown, e.text, e.note, selected_hit, gr.update(visible=True), current, e.legend or HEAT_LEGEND
 
     results.gallery.select(
         show,
         inputs=[results.last],
-        outputs=[*images, text, note, selected, box, feedback_status],
+        outputs=[*images, text, note, selected, box, feedback_status, legend],
         api_visibility="private",
     ).then(None, js=SCROLL_TO_EXPLANATION)
     return {"box": box, "selected": selected, "feedback_status": feedback_status}
@@ -346,9 +347,9 @@ def search_doc(fields: Sequence[str], choices: dict[str, list[str]]) -> str:
         "        The result images with captions; a JSON object whose 'hits' list each result's rank, gallery id, "
         "score (cosine similarity: 1 = identical, higher is more alike; compare scores within one query only), "
         "label, attributes and 'weak' (under the similarity this gallery was calibrated to call a good match); "
-        "'no_good_match' is true when no result reaches that calibrated score: the images are only the "
-        "closest the gallery has, probably not the same kind of thing (null: this gallery has no calibration "
-        "it can trust); and a one-line status.\n"
+        "'no_good_match' is true when no result reaches that calibrated score or the image looks unlike anything "
+        "in the gallery ('unlike_gallery' true): the images are only the closest the gallery has, probably not the "
+        "same kind of thing (null: this gallery has no calibration it can trust); and a one-line status.\n"
     )
 
 

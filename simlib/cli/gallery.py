@@ -78,19 +78,27 @@ def cmd_search(args: argparse.Namespace) -> int:
             collapse_duplicates=args.collapse,
         )
         threshold, note = searcher.threshold, searcher.unsupported_note()
+        verdicts = searcher.verdicts
+        checks_unlike = verdicts is not None and verdicts.checks_novelty
     finally:
         searcher.close()
-    nothing_good = threshold is not None and no_good_match(hits)
+    unlike = any(h.unlike_gallery for h in hits)
+    below = threshold is not None and no_good_match(hits)
+    nothing_good = (threshold is not None or checks_unlike) and (unlike or below)
     merged = sum(h.duplicates for h in hits)
     if args.json:
         body = {"query": str(args.image), "hits": [h.to_dict() for h in hits]}
         body.update(threshold=threshold, no_good_match=nothing_good, merged=merged)
+        body["unlike_gallery"] = unlike if checks_unlike else None
         print(json.dumps(body, ensure_ascii=False))
         return 0
     if not hits:
         print("no results (filters matched nothing?)")
         return 0
-    if nothing_good:
+    if unlike:
+        print("no good match: this image looks unlike anything in the gallery")
+        print("closest (weak) results:")
+    elif nothing_good:
         print(f"no good match: the best score {hits[0].score:.3f} is under the calibrated threshold {threshold:.3f}")
         print("closest (weak) results:")
     print(format_hits(hits, collapse=args.collapse is not None))

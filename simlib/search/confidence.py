@@ -35,6 +35,7 @@ import numpy as np
 from simlib.errors import SimlibError
 from simlib.search.calibrate import validation_results
 from simlib.search.copies import CopyCut, calibrate_copies, from_mapping, rounded
+from simlib.search.novelty import NoveltyCut, calibrate_novelty
 
 DEFAULT_MAX_FALSE_FLAG = 0.10
 
@@ -121,14 +122,20 @@ class NoMatchCut:
             return False
         return top_score is None or float(top_score) < self.score
 
-    def unsupported_note(self) -> str:
-        """The one line said instead of "no good match" when the model cannot support the cut ("" when it can)."""
+    def unsupported_note(self, unlike_check: bool = False) -> str:
+        """The one line said instead of "no good match" when the model cannot support the cut ("" when it can);
+        ``unlike_check``: a supported "unlike the gallery" check still says it for images unlike the gallery."""
         if self.supported:
             return ""
+        said = (
+            '"no good match" is said only for images unlike anything in the gallery'
+            if unlike_check
+            else '"no good match" is never said'
+        )
         return (
             f"This model cannot tell good matches from bad ones: under its calibrated cut would fall "
             f"{self.false_flag_rate:.0%} of the right top-1 results and only {self.true_flag_rate:.0%} of the "
-            'wrong ones, so no result is marked low confidence and "no good match" is never said.'
+            f"wrong ones, so no result is marked low confidence by its score and {said}."
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -400,15 +407,19 @@ def confidence_label(p: float, *, no_match: bool = False) -> str:
 
 @dataclasses.dataclass(frozen=True)
 class Verdicts:
-    """What the index manifest stores about how sure a match is (each part None when not calibrated)."""
+    """What the index manifest stores about how sure a match is (each part None when not calibrated; an index
+    calibrated before the "unlike the gallery" check has none)."""
 
     no_match: NoMatchCut | None = None
     curve: MatchCurve | None = None
     copies: CopyCut | None = None
+    novelty: NoveltyCut | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        """``{"no_match": {...}, "curve": {...}, "copies": {...}}`` (parts that are None left out)."""
-        return {k: getattr(self, k).to_dict() for k in ("no_match", "curve", "copies") if getattr(self, k)}
+        """``{"no_match": {...}, "curve": {...}, "copies": {...}, "novelty": {...}}`` (parts that are None left
+        out)."""
+        parts = ("no_match", "curve", "copies", "novelty")
+        return {k: getattr(self, k).to_dict() for k in parts if getattr(self, k)}
 
     def summary(self) -> str:
         """One line: the "no good match" cut with its error rates, the probability curve, the copy cut."""
@@ -416,7 +427,7 @@ class Verdicts:
         if self.no_match is not None:
             m = self.no_match
             parts.append(
-                f"'no good match' under {m.score:.4f} ({'supported' if m.supported else 'not supported: never said'}; "
+                f"'no good match' under {m.score:.4f} ({'supported' if m.supported else 'not supported: never said by score'}; "
                 f"{m.false_flag_rate:.0%} of right top-1 results and {m.true_flag_rate:.0%} of wrong ones under it, "
                 f"{m.n_queries} validation queries)"
             )
@@ -426,12 +437,19 @@ class Verdicts:
             c = self.copies
             thumbs = f" and thumbnails correlating >= {c.thumb_min:.4f}" if c.thumb_min is not None else ""
             parts.append(f"copies: cosine >= {c.score:.4f}{thumbs} ({c.copy_recall:.0%} of test copies found)")
+        if self.novelty is not None:
+            parts.append(self.novelty.summary())
         return "; ".join(parts) or "nothing calibrated"
 
-    def no_good_match(self, top_score: float | None) -> bool:
-        """Whether a query whose best result scores ``top_score`` gets "no good match" (only under a supported
-        :class:`NoMatchCut`)."""
-        return self.no_match is not None and self.no_match.flags(top_score)
+    def no_good_match(self, top_score: float | None, unlike_gallery: bool = False) -> bool:
+        """Whether a query whose best result scores ``top_score`` gets "no good match": under a supported
+        :class:`NoMatchCut`, or ``unlike_gallery`` (a supported :class:`NoveltyCut` flagged the query image)."""
+        return bool(unlike_gallery) or (self.no_match is not None and self.no_match.flags(top_score))
+
+    @property
+    def checks_novelty(self) -> bool:
+        """Whether a supported "unlike the gallery" check is in force."""
+        return self.novelty is not None and self.novelty.supported
 
     def words(self, scores: Sequence[float]) -> list[tuple[float | None, str]]:
         """``(probability, words)`` for each result of one query, best first: the probability of being the same
@@ -454,6 +472,7 @@ class Verdicts:
             no_match=NoMatchCut.from_dict(data["no_match"]) if data.get("no_match") else None,
             curve=MatchCurve.from_dict(data["curve"]) if data.get("curve") else None,
             copies=CopyCut.from_dict(data["copies"]) if data.get("copies") else None,
+            novelty=NoveltyCut.from_dict(data["novelty"]) if data.get("novelty") else None,
         )
 
 
@@ -468,8 +487,9 @@ def calibrate_verdicts(
     seed: int = 0,
     progress: bool | str = False,
 ) -> Verdicts:
-    """All three verdicts for ``searcher``'s gallery: the "no good match" cut and the match probability from
-    its labelled validation queries (both None for an unlabelled gallery), the copy cut from its vectors."""
+    """All the verdicts for ``searcher``'s gallery: the "no good match" cut and the match probability from
+    its labelled validation queries (both None for an unlabelled gallery), the copy cut from its vectors, and
+    the "unlike the gallery" check from its images' pixels (None when the gallery has too few image files)."""
     no_match = curve = None
     table_labelled = table.has_labels if table is not None else all(r.label for r in searcher.index.records())
     if table_labelled:
@@ -477,4 +497,8 @@ def calibrate_verdicts(
         no_match = no_match_cut(scores[:, 0], same[:, 0], max_false_flag=max_false_flag, seed=seed, val=val)
         curve = fit_match_curve(scores, same, seed=seed)
     copies = calibrate_copies(searcher, n_copies=n_copies, seed=seed)
-    return Verdicts(no_match=no_match, curve=curve, copies=copies)
+    try:
+        novelty = calibrate_novelty([r.path for r in searcher.index.records() if r.path], seed=seed)
+    except SimlibError:
+        novelty = None  # too few images: the check is not made, and never said
+    return Verdicts(no_match=no_match, curve=curve, copies=copies, novelty=novelty)

@@ -169,6 +169,16 @@ def overlay(image: Any, heat: np.ndarray, alpha: float = 0.5, cmap: str = "jet")
     return np.clip((1 - a) * rgb + a * colours, 0, 255).astype(np.uint8)
 
 
+def heat_colours(low: float = 0.0, high: float = 1.0, n: int = 9, cmap: str = "jet") -> list[str]:
+    """The colours :func:`overlay` paints for heat values from ``low`` to ``high`` (``n`` evenly spaced stops, as
+    ``#rrggbb``): a colour bar true to the maps shown."""
+    from matplotlib import colormaps  # lazy: Matplotlib
+
+    values = np.linspace(float(np.clip(low, 0, 1)), float(np.clip(high, 0, 1)), max(2, n))
+    rgb = (colormaps[cmap](values)[:, :3] * 255).round().astype(int)
+    return [f"#{r:02x}{g:02x}{b:02x}" for r, g, b in rgb]
+
+
 def explain_figure(query: Any, result: Any, maps: tuple[np.ndarray, np.ndarray], score: float | None = None):
     """A 2x2 Matplotlib figure: the two images above, their overlays below (for the CLI and notebooks)."""
     import matplotlib.pyplot as plt  # lazy: Matplotlib

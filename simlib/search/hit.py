@@ -21,10 +21,14 @@ class Hit:
     attributes: dict[str, str]
     # near-copies merged into this hit by ``collapse_duplicates`` (0 when collapse is off)
     duplicates: int = 0
-    # below the index's calibrated "good match" threshold (False when the index has none)
+    # below the index's calibrated "good match" threshold, or the query is unlike the gallery (False when the
+    # index has neither)
     weak: bool = False
     # the calibrated probability that the result is the same kind as the query (None: not calibrated)
     probability: float | None = None
+    # the query image looks unlike anything in the gallery (a calibrated check, the same on every hit of a
+    # query; its hits are then ``weak`` too)
+    unlike_gallery: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """The hit as a JSON-ready dict."""
@@ -73,5 +77,6 @@ def format_hits(hits: Sequence[Hit], collapse: bool = False) -> str:
 
 
 def no_good_match(hits: Sequence[Hit]) -> bool:
-    """True when no hit clears the calibrated threshold (or there are no hits): say "no good match"."""
-    return all(h.weak for h in hits)
+    """True when no hit clears the calibrated threshold, the query looks unlike the gallery, or there are no
+    hits: say "no good match"."""
+    return all(h.weak for h in hits) or any(h.unlike_gallery for h in hits)

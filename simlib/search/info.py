@@ -33,6 +33,8 @@ class GalleryInfo:
             calibration ("" otherwise).
         calibration: the full calibration (:class:`~simlib.index.Threshold`), usable or not; None when
             not calibrated.
+        unlike_check: a supported "unlike the gallery" check is in force (queries it flags get "no good
+            match" whatever their scores).
     """
 
     gallery_size: int
@@ -48,12 +50,21 @@ class GalleryInfo:
     threshold: float | None
     calibration: Threshold | None
     unsupported_note: str = ""
+    unlike_check: bool = False
 
     @classmethod
-    def of(cls, embedder: Embedder, index: IndexBackend, threshold: float | None, note: str = "") -> GalleryInfo:
+    def of(
+        cls,
+        embedder: Embedder,
+        index: IndexBackend,
+        threshold: float | None,
+        note: str = "",
+        unlike_check: bool = False,
+    ) -> GalleryInfo:
         """The facts of ``index`` served with ``embedder``; ``threshold``: the "good match" cut in force
         (:attr:`simlib.search.Searcher.threshold`, which prefers calibrated verdicts; None: none); ``note``:
-        :meth:`simlib.search.Searcher.unsupported_note`."""
+        :meth:`simlib.search.Searcher.unsupported_note`; ``unlike_check``: a supported "unlike the gallery"
+        check is in force."""
         config, calibration = embedder.config, index.manifest.threshold
         return cls(
             gallery_size=len(index),
@@ -69,6 +80,7 @@ class GalleryInfo:
             threshold=threshold,
             unsupported_note=note,
             calibration=calibration,
+            unlike_check=unlike_check,
         )
 
     @property

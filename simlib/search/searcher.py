@@ -264,13 +264,14 @@ class Searcher:
 
         Hits under the index's calibrated "good match" cut have ``weak=True``; with calibrated verdicts
         (:func:`simlib.search.confidence.calibrate_verdicts`) each hit carries its ``probability`` of being
-        the same kind as the query.
+        the same kind as the query; when the index's "unlike the gallery" check (:meth:`unlike_gallery`) flags
+        ``image``, every hit has ``unlike_gallery=True`` and ``weak=True``.
         """
         exclude = set(int(i) for i in exclude_ids)
         vector = self.embedder.embed_images([image])[0]  # first: a bad file fails here with a clear SimlibError
         if exclude_self and isinstance(image, str | os.PathLike):
             exclude |= set(self.index.ids_with_path(str(Path(image).resolve())))
-        return self.query_vector(vector, k, filters, exclude, collapse_duplicates)
+        return self.query_vector(vector, k, filters, exclude, collapse_duplicates, image=image)
 
     def query_vector(
         self,
@@ -279,11 +280,14 @@ class Searcher:
         filters: Filters | None = None,
         exclude_ids: Sequence[int] | set = (),
         collapse_duplicates: float | CopyCut | None = None,
+        image: Any = None,
     ) -> list[Hit]:
-        """Like :meth:`query` for an embedding already computed."""
+        """Like :meth:`query` for an embedding already computed; ``image``: the query image it was made from,
+        for the "unlike the gallery" check (:meth:`unlike_gallery`; None: not checked)."""
         exclude = set(int(i) for i in exclude_ids)
+        unlike = bool(self.unlike_gallery(image)) if image is not None else False
         if collapse_duplicates is not None:
-            return self._judged(self._collapsed(vector, k, filters, exclude, collapse_duplicates))
+            return self._judged(self._collapsed(vector, k, filters, exclude, collapse_duplicates), unlike)
         scores, ids = self.index.search(vector[None, :], k + len(exclude), filters)
         hits = []
         for s, i in zip(scores[0], ids[0], strict=True):
@@ -292,10 +296,21 @@ class Searcher:
             hits.append(self._hit(len(hits) + 1, int(i), float(s)))
             if len(hits) == k:
                 break
-        return self._judged(hits)
+        return self._judged(hits, unlike)
 
-    def _judged(self, hits: list[Hit]) -> list[Hit]:
-        """The hits with their calibrated probability of being the same kind (unchanged without a curve)."""
+    def unlike_gallery(self, image: Any) -> bool | None:
+        """Whether ``image`` looks unlike anything in the gallery, by the index's calibrated pixel check
+        (:class:`~simlib.search.novelty.NoveltyCut`); None when the index has no supported check."""
+        verdicts = self.verdicts
+        if verdicts is None or not verdicts.checks_novelty:
+            return None
+        return verdicts.novelty.flags(image)  # type: ignore[union-attr]
+
+    def _judged(self, hits: list[Hit], unlike: bool = False) -> list[Hit]:
+        """The hits with their calibrated probability of being the same kind (unchanged without a curve); when
+        the query is ``unlike`` the gallery, every hit is marked so, and weak."""
+        if unlike:
+            hits = [dataclasses.replace(h, unlike_gallery=True, weak=True) for h in hits]
         verdicts = self.verdicts
         if verdicts is None or verdicts.curve is None or not hits:
             return hits
@@ -407,14 +422,16 @@ class Searcher:
         it can, or when there is none): the verdicts' cut when calibrated, else the older threshold's."""
         verdicts = self.verdicts
         if verdicts is not None and verdicts.no_match is not None:
-            return verdicts.no_match.unsupported_note()
+            return verdicts.no_match.unsupported_note(verdicts.checks_novelty)
         calibration = self.calibration
         return "" if calibration is None else calibration.unsupported_note()
 
     def info(self) -> GalleryInfo:
         """Gallery size, index, model settings and calibration (:class:`GalleryInfo`): what a status line
         shows. Cheap enough to call on every query."""
-        return GalleryInfo.of(self.embedder, self.index, self.threshold, self.unsupported_note())
+        verdicts = self.verdicts
+        checks = verdicts is not None and verdicts.checks_novelty
+        return GalleryInfo.of(self.embedder, self.index, self.threshold, self.unsupported_note(), unlike_check=checks)
 
     # ------------------------------------------------------------------ changing the gallery
     def add_images(
