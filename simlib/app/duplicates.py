@@ -98,7 +98,7 @@ def duplicates_region(service) -> None:
     JSON (``/duplicates``). Called inside the page's ``gr.Blocks``."""
     import gradio as gr
 
-    from simlib.app.ui import visitor_errors
+    from simlib.app.inputs import visitor_errors
 
     with service.lock:
         if not any(r.path for r in service.searcher.index.records()):

@@ -7,8 +7,9 @@ re-export these without loading Gradio.
 
 from __future__ import annotations
 
+import functools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -64,3 +65,30 @@ def user_message(error: SimlibError, image: Any) -> str:
     if isinstance(path, str | os.PathLike):
         message = message.replace(str(path), Path(path).name)
     return message
+
+
+def _first_argument(args: tuple, kwargs: dict) -> Any:
+    return args[0] if args else next(iter(kwargs.values()), None)
+
+
+def visitor_errors(image_of: Callable[[tuple, dict], Any] = _first_argument) -> Callable:
+    """Decorate an event handler so that a :class:`SimlibError` reaches the visitor as one ``gr.Error`` line
+    (no traceback; an uploaded file named by its own name, not its server path).
+
+    Args:
+        image_of: picks the query image out of the handler's ``(args, kwargs)`` (default: the first argument).
+    """
+
+    def decorate(fn: Callable) -> Callable:
+        @functools.wraps(fn)  # Gradio reads the signature through __wrapped__
+        def handler(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except SimlibError as e:
+                import gradio as gr  # lazy: only a served page raises it
+
+                raise gr.Error(user_message(e, image_of(args, kwargs)), print_exception=False) from None
+
+        return handler
+
+    return decorate

@@ -23,7 +23,7 @@ import gradio as gr
 from gradio.data_classes import FileData
 
 from simlib.app.duplicates import duplicates_region
-from simlib.app.inputs import make_filters, uploaded_image, user_message
+from simlib.app.inputs import make_filters, uploaded_image, visitor_errors
 from simlib.app.results import FEEDBACK_WHERE, banner_text, feedback_message, verdict_message
 from simlib.app.service import CONCURRENCY_LIMIT, DEFAULT_K, MAX_K, QUEUE_SIZE, GalleryService
 from simlib.app.style import (
@@ -35,35 +35,9 @@ from simlib.app.style import (
     UNTRAINED_HOWTO,
     UNTRAINED_NOTICE,
 )
-from simlib.errors import SimlibError
 from simlib.search.feedback import CLEARED
 
 __all__ = ["TITLE", "build_demo", "visitor_errors"]
-
-
-def _first_argument(args: tuple, kwargs: dict) -> Any:
-    return args[0] if args else next(iter(kwargs.values()), None)
-
-
-def visitor_errors(image_of: Callable[[tuple, dict], Any] = _first_argument) -> Callable:
-    """Decorate an event handler so that a :class:`SimlibError` reaches the visitor as one ``gr.Error`` line
-    (no traceback; an uploaded file named by its own name, not its server path).
-
-    Args:
-        image_of: picks the query image out of the handler's ``(args, kwargs)`` (default: the first argument).
-    """
-
-    def decorate(fn: Callable) -> Callable:
-        @functools.wraps(fn)  # Gradio reads the signature through __wrapped__
-        def handler(*args, **kwargs):
-            try:
-                return fn(*args, **kwargs)
-            except SimlibError as e:
-                raise gr.Error(user_message(e, image_of(args, kwargs)), print_exception=False) from None
-
-        return handler
-
-    return decorate
 
 
 def with_parameters(fn: Callable, names: Sequence[str]) -> Callable:
