@@ -279,14 +279,10 @@ def measure(name: str, embedder, split: dict, seed: int, n_synthetic: int, n_pla
     import time
 
     from simlib.search import Searcher
-    from simlib.search.confidence import (
-        confidence_label,
-        fit_match_curve,
-        match_probability,
-        no_match_cut,
-        validation_results,
-    )
+    from simlib.search.calibrate import validation_results
+    from simlib.search.confidence import confidence_label, no_match_cut
     from simlib.search.copies import SAME_PICTURE, calibrate_copies, near_copy, thumbnail
+    from simlib.search.probability import fit_match_curve, match_probability
 
     t0 = time.perf_counter()
     gallery = split["gallery"]

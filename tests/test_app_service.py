@@ -424,8 +424,9 @@ def test_a_verdict_can_be_changed_and_taken_back(writable):
 def test_calibrated_verdicts_word_the_results_and_merge_copies(writable, gallery_dir):
     """With verdicts stored in the index: captions give the probability of the same kind (not the cosine), the
     no-match cut decides the banner, and the model's copy cut (not a fixed cosine) merges copies."""
-    from simlib.search.confidence import MatchCurve, NoMatchCut, Verdicts
+    from simlib.search.confidence import NoMatchCut, Verdicts
     from simlib.search.copies import CopyCut
+    from simlib.search.probability import MatchCurve
 
     service = open_service(writable)
     searcher = service.searcher

@@ -13,14 +13,10 @@ from simlib.search.confidence import (
     HIGH_CONFIDENCE,
     LOW_CONFIDENCE,
     MIN_LIKELIHOOD_RATIO,
-    MatchCurve,
     NoMatchCut,
     Verdicts,
     _wilson_lower,
     confidence_label,
-    fit_match_curve,
-    isotonic,
-    match_probability,
     no_match_cut,
 )
 from simlib.search.copies import (
@@ -36,6 +32,7 @@ from simlib.search.copies import (
     nearest_distinct,
     thumbnail,
 )
+from simlib.search.probability import MatchCurve, fit_match_curve, isotonic, match_probability
 
 
 # ----------------------------------------------------------------------------- no good match

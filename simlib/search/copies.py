@@ -423,3 +423,46 @@ def copies_among(
             similarity = float(thumbs(path) @ thumbs(kept_paths[n]))
         out[n] = cut.same(float(sims[n]), similarity)
     return out
+
+
+def merge_copies(
+    candidates: Sequence[tuple[int, float]],
+    vectors: np.ndarray,
+    records: Sequence[Any],
+    k: int,
+    cut: float | CopyCut,
+    thumbs: Thumbnails,
+) -> list[list]:
+    """Walk ranked ``(id, score)`` candidates and keep the first ``k`` distinct ones: a candidate that is a
+    copy of a kept one (:func:`copies_among`), or another entry of the same file, adds to that one's count.
+
+    Args:
+        candidates: ``(id, score)`` best first; ``vectors`` and ``records`` (with ``path`` and ``label``) in
+            the same order.
+        k: distinct results wanted.
+        cut: a fixed cosine or this model's :class:`CopyCut`.
+        thumbs: the thumbnails the cut's pixel check reads.
+
+    Returns:
+        ``[id, score, copies merged into it]`` for each kept result, best first.
+    """
+    kept: list[list] = []
+    kept_vectors = np.zeros((0, np.shape(vectors)[-1]), np.float32)
+    kept_paths: list[str | None] = []
+    kept_labels: list[str | None] = []
+    for (i, s), v, record in zip(candidates, vectors, records, strict=True):
+        path = record.path
+        sims = kept_vectors @ v
+        same_file = np.array([p is not None and p == path for p in kept_paths], bool)
+        copies = copies_among(sims, path, kept_paths, cut, thumbs, record.label, kept_labels)
+        same = np.flatnonzero(copies | same_file)
+        if len(same):
+            kept[int(same[0])][2] += 1
+            continue
+        kept.append([i, s, 0])
+        kept_vectors = np.vstack([kept_vectors, v[None, :]])
+        kept_paths.append(path)
+        kept_labels.append(record.label)
+        if len(kept) == k:
+            break
+    return kept

@@ -29,10 +29,11 @@ from simlib.index import (
 )
 from simlib.model import MODEL_SUBDIR, Embedder, saved_model
 from simlib.model.embed import EmbedResult
-from simlib.search.confidence import Verdicts, match_probability
-from simlib.search.copies import CopyCut, Thumbnails, copies_among
+from simlib.search.confidence import Verdicts
+from simlib.search.copies import CopyCut, Thumbnails, merge_copies
 from simlib.search.hit import Hit
 from simlib.search.info import GalleryInfo
+from simlib.search.probability import match_probability
 from simlib.search.tables import table_records
 from simlib.storage import link_or_copy, resolved_path
 
@@ -350,27 +351,9 @@ class Searcher:
             scores, ids = self.index.search(vector[None, :], fetch, filters)
             found = [(int(i), float(s)) for s, i in zip(scores[0], ids[0], strict=True) if i >= 0]
             candidates = [(i, s) for i, s in found if i not in exclude]
-            kept: list[list] = []  # [id, score, duplicates]
-            kept_vectors = np.zeros((0, self.index.dim), np.float32)
-            kept_paths: list[str | None] = []
-            kept_labels: list[str | None] = []
             vectors = self.index.vectors_of([i for i, _ in candidates])
-            for (i, s), v in zip(candidates, vectors, strict=True):
-                record = self.index.record(i)
-                path = record.path
-                sims = kept_vectors @ v
-                same_file = np.array([p is not None and p == path for p in kept_paths], bool)
-                copies = copies_among(sims, path, kept_paths, cut, self._thumbs, record.label, kept_labels)
-                same = np.flatnonzero(copies | same_file)
-                if len(same):
-                    kept[int(same[0])][2] += 1
-                    continue
-                kept.append([i, s, 0])
-                kept_vectors = np.vstack([kept_vectors, v[None, :]])
-                kept_paths.append(path)
-                kept_labels.append(record.label)
-                if len(kept) == k:
-                    break
+            records = [self.index.record(i) for i, _ in candidates]
+            kept = merge_copies(candidates, vectors, records, k, cut, self._thumbs)
             exhausted = len(found) < fetch or fetch >= len(self.index)
             if len(kept) == k or exhausted:
                 return [self._hit(rank, i, s, d) for rank, (i, s, d) in enumerate(kept, 1)]
