@@ -66,12 +66,11 @@ def pixel_embeddings(images: np.ndarray, size: int = PIXEL_SIZE) -> np.ndarray:
 
 
 def model_embedder(embedder) -> Callable[[np.ndarray], np.ndarray]:
-    """``images -> embeddings`` for an :class:`~simlib.model.Embedder`, in batches."""
-    return lambda images: (
-        np.concatenate([embedder.embed_batch(images[i : i + 128]) for i in range(0, len(images), 128)])
-        if len(images)
-        else np.zeros((0, 0), np.float32)
-    )
+    """``images -> embeddings`` for an :class:`~simlib.model.Embedder`, in batches; with the feature cache
+    on (:func:`simlib.model.features.use_feature_cache`), each image goes through the backbone once."""
+    from simlib.model.features import embed_images_cached
+
+    return lambda images: embed_images_cached(embedder, images) if len(images) else np.zeros((0, 0), np.float32)
 
 
 def class_retrieval(
