@@ -22,11 +22,12 @@ builds a new embedder); the key is computed once per embedder.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import tempfile
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -182,6 +183,21 @@ def disable_feature_cache() -> None:
     """Switch the process-wide cache off (features are computed every time again)."""
     global _ACTIVE
     _ACTIVE = None
+
+
+@contextlib.contextmanager
+def cache_while() -> Iterator[FeatureCache]:
+    """The process-wide cache for the duration of a ``with`` block: the one switched on, else a memory-only
+    one that is dropped afterwards (``compare`` scores the same images in several parts with it)."""
+    global _ACTIVE
+    if _ACTIVE is not None:
+        yield _ACTIVE
+        return
+    _ACTIVE = FeatureCache(None)
+    try:
+        yield _ACTIVE
+    finally:
+        _ACTIVE = None
 
 
 def active_cache() -> FeatureCache | None:
