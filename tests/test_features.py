@@ -76,14 +76,14 @@ def test_a_corrupt_or_partial_shard_is_ignored_and_writes_are_atomic(tmp_path):
     F.pooled_features(e, x[:6], cache=F.FeatureCache(tmp_path))
     F.pooled_features(e, x[6:], cache=F.FeatureCache(tmp_path))
     folder = tmp_path / F.backbone_key(e)
-    shards = sorted(folder.glob("*.npz"))
+    shards = sorted(folder.glob("*" + F.SHARD_SUFFIX))
     assert len(shards) == 2 and not list(folder.glob(".tmp-*"))  # no temporary file left behind
     shards[0].write_bytes(shards[0].read_bytes()[:100])  # truncated: as if a writer had died (no rename)
     data = bytearray(shards[1].read_bytes())
-    data[-200] ^= 0xFF  # one flipped byte: the checksum (or the zip) fails
+    data[-200] ^= 0xFF  # one flipped byte in the features: the checksum fails
     shards[1].write_bytes(bytes(data))
-    (folder / "junk.npz").write_bytes(b"not a shard")
-    assert F.read_shard(shards[0]) is None and F.read_shard(folder / "junk.npz") is None
+    (folder / ("junk" + F.SHARD_SUFFIX)).write_bytes(b"not a shard")
+    assert F.read_shard(shards[0]) is None and F.read_shard(folder / ("junk" + F.SHARD_SUFFIX)) is None
     cache = F.FeatureCache(tmp_path)
     assert np.array_equal(F.pooled_features(e, x, cache=cache), plain)
     assert cache.misses == 12  # nothing was taken from the broken shards

@@ -10,7 +10,7 @@ features under
 - the **image's content**: a hash of its pixels (dtype and shape included), so a subset, a reordering or
   another split of images already seen costs nothing, and a different image never hits.
 
-On disk each computed batch is one ``.npz`` shard under ``<folder>/<backbone key>/``, written to a
+On disk each computed batch is one raw ``.feat`` shard under ``<folder>/<backbone key>/``, written to a
 temporary name and renamed into place (atomic), with a checksum of its content: a shard that is partial,
 corrupt or unreadable is ignored (its images are computed again). Nothing is cached unless a cache is
 switched on (:func:`use_feature_cache`, which the course does under its artifacts folder); without one,
@@ -33,7 +33,8 @@ from typing import Any
 
 import numpy as np
 
-SHARD_SUFFIX = ".npz"
+SHARD_SUFFIX = ".feat"
+_MAGIC = b"SIMLIBF1"  # then n and dim (uint64), the digests, the float32 features, the checksum
 _DIGEST_BYTES = 16
 _KEYS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # embedder -> backbone key
 _POOL_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # embedder -> compiled pooling fn
@@ -68,7 +69,7 @@ class FeatureCache:
     """Pooled features by backbone key and image content, in memory and (with ``folder``) on disk.
 
     Args:
-        folder: where the shards go (``<folder>/<backbone key>/*.npz``); None keeps them in memory only.
+        folder: where the shards go (``<folder>/<backbone key>/*.feat``); None keeps them in memory only.
 
     Attributes:
         hits: images served from the cache so far.
@@ -127,25 +128,32 @@ class FeatureCache:
         self._read.setdefault(key, set()).add(path.name)
 
 
-def _checksum(digests: np.ndarray, features: np.ndarray) -> np.ndarray:
+def _checksum(digests: bytes | memoryview, features: bytes | memoryview) -> bytes:
     h = hashlib.blake2b(digest_size=16)
-    h.update(np.ascontiguousarray(digests).tobytes())
-    h.update(np.ascontiguousarray(features).tobytes())
-    return np.frombuffer(h.digest(), np.uint8)
+    h.update(digests)
+    h.update(features)
+    return h.digest()
 
 
 def write_shard(folder: Path, digests: list[bytes], features: np.ndarray) -> Path:
-    """Write one shard atomically: a temporary file in ``folder``, flushed, then renamed to its final name."""
-    d = np.frombuffer(b"".join(digests), np.uint8).reshape(len(digests), _DIGEST_BYTES)
-    f = np.ascontiguousarray(features, np.float32)
-    check = _checksum(d, f)
+    """Write one shard atomically: a temporary file in ``folder``, flushed, then renamed to its final name.
+
+    The file is raw (a magic, ``n`` and ``dim``, the digests, the float32 features, a checksum of both), so
+    reading it back is one read, not an archive to unpack.
+    """
+    d = b"".join(digests)
+    f = np.ascontiguousarray(features, np.float32).reshape(len(digests), -1)
+    check = _checksum(d, memoryview(f).cast("B"))
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".part")
     try:
         with os.fdopen(fd, "wb") as out:
-            np.savez(out, digests=d, features=f, check=check)
+            out.write(_MAGIC + np.asarray([len(digests), f.shape[1]], "<u8").tobytes())
+            out.write(d)
+            out.write(memoryview(f).cast("B"))
+            out.write(check)
             out.flush()
             os.fsync(out.fileno())
-        final = folder / (check.tobytes().hex() + SHARD_SUFFIX)
+        final = folder / (check.hex() + SHARD_SUFFIX)
         os.replace(tmp, final)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -156,15 +164,22 @@ def write_shard(folder: Path, digests: list[bytes], features: np.ndarray) -> Pat
 def read_shard(path: Path) -> tuple[list[bytes], np.ndarray] | None:
     """A shard's ``(digests, features)``, or None when it is unreadable, partial or fails its checksum."""
     try:
-        with np.load(path, allow_pickle=False) as z:
-            d, f, check = z["digests"], z["features"], z["check"]
-        if d.ndim != 2 or d.shape[1] != _DIGEST_BYTES or f.ndim != 2 or len(f) != len(d) or f.dtype != np.float32:
-            return None
-        if not np.array_equal(check, _checksum(d, f)):
-            return None
-    except Exception:  # a truncated zip, a bad header, a missing array: not a shard
+        raw = Path(path).read_bytes()
+    except OSError:
         return None
-    return [bytes(row) for row in d], f
+    head = len(_MAGIC) + 16
+    if len(raw) < head + 16 or not raw.startswith(_MAGIC):
+        return None
+    n, dim = (int(v) for v in np.frombuffer(raw, "<u8", 2, len(_MAGIC)))
+    size_d, size_f = n * _DIGEST_BYTES, n * dim * 4
+    if len(raw) != head + size_d + size_f + 16:
+        return None
+    view = memoryview(raw)
+    d, f = view[head : head + size_d], view[head + size_d : head + size_d + size_f]
+    if _checksum(d, f) != raw[-16:]:
+        return None
+    digests = [bytes(d[i : i + _DIGEST_BYTES]) for i in range(0, size_d, _DIGEST_BYTES)]
+    return digests, np.frombuffer(f, np.float32).reshape(n, dim)
 
 
 def use_feature_cache(folder: str | os.PathLike | None = None, *, memory_only: bool = False) -> FeatureCache:
