@@ -94,6 +94,7 @@ def build_record(timing: dict, artifacts: Path, note: str | None) -> dict:
         "docs/training.md quote",
         "command": COMMAND,
         "recorded_by": "python -m benchmarks.record_course",
+        "feature_cache": True,
         "machine": f"{machine()}, {shared}",
         "load_average_at_start": load,
         "notebook_seconds": timing["notebook_seconds"],
@@ -198,13 +199,24 @@ def training_doc_measured(r: dict) -> str:
 
 
 def training_doc_times(r: dict) -> str:
+    """docs/training.md's run-times bullet."""
     t = r["training"]
     shared = "idle" not in r["machine"]
-    where = "the machine shared with other jobs" if shared else "the machine otherwise idle"
-    return (
-        "- **Run times** of that run (whole `fit` calls: decoding, backbone features (from the course's feature\n"
-        f"  cache where notebook 03 computed them already), PCA, training, saving; {where}, load average\n"
-        f"  {r['load_average_at_start']} at the start): labels on the image split\n"
+    if r.get("feature_cache"):
+        head = (
+            "- **Run times** of that run (whole `fit` calls: decoding, backbone features (from the course's feature\n"
+            "  cache where notebook 03 computed them already), PCA, training, saving; "
+            + ("the machine shared with other jobs" if shared else "the machine otherwise idle")
+            + ", load average\n"
+            f"  {r['load_average_at_start']} at the start): labels on the image split\n"
+        )
+    else:
+        head = (
+            "- **Run times** of that run (whole `fit` calls: decoding, backbone features, PCA, training, saving; the machine\n"
+            + ("  shared with other jobs" if shared else "  otherwise idle")
+            + f", load average {r['load_average_at_start']} at the start): labels on the image split\n"
+        )
+    return head + (
         f"  {t['labels']['seconds']:.0f} s (kept epoch {t['labels']['best_epoch']}), on the class split\n"
         f"  {t['labels_class']['seconds']:.0f} s (kept epoch {t['labels_class']['best_epoch']}), label-free\n"
         f"  {t['self']['seconds']:.0f} s (kept epoch {t['self']['best_epoch']}, 3 views per image).\n"
