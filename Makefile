@@ -8,7 +8,7 @@ WEIGHTS ?= auto
 IMAGE_SIZE ?= 64
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: venv test test-fast test-milvus test-docker lint format demo demo-cli notebooks bench bench-smoke clean
+.PHONY: venv test test-fast test-milvus test-docker lint format demo demo-cli notebooks record-course bench bench-smoke clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,12 @@ notebooks: venv
 		$(BIN)/papermill "$$nb" "$(ARTIFACTS)/notebooks/$$(basename $$nb)" --cwd notebooks \
 			-p WEIGHTS $(WEIGHTS) -p IMAGE_SIZE $(IMAGE_SIZE) || exit 1; \
 	done
+
+# The course's full run recorded (papermill, WEIGHTS=none, 64 px, a fresh artifacts/record-course): run times and
+# results in docs/results/course.json, and the README's course times, "What training gives" and docs/training.md's
+# measured table rendered from it. Needs the product set (SIMLIB_DATA); about half an hour on an idle 2-core CPU.
+record-course: venv
+	$(BIN)/python -m benchmarks.record_course
 
 # Benchmarks at README scale (tens of minutes on 2 cores; results in benchmarks/results/, the table in
 # benchmarks/results/report.md). `make bench-smoke` runs each script at toy size in seconds.

@@ -35,7 +35,10 @@ def quiet_tensorflow() -> None:
 
 
 class Course:
-    """One notebook's run: its dataset, weights, artifacts folder and clock.
+    """One notebook's run: its dataset, weights, artifacts folder, clock and feature cache.
+
+    The course switches simlib's feature cache on under ``ARTIFACTS/features`` (:mod:`simlib.model.features`):
+    each image goes through the frozen backbone once per course run, whichever notebook asks first.
 
     Args:
         smoke: the test suite's tiny run (6 classes × 8 images at 32 px).
@@ -48,6 +51,7 @@ class Course:
 
     def __init__(self, smoke: bool, data_dir, image_size: int, weights: str, artifacts, seed: int = 0) -> None:
         from simlib.model import resolve_weights
+        from simlib.model.features import use_feature_cache
 
         self.t0 = time.perf_counter()
         self.smoke = bool(smoke)
@@ -57,6 +61,7 @@ class Course:
         self.artifacts = course_path(artifacts)
         self.artifacts.mkdir(parents=True, exist_ok=True)
         self.weights = resolve_weights(weights, warn=False)
+        self.features = use_feature_cache(self.artifacts / "features")
         self._table = None
 
     @property
@@ -96,9 +101,11 @@ class Course:
 
     def took(self) -> str:
         """How long this notebook took from its setup cell (the kernel's start and imports come on top)."""
+        cache = self.features
         return (
             f"this notebook took {time.perf_counter() - self.t0:.0f} s from its setup cell "
-            f"({self.describe()}, weights {self.weights})"
+            f"({self.describe()}, weights {self.weights}); backbone features: {cache.misses:,} images computed, "
+            f"{cache.hits:,} taken from the course's feature cache"
         )
 
 

@@ -98,3 +98,16 @@ def test_an_edited_figure_fails_the_check():
     assert check_table(page, training_table(r))
     text = section("README.md", "## What training gives")
     assert figures_not_recorded(text.replace("+7.5 points", "+7.9 points"), record())  # one figure edited
+
+
+def test_the_pages_are_what_the_record_command_renders():
+    """README.md and docs/training.md hold exactly what ``python -m benchmarks.record_course --render-only`` writes
+    from the record: re-recording the course re-renders them, and no figure there is typed by hand."""
+    from benchmarks.record_course import PAGES
+
+    r = record()
+    for page, render in PAGES.items():
+        text = (REPO / page).read_text(encoding="utf-8")
+        assert render(text, r) == text, (
+            f"{page} differs from the record: run python -m benchmarks.record_course --render-only"
+        )

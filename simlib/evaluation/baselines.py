@@ -66,10 +66,10 @@ def head_before_training(trained, record, table, progress: bool = False):
     from simlib.config import from_dict
     from simlib.data import load_images
     from simlib.model import Embedder
+    from simlib.model.features import pooled_features
     from simlib.model.network import adapt_head
     from simlib.train import TrainConfig
     from simlib.train.split import make_split
-    from simlib.train.strategies import batched, pooled_features_fn
 
     tc = from_dict(TrainConfig, record.train_config)
     keras.utils.set_random_seed(tc.seed)  # as fit() does before it builds the model
@@ -77,7 +77,8 @@ def head_before_training(trained, record, table, progress: bool = False):
     config = dataclasses.replace(trained.config, trained=False)
     fresh = Embedder.build(config)
     images = load_images(split.train, config.image_size, config.resize)
-    pooled = batched(pooled_features_fn(fresh), images, progress=progress and "head before training: features")
+    # the same backbone and images as the training run: with the feature cache on, no backbone pass
+    pooled = pooled_features(fresh, images, progress=progress and "head before training: features")
     adapt_head(fresh.head, pooled, seed=tc.seed)
     # the fitted statistics are weights: assemble again so the fingerprint covers them
     return Embedder.assemble(fresh.backbone, fresh.head, config)

@@ -66,12 +66,11 @@ def pixel_embeddings(images: np.ndarray, size: int = PIXEL_SIZE) -> np.ndarray:
 
 
 def model_embedder(embedder) -> Callable[[np.ndarray], np.ndarray]:
-    """``images -> embeddings`` for an :class:`~simlib.model.Embedder`, in batches."""
-    return lambda images: (
-        np.concatenate([embedder.embed_batch(images[i : i + 128]) for i in range(0, len(images), 128)])
-        if len(images)
-        else np.zeros((0, 0), np.float32)
-    )
+    """``images -> embeddings`` for an :class:`~simlib.model.Embedder`, in batches; with the feature cache
+    on (:func:`simlib.model.features.use_feature_cache`), each image goes through the backbone once."""
+    from simlib.model.features import embed_images_cached
+
+    return lambda images: embed_images_cached(embedder, images) if len(images) else np.zeros((0, 0), np.float32)
 
 
 def class_retrieval(
@@ -266,10 +265,18 @@ def compare(
         SimlibError: a model would be scored on a class-disjoint split whose classes it trained on
             (or whose training classes are unknown).
     """
-    from simlib.data import load_images
+    from simlib.model.features import cache_while
 
     if not table.has_labels:
         raise SimlibError(f"{table.name} has no labels: the comparison needs class sub-folders or a label column")
+    with cache_while():  # each test image goes through each backbone once, whatever the parts and splits
+        return _compare(table, models, class_models, trained_classes, seed, splits, near_duplicates, progress)
+
+
+def _compare(table, models, class_models, trained_classes, seed, splits, near_duplicates, progress) -> Comparison:
+    """:func:`compare`'s work (the arguments are its own)."""
+    from simlib.data import load_images
+
     sizes = {m.image_size for m in [*models.values(), *(class_models or {}).values()] if m is not None}
     if len(sizes) > 1:
         raise SimlibError(f"the models to compare use different image sizes {sorted(sizes)}: compare like with like")

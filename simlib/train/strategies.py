@@ -8,33 +8,10 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from simlib.model.features import batched, pooled_features, pooled_features_fn
 from simlib.train.base import Strategy
 
-
-def pooled_features_fn(embedder):
-    """A compiled function from uint8 images to the embedder's pooled backbone features."""
-    import tensorflow as tf
-
-    from simlib.model.network import split_head
-
-    pool, _ = split_head(embedder.head)
-    backbone = embedder.backbone
-
-    @tf.function(reduce_retracing=True)
-    def fn(x):
-        return pool(backbone(tf.cast(x, tf.float32), training=False), training=False)
-
-    return fn
-
-
-def batched(fn, images: np.ndarray, batch: int = 64, progress: bool | str = False) -> np.ndarray:
-    """``fn`` over ``images`` in batches, concatenated as float32."""
-    from tqdm.auto import tqdm
-
-    starts = range(0, len(images), batch)
-    desc = progress if isinstance(progress, str) else None
-    bar = tqdm(starts, desc=desc, unit="batch", disable=not progress, leave=False)
-    return np.concatenate([np.asarray(fn(images[i : i + batch]), np.float32) for i in bar])
+__all__ = ["STRATEGIES", "FineTune", "FrozenHead", "augmented_views", "batched", "pooled_features_fn"]
 
 
 def augmented_views(images: np.ndarray, n_views: int, seed: int, size: int, batch: int = 256) -> list[np.ndarray]:
@@ -49,8 +26,9 @@ def augmented_views(images: np.ndarray, n_views: int, seed: int, size: int, batc
 
 
 class FrozenHead(Strategy):
-    """The backbone stays as it is: its pooled features are computed once per image and view, and
-    the head's trainable rest (standardisation, hidden layer, projection) trains on them.
+    """The backbone stays as it is: its pooled features are computed once per image and view (and taken
+    from the feature cache, :mod:`simlib.model.features`, when one is on), and the head's trainable rest
+    (standardisation, hidden layer, projection) trains on them.
 
     Training the rest trains the embedder's head itself (they share layers), so the saved model
     is the whole embedder, usable everywhere an untrained one is.
@@ -65,13 +43,12 @@ class FrozenHead(Strategy):
         from simlib.train.samplers import pk_batches
 
         tc, data = self.tc, self.data
-        self._features = pooled_features_fn(self.embedder)
         t0 = time.perf_counter()
         self.say(f"computing the backbone's features of {len(data.images):,} train images × {tc.n_views} views")
         views = augmented_views(data.images, tc.n_views, tc.seed, self.embedder.image_size)
         self._train_feats = np.concatenate(
             [
-                batched(self._features, v, progress=self.progress and f"backbone features, view {i + 1}")
+                pooled_features(self.embedder, v, progress=self.progress and f"backbone features, view {i + 1}")
                 for i, v in enumerate(views)
             ]
         )
@@ -93,7 +70,7 @@ class FrozenHead(Strategy):
         return self._rest, ds
 
     def encode(self, images: np.ndarray) -> np.ndarray:
-        return batched(self._features, images)
+        return pooled_features(self.embedder, images)
 
     def encode_train(self, rows: np.ndarray) -> np.ndarray:
         return self._train_feats[rows]  # the first view's rows are the images themselves
