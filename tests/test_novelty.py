@@ -198,6 +198,11 @@ def test_the_app_says_why_there_is_no_good_match(photo_searcher):
     assert result.banner() == UNLIKE_BANNER and "unlike anything in the gallery" in banner_text(body)
     good = service.search(np.asarray(_photo(600)), 3).to_json()
     assert good["no_good_match"] is False and good["unlike_gallery"] is False and banner_text(good) == ""
+    # a result opened for its explanation is judged as the search judged it
+    picked = body["hits"][0]["id"]
+    scored = service.score(noise, picked)
+    assert scored.unlike_gallery and scored.weak
+    assert not service.score(np.asarray(_photo(600)), picked).unlike_gallery
 
 
 def test_the_cli_says_why_there_is_no_good_match(photo_searcher, tmp_path):

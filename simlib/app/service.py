@@ -257,7 +257,7 @@ class GalleryService:
         searcher, vector = self._embed(image)
         with self.lock:
             searcher, vector = self._same_model(searcher, vector, image)
-            return searcher.score_ids(vector, [result_id])[0]
+            return searcher.score_ids(vector, [result_id], image=image)[0]
 
     def _embed(self, image: Any):
         """``(searcher, vector)``: the query embedded by the current model, outside the lock (a model is

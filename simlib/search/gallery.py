@@ -170,8 +170,7 @@ def _calibrate(searcher: Searcher, log: Callable[[str], None]) -> None:
     log(f"calibrated the 'no good match' threshold: {threshold.summary()}, {time.perf_counter() - t0:.1f} s")
     if threshold.not_reached_note():
         log(f"warning: {threshold.not_reached_note()}")
-    if threshold.unsupported_note():
-        log(threshold.unsupported_note())
+    # what the model cannot support is said once, by the verdicts in force (calibrate_verdicts_of), not here
 
 
 def calibrate_verdicts_of(searcher: Searcher, log: Callable[[str], None]) -> None:
@@ -186,6 +185,8 @@ def calibrate_verdicts_of(searcher: Searcher, log: Callable[[str], None]) -> Non
         return
     searcher.set_verdicts(verdicts)
     log(f"calibrated how sure a match is ({time.perf_counter() - t0:.1f} s): {verdicts.summary()}")
+    if searcher.unsupported_note():
+        log(searcher.unsupported_note())
 
 
 # ----------------------------------------------------------------------------- opening the served gallery

@@ -318,18 +318,20 @@ class Searcher:
         p = match_probability([h.score for h in hits], verdicts.curve, ranks=[max(h.rank, 1) for h in hits])
         return [dataclasses.replace(h, probability=float(q)) for h, q in zip(hits, p, strict=True)]
 
-    def score_ids(self, vector: np.ndarray, ids: Sequence[int]) -> list[Hit]:
+    def score_ids(self, vector: np.ndarray, ids: Sequence[int], image: Any = None) -> list[Hit]:
         """Gallery entries scored against an embedded query, as :meth:`query` would show them (rank 0).
 
-        The score is the cosine with the stored vector; ``weak`` as in a search. For scoring a result
-        the user picked (explain, feedback) without trusting a score sent by a client.
+        The score is the cosine with the stored vector; ``weak`` as in a search (with the query ``image``
+        given, also when it looks unlike the gallery). For scoring a result the user picked (explain,
+        feedback) without trusting a score sent by a client.
 
         Raises:
             SimlibError: an id that is not in the gallery.
         """
         records = [self.index.record(int(i)) for i in ids]  # SimlibError for an unknown id
         stored = self.index.vectors_of([r.id for r in records])
-        return self._judged([self._hit(0, r.id, float(vector @ v)) for r, v in zip(records, stored, strict=True)])
+        hits = [self._hit(0, r.id, float(vector @ v)) for r, v in zip(records, stored, strict=True)]
+        return self._judged(hits, image is not None and bool(self.unlike_gallery(image)))
 
     def _hit(self, rank: int, id_: int, score: float, duplicates: int = 0) -> Hit:
         r = self.index.record(id_)
