@@ -39,6 +39,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def open_page(pw, port: int):
+    """``(browser, page)``: headless Chromium on the served app at ``port``, desktop-sized, once its search box
+    is on the page."""
+    browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(120_000)
+    page.goto(f"http://127.0.0.1:{port}/")
+    page.wait_for_selector("#search")
+    return browser, page
+
+
 def prepare(out: Path, n_queries: int, seed: int) -> tuple[Path, list[tuple[str, str]]]:
     """A class-per-folder gallery (symlinks) without the held-out queries; returns it and the queries."""
     from simlib.data import find_data_root, load_product_set
@@ -134,11 +145,7 @@ def main() -> int:
             return json.loads((artifacts / "index" / "manifest.json").read_text()).get("threshold")
 
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(120_000)
-            page.goto(f"http://127.0.0.1:{port}/")
-            page.wait_for_selector("#search")
+            browser, page = open_page(pw, port)
             # one warm-up query (the browser's first upload), not counted
             measure(page, [(str(noise), None)])
             rows = measure(page, [*queries, (str(noise), None)])

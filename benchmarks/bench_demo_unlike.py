@@ -32,7 +32,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from benchmarks.bench_demo_page import CHROMIUM, FLAGS, free_port  # noqa: E402
+from benchmarks.bench_demo_page import free_port, open_page  # noqa: E402
 
 K = 5
 
@@ -165,11 +165,7 @@ def main() -> int:
         from playwright.sync_api import sync_playwright
 
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(120_000)
-            page.goto(f"http://127.0.0.1:{port}/")
-            page.wait_for_selector("#search")
+            browser, page = open_page(pw, port)
             t1 = time.perf_counter()
             done = upload_all(page, rows)
             result["upload_s"] = round(time.perf_counter() - t1, 1)
