@@ -229,6 +229,27 @@ def test_pca_head_is_a_shrunk_whitened_pca_of_the_standardised_features():
     np.testing.assert_array_equal(np.asarray(e.head.get_layer("projection").kernel), np.eye(24, 8))
 
 
+@pytest.mark.parametrize("config", [GRID_PCA, TINY], ids=["standardise+pca", "projection-only"])
+def test_the_fixed_layers_and_the_tail_compose_to_the_head_and_share_its_weights(config):
+    from simlib.model.network import adapt_head, split_head, split_trainable
+
+    e = Embedder.build(config)
+    _, rest = split_head(e.head)
+    dim = rest.input.shape[-1]
+    pooled = (np.random.default_rng(2).standard_normal((60, dim)) * 2 + 1).astype(np.float32)
+    adapt_head(e.head, pooled)
+    fixed, tail = split_trainable(rest)
+    if config.head_pca:
+        assert [layer.name for layer in fixed.layers[1:]] == ["feature_norm", "pca"]
+        assert not fixed.trainable_weights and tail.input.shape[-1] == config.head_pca
+    else:
+        assert fixed is None  # nothing fitted: the tail is the whole rest
+    inputs = pooled if fixed is None else np.asarray(fixed(pooled))
+    np.testing.assert_allclose(np.asarray(tail(inputs)), np.asarray(rest(pooled)), atol=1e-5)
+    # training the tail trains the head: its projection is the head's own layer
+    assert tail.get_layer("projection") is e.head.get_layer("projection")
+
+
 def test_new_pooling_options_round_trip_through_save_load_and_the_index_fingerprint(tmp_path):
     from simlib.data import ImageTable
     from simlib.model.network import adapt_head, split_head

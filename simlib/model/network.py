@@ -140,6 +140,33 @@ def split_head(head):
     return pool, keras.Model(pooled, x, name="head_rest")
 
 
+def split_trainable(rest):
+    """The head's rest (pooled features -> embedding, from :func:`split_head`) as ``(fixed, tail)``.
+
+    ``fixed`` is its leading layers without trainable weights (the fitted standardisation and PCA), or
+    None when there are none; ``tail`` starts at the first layer that trains. ``tail(fixed(x))`` is
+    ``rest(x)``, and both share ``rest``'s layers. Training ``tail`` on ``fixed``'s outputs, computed once,
+    trains the same head on far smaller inputs (512 PCA components instead of 16,384 grid features).
+    """
+    import keras  # lazy: Keras
+
+    layers = [layer for layer in rest.layers if not isinstance(layer, keras.layers.InputLayer)]
+    n_fixed = 0
+    while n_fixed < len(layers) - 1 and not layers[n_fixed].trainable_weights:
+        n_fixed += 1
+    fixed = None
+    x = inputs = keras.Input(tuple(rest.input.shape[1:]), name="pooled_features")
+    if n_fixed:
+        for layer in layers[:n_fixed]:
+            x = layer(x)
+        fixed = keras.Model(inputs, x, name="head_fixed")
+        x = keras.Input(tuple(x.shape[1:]), name="fixed_features")
+    tail_in = x
+    for layer in layers[n_fixed:]:
+        x = layer(x)
+    return fixed, keras.Model(tail_in, x, name="head_tail")
+
+
 # PCA is fitted on at most this many training images (the Gram matrix is n x n).
 PCA_MAX_ROWS = 6000
 
@@ -170,13 +197,15 @@ def adapt_head(head, pooled, seed: int = 0) -> None:
     k = pca.units
     if len(x) <= k:
         raise SimlibError(f"a {k}-component PCA needs more than {k} training images ({len(x)} given)")
-    mean = x.mean(axis=0)
-    centred = (x - mean).astype(np.float64)
+    mean = x.mean(axis=0, dtype=np.float64)
+    # float32 for the two n x d products (the cost; a float64 copy of the features was most of it), float64 for
+    # the small n x n eigenproblem
+    centred = np.asarray(x, np.float32) - mean.astype(np.float32)
     # eigenvectors of the n x n Gram matrix give the principal axes without a d x d covariance
-    eigval, u = np.linalg.eigh(centred @ centred.T)
+    eigval, u = np.linalg.eigh((centred @ centred.T).astype(np.float64))
     order = np.argsort(eigval)[::-1][:k]
     eigval, u = np.maximum(eigval[order], 1e-12), u[:, order]
-    axes = centred.T @ u / np.sqrt(eigval)  # (d, k), unit columns
+    axes = centred.T @ (u / np.sqrt(eigval)).astype(np.float32)  # (d, k), unit columns
     variance = eigval / len(x)
     scale = np.sqrt(variance + variance.mean())
     kernel = (axes / scale).astype(np.float32)

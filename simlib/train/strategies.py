@@ -27,10 +27,11 @@ def augmented_views(images: np.ndarray, n_views: int, seed: int, size: int, batc
 
 class FrozenHead(Strategy):
     """The backbone stays as it is: its pooled features are computed once per image and view (and taken
-    from the feature cache, :mod:`simlib.model.features`, when one is on), and the head's trainable rest
-    (standardisation, hidden layer, projection) trains on them.
+    from the feature cache, :mod:`simlib.model.features`, when one is on), the head's fitted layers
+    (standardisation, PCA) are applied to them once, and the layers that train (hidden layer,
+    projection) train on the result.
 
-    Training the rest trains the embedder's head itself (they share layers), so the saved model
+    Training them trains the embedder's head itself (they share layers), so the saved model
     is the whole embedder, usable everywhere an untrained one is.
     """
 
@@ -39,21 +40,28 @@ class FrozenHead(Strategy):
     def prepare(self) -> tuple[Any, Any]:
         import tensorflow as tf
 
-        from simlib.model.network import adapt_head, split_head
+        from simlib.model.network import adapt_head, split_head, split_trainable
         from simlib.train.samplers import pk_batches
 
         tc, data = self.tc, self.data
         t0 = time.perf_counter()
         self.say(f"computing the backbone's features of {len(data.images):,} train images × {tc.n_views} views")
         views = augmented_views(data.images, tc.n_views, tc.seed, self.embedder.image_size)
-        self._train_feats = np.concatenate(
+        pooled = np.concatenate(
             [
                 pooled_features(self.embedder, v, progress=self.progress and f"backbone features, view {i + 1}")
                 for i, v in enumerate(views)
             ]
         )
         if not self.embedder.config.trained:  # a trained head keeps the statistics it was trained with
-            adapt_head(self.embedder.head, self._train_feats[: len(data.images)], seed=tc.seed)
+            adapt_head(self.embedder.head, pooled[: len(data.images)], seed=tc.seed)
+        # the head's fitted layers (standardisation, PCA) do not train: apply them once, train the tail on their
+        # outputs (512 PCA components instead of 16,384 grid features for a random backbone's head)
+        _, rest = split_head(self.embedder.head)
+        fixed, self._tail = split_trainable(rest)
+        self._fixed_fn = None if fixed is None else tf.function(lambda f: fixed(f, training=False))
+        self._train_feats = self._fix(pooled)
+        del pooled
         self.say(
             f"cached backbone features of {len(data.images)} train images × {tc.n_views} views "
             f"in {time.perf_counter() - t0:.1f} s"
@@ -64,19 +72,21 @@ class FrozenHead(Strategy):
         feats_t, ids_t = tf.constant(self._train_feats), tf.constant(ids)
         ds = tf.data.Dataset.from_tensor_slices(batches)
         ds = ds.map(lambda b: (tf.gather(feats_t, b), tf.gather(ids_t, b))).prefetch(2)
+        self._tail_fn = tf.function(lambda f: self._tail(f, training=False), reduce_retracing=True)
+        return self._tail, ds
 
-        _, self._rest = split_head(self.embedder.head)
-        self._rest_fn = tf.function(lambda f: self._rest(f, training=False), reduce_retracing=True)
-        return self._rest, ds
+    def _fix(self, pooled: np.ndarray) -> np.ndarray:
+        """The head's fixed layers applied to pooled features (the tail's input)."""
+        return pooled if self._fixed_fn is None else batched(self._fixed_fn, pooled, batch=1024)
 
     def encode(self, images: np.ndarray) -> np.ndarray:
-        return pooled_features(self.embedder, images)
+        return self._fix(pooled_features(self.embedder, images))
 
     def encode_train(self, rows: np.ndarray) -> np.ndarray:
         return self._train_feats[rows]  # the first view's rows are the images themselves
 
     def embed(self, inputs: np.ndarray) -> np.ndarray:
-        return np.asarray(self._rest_fn(inputs))
+        return np.asarray(self._tail_fn(inputs))
 
 
 class FineTune(Strategy):
