@@ -41,7 +41,7 @@ def test_claims_word_the_verdict_from_the_interval(recorded):
     # R@1 is noise, mAP@R is not: lead with mAP@R and say why
     ap = dict(strong, metric="map@r", test="paired sign-flip")
     text = pair_claim(noise, ap)
-    assert text.startswith(claim(ap)) and "noise" in text
+    assert text.startswith(claim(ap)) and claim(noise) in text and "separates the methods where Recall@1 cannot" in text
     assert not check_claims(recorded["claims"], recorded["differences"])
 
 

@@ -170,6 +170,18 @@ def test_the_searcher_marks_every_hit_of_a_query_unlike_the_gallery(photo_search
     assert no_good_match(hits) and hits[0].to_dict()["unlike_gallery"] is True
     like = searcher.query(_photo(500), k=3)
     assert searcher.unlike_gallery(_photo(500)) is False and not any(h.unlike_gallery or h.weak for h in like)
+    # with a match curve too: a probability for a query like the gallery, none for one unlike it (the curve was
+    # fitted on queries like the gallery's), whose tiles then show the cosine
+    from simlib.search.probability import MatchCurve
+
+    curve = MatchCurve("score", ((-1.0, 0.2), (1.0, 0.9)), 0.1, 0.2, 0.25, 0.5, 40, 5)
+    saved = searcher.verdicts  # the fixture is shared by the module's tests
+    searcher.set_verdicts(dataclasses.replace(saved, curve=curve))
+    assert all(h.probability is not None for h in searcher.query(_photo(500), k=3))
+    unlike = searcher.query(noise, k=3)
+    searcher.set_verdicts(saved)
+    assert all(h.probability is None and h.unlike_gallery for h in unlike)
+    assert f"{unlike[0].score:.3f}" in unlike[0].caption() and "same kind" not in unlike[0].caption()
     assert not no_good_match(like)
     # the same from a vector with its image (the app's path), and without the image: not checked
     vector = searcher.embedder.embed_images([noise])[0]

@@ -215,3 +215,16 @@ def test_training_record_of_an_untrained_or_older_model(tmp_path):
     (tmp_path / "training.json").write_text('{"train_config": {"mode": "labels"}, "best_epoch": 3}')
     old = TrainingRecord.load(tmp_path)
     assert old.classes is None and old.labels_used and old.best_epoch == 3 and old.seen("x") is None
+
+
+def test_an_early_stopped_run_ends_its_progress_bar_as_finished_not_failed(capsys):
+    from simlib.train import EpochProgress
+
+    bar = EpochProgress(5, "model_x")
+    bar.on_train_begin()
+    for epoch in range(2):
+        bar.on_epoch_end(epoch, {"val_recall@1": 0.5})
+    bar.on_train_end()
+    # tqdm marks a bar closed short of its total as an error: the total is what ran
+    assert bar.bar.total == bar.bar.n == 2
+    assert "model_x (stopped after epoch 2 of 5)" in capsys.readouterr().err

@@ -24,7 +24,8 @@ class Hit:
     # below the index's calibrated "good match" threshold, or the query is unlike the gallery (False when the
     # index has neither)
     weak: bool = False
-    # the calibrated probability that the result is the same kind as the query (None: not calibrated)
+    # the calibrated probability that the result is the same kind as the query (None: not calibrated, or the query
+    # is unlike the gallery, where the calibration does not apply)
     probability: float | None = None
     # the query image looks unlike anything in the gallery (a calibrated check, the same on every hit of a
     # query; its hits are then ``weak`` too)

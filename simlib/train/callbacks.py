@@ -154,4 +154,12 @@ class EpochProgress(keras.callbacks.Callback):
         self.bar.update(1)
 
     def on_train_end(self, logs=None):
+        done = self.bar.n
+        if done < self.epochs:  # early stopping or the time budget: a finished run, not a failed one
+            # tqdm draws a bar closed short of its total as an error (red in a notebook)
+            self.bar.total = done
+            container = getattr(self.bar, "container", None)
+            if container is not None:  # the notebook widget took its length from the old total
+                container.children[1].max = done
+            self.bar.set_description(f"{self.desc} (stopped after epoch {done} of {self.epochs})")
         self.bar.close()
