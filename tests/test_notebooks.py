@@ -163,7 +163,7 @@ def check_recorded_results(r: dict[str, dict], course) -> None:
     assert set(training["feedback"]) == {"before", "with feedback", "control (no feedback)"}
 
     indexing = r["04_indexing.json"]
-    assert indexing["synthetic_n"] == 20_000 and indexing["gallery_size"] == 48  # the copies were removed again
+    assert indexing["synthetic_n"] == 10_000 and indexing["gallery_size"] == 48  # the copies were removed again
     rows = {row["kind"]: row for row in indexing["rows"]}
     assert set(rows) == {"flat", "ivfpq"} | {f"hnsw ef={ef}" for ef in (16, 32, 64, 128)}
     assert rows["flat"]["recall@10"] == 1.0  # the exact index is its own ground truth
