@@ -195,7 +195,9 @@ def plot_differences(differences: Sequence[Any], reference: str = "trained", met
     ax.set_yticks(range(len(items)), [i[0] for i in items[::-1]], fontsize=7)
     label = {"recall@1": "Recall@1", "map@r": "mAP@R"}.get(metric, metric)
     ax.set_xlabel(f"{reference} minus the other method, {label} in points, with its 95 % interval")
-    ax.set_title(f"What {reference} changes, on the same queries\n"
-                 "(green: beats, red: worse, grey: no detectable difference)", fontsize=10)
+    ax.set_title(
+        f"What {reference} changes, on the same queries\n(green: beats, red: worse, grey: no detectable difference)",
+        fontsize=10,
+    )
     fig.tight_layout()
     return fig
