@@ -70,9 +70,11 @@ notebooks: venv
 
 # The course's full run recorded (papermill, WEIGHTS=none, 64 px, a fresh artifacts/record-course): run times and
 # results in docs/results/course.json, and the README's course times, "What training gives" and docs/training.md's
-# measured table rendered from it. Needs the product set (SIMLIB_DATA); about half an hour on an idle 2-core CPU.
+# measured table rendered from it. Needs the product set (SIMLIB_DATA); minutes on an idle 2-core CPU (the README's
+# course table). RECORD_ARGS="--runs 2" runs it a second time on fresh artifacts and records that run's time and
+# which results, if any, differed from the first run's.
 record-course: venv
-	$(BIN)/python -m benchmarks.record_course
+	$(BIN)/python -m benchmarks.record_course $(RECORD_ARGS)
 
 # Benchmarks at README scale (tens of minutes on 2 cores; results in benchmarks/results/, the table in
 # benchmarks/results/report.md). `make bench-smoke` runs each script at toy size in seconds.

@@ -110,6 +110,34 @@ def build_record(timing: dict, artifacts: Path, note: str | None) -> dict:
     }
 
 
+def comparable_results(artifacts: Path) -> dict:
+    """What a run of the same commit must reproduce: notebook 03's training record (its runs, the explicit loop,
+    the mining counts, the collapse and feedback demos) and notebook 05's table and paired differences, without
+    run times and paths."""
+
+    def strip(x):
+        if isinstance(x, dict):
+            return {k: strip(v) for k, v in x.items() if k not in ("seconds", "models")}
+        return [strip(v) for v in x] if isinstance(x, list) else x
+
+    training = json.loads((artifacts / "03_training.json").read_text())
+    evaluation = json.loads((artifacts / "05_evaluation.json").read_text())
+    return strip({"training": training, "table": evaluation["table"], "differences": evaluation["differences"]})
+
+
+def repeat_run(timing: dict, artifacts: Path, first: dict) -> dict:
+    """One more run of the course: its total time, its load, and which results differ from the first run's."""
+    results = comparable_results(artifacts)
+    runs = sorted(set(first["training"]) | set(results["training"]))
+    differ = [f"training.{k}" for k in runs if first["training"].get(k) != results["training"].get(k)]
+    differ += [k for k in ("table", "differences") if first[k] != results[k]]
+    return {
+        "total_seconds": sum(t["seconds"] for t in timing["notebook_seconds"].values()),
+        "load_average_at_start": timing["load_average_at_start"],
+        "results_that_differ": differ,
+    }
+
+
 # ----------------------------------------------------------------------------- rendering the pages
 def _diff(r: dict, split: str, part: str, a: str, b: str, metric: str) -> dict:
     return next(
@@ -175,11 +203,26 @@ def readme_training(r: dict) -> str:
 def readme_times(r: dict) -> str:
     """The README's paragraph after the course table, up to "The run's figures are recorded"."""
     total = r["total_seconds"]
-    return (
+    text = (
         "The times above are one full run (`make notebooks WEIGHTS=none`: 64 px, product set, seed 0) on the project's\n"
         f"{r['machine'].split(' ')[0]}-core machine {_load_words(r)}; the whole\n"
         f"course: {total} s ({total / 60:.1f} min). "
     )
+    repeats = r.get("repeat_runs") or []
+    if repeats:
+        totals = [total] + [x["total_seconds"] for x in repeats]
+        differ = sorted({d for x in repeats for d in x["results_that_differ"]})
+        text += (
+            f"{len(totals)} runs of the same commit, one after another on a fresh artifacts folder each: "
+            f"{min(totals)}-{max(totals)} s; "
+            + (
+                "every run gave the same results to the last digit (notebook 03's training runs, loop and demos, "
+                "notebook 05's table and paired differences). "
+                if not differ
+                else f"results that differed between runs: {', '.join(differ)}. "
+            )
+        )
+    return text
 
 
 def training_doc_measured(r: dict) -> str:
@@ -266,11 +309,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--executed", default="artifacts/record-course-notebooks", help="the executed notebooks")
     p.add_argument("--render-only", action="store_true", help="render the pages from the existing record")
     p.add_argument("--note", default=None, help='how the machine was shared (default: from the load, e.g. "idle")')
+    p.add_argument("--runs", type=int, default=1, help="run the course this many times (the record is the first "
+                   "run's; the others add their time and which results differ)")  # fmt: skip
     args = p.parse_args(argv)
     if not args.render_only:
         artifacts = (REPO / args.artifacts).resolve()
         timing = run_course(artifacts, (REPO / args.executed).resolve(), sys.executable)
         record = build_record(timing, artifacts, args.note)
+        first = comparable_results(artifacts)
+        repeats = []
+        for i in range(2, args.runs + 1):
+            again = artifacts.with_name(f"{artifacts.name}-run{i}")
+            more = run_course(again, (REPO / f"{args.executed}-run{i}").resolve(), sys.executable)
+            repeats.append(repeat_run(more, again, first))
+        if repeats:
+            record["repeat_runs"] = repeats
         RECORD.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
         print(f"wrote {RECORD.relative_to(REPO)}: the course took {record['total_seconds']} s")
     render(json.loads(RECORD.read_text(encoding="utf-8")))

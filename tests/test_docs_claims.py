@@ -114,3 +114,29 @@ def test_the_pages_are_what_the_record_command_renders():
         assert render(text, r) == text, (
             f"{page} differs from the record: run python -m benchmarks.record_course --render-only"
         )
+
+
+def test_a_repeat_run_reports_the_results_that_differ_and_the_page_says_so(tmp_path):
+    """``record_course --runs 2``: a second run of the same commit is compared with the first, figure by figure,
+    run times and paths aside; the README's course paragraph then gives the range of times and that verdict."""
+    from benchmarks.record_course import comparable_results, readme_times, repeat_run
+
+    def run(folder, feedback, seconds):
+        folder.mkdir()
+        training = {"labels": {"best_epoch": 8, "seconds": seconds}, "feedback": {"with feedback": feedback},
+                    "models": [str(folder / "model_labels")]}  # fmt: skip
+        (folder / "03_training.json").write_text(json.dumps(training))
+        (folder / "05_evaluation.json").write_text(json.dumps({"table": [{"r": 1}], "differences": [{"d": 2}]}))
+        return folder
+
+    first = comparable_results(run(tmp_path / "a", -0.54, 12.9))
+    timing = {"load_average_at_start": 0.5, "notebook_seconds": {"01": {"seconds": 200}, "02": {"seconds": 210}}}
+    same = repeat_run(timing, run(tmp_path / "b", -0.54, 14.0), first)
+    assert same == {"total_seconds": 410, "load_average_at_start": 0.5, "results_that_differ": []}
+    other = repeat_run(timing, run(tmp_path / "c", -0.55, 12.9), first)
+    assert other["results_that_differ"] == ["training.feedback"]
+    record = {"total_seconds": 397, "machine": "2 cores, otherwise idle", "load_average_at_start": 0.3}
+    assert "2 runs of the same commit" in readme_times({**record, "repeat_runs": [same]})
+    assert "397-410 s" in readme_times({**record, "repeat_runs": [same]})
+    assert "same results to the last digit" in readme_times({**record, "repeat_runs": [same]})
+    assert "differed between runs: training.feedback" in readme_times({**record, "repeat_runs": [other]})
