@@ -266,8 +266,7 @@ class Searcher:
         Hits under the index's calibrated "good match" cut have ``weak=True``; with calibrated verdicts
         (:func:`simlib.search.confidence.calibrate_verdicts`) each hit carries its ``probability`` of being
         the same kind as the query; when the index's "unlike the gallery" check (:meth:`unlike_gallery`) flags
-        ``image``, every hit has ``unlike_gallery=True`` and ``weak=True``, and no probability.
-        """
+        ``image``, every hit has ``unlike_gallery=True`` and ``weak=True``, and no probability."""
         exclude = set(int(i) for i in exclude_ids)
         vector = self.embedder.embed_images([image])[0]  # first: a bad file fails here with a clear SimlibError
         if exclude_self and isinstance(image, str | os.PathLike):
@@ -308,9 +307,9 @@ class Searcher:
         return verdicts.novelty.flags(image)  # type: ignore[union-attr]
 
     def _judged(self, hits: list[Hit], unlike: bool = False) -> list[Hit]:
-        """The hits with their calibrated probability of being the same kind (unchanged without a curve); when
-        the query is ``unlike`` the gallery, every hit is marked so, and weak, and has no probability: the curve
-        was fitted on queries drawn like the gallery, so it says nothing about this one."""
+        """The hits with their calibrated probability of being the same kind (unchanged without a curve); when the
+        query is ``unlike`` the gallery, every hit is marked so, weak, and without a probability (the curve says
+        nothing of queries unlike those it was fitted on)."""
         if unlike:
             return [dataclasses.replace(h, unlike_gallery=True, weak=True, probability=None) for h in hits]
         verdicts = self.verdicts
