@@ -59,7 +59,9 @@ class FrozenHead(Strategy):
         # outputs (512 PCA components instead of 16,384 grid features for a random backbone's head)
         _, rest = split_head(self.embedder.head)
         fixed, self._tail = split_trainable(rest)
-        self._fixed_fn = None if fixed is None else tf.function(lambda f: fixed(f, training=False))
+        self._fixed_fn = None
+        if fixed is not None:
+            self._fixed_fn = tf.function(lambda f: fixed(f, training=False), reduce_retracing=True)
         self._train_feats = self._fix(pooled)
         del pooled
         self.say(
